@@ -1,0 +1,1 @@
+"""bridge: cryptolisting.ws announcements -> strategy plugins -> ccxt orders."""

@@ -1,0 +1,259 @@
+"""The configuration: `config.yaml` parsed once into frozen dataclasses, every key checked up front.
+
+Strings may hold `${VAR}` (environment), `${file:/path}` (file contents) or `${credential:NAME}`
+(systemd's $CREDENTIALS_DIRECTORY/NAME). A mistake is one line naming the file and the key; exit 78.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+
+from bridge import secrets
+from bridge.errors import ConfigError
+from bridge.schema import SchemaError, build
+from bridge.secrets import Secret
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+
+_SUBST = re.compile(r"\$\{([^}]*)\}")
+# ccxt config keys that hold credentials: redacted in show-config and scrubbed from logs.
+SECRET_KEY_PATTERN = re.compile(r"(key|secret|password|token|uid|private)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ReconnectConfig:
+    min_delay: float = 5.0
+    max_delay: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.min_delay < 0 or self.max_delay < self.min_delay:
+            raise ValueError("need 0 <= min_delay <= max_delay")
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    api_key: Secret
+    url: str = "wss://cryptolisting.ws"
+    cex: tuple[str, ...] | None = None
+    heartbeat_timeout: float = 35.0
+    handshake_timeout: float = 10.0
+    max_frame_bytes: int = 1024 * 1024
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_timeout <= 0 or self.handshake_timeout <= 0:
+            raise ValueError("heartbeat_timeout and handshake_timeout must be positive")
+        if self.max_frame_bytes <= 0:
+            raise ValueError("max_frame_bytes must be positive")
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    api_key: Secret | None = None
+    secret: Secret | None = None
+    password: Secret | None = None
+    sandbox: bool = False
+    market_types: tuple[str, ...] = ("spot",)
+    markets_refresh: float = 600.0
+    ccxt: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TradingConfig:
+    dry_run: bool = True
+    max_event_age: float = 10.0
+    max_order_cost: float = 100.0
+    daily_max_cost: float | None = None
+    max_orders_per_announcement: int = 10
+    allow_symbols: tuple[str, ...] | None = None
+    deny_symbols: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_event_age <= 0 or self.max_order_cost <= 0:
+            raise ValueError("max_event_age and max_order_cost must be positive")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    name: str
+    module: str
+    class_: str | None = None
+    enabled: bool = True
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: LogLevel = "info"
+    format: LogFormat = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    feed: FeedConfig
+    exchanges: dict[str, ExchangeConfig] = field(default_factory=dict)
+    trading: TradingConfig = field(default_factory=TradingConfig)
+    state_dir: Path = Path("./state")
+    strategies: tuple[StrategyConfig, ...] = ()
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = field(default="<config>", compare=False, init=False)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file. Raises ConfigError with a one-line, file-named message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    return loads(text, source=str(path))
+
+
+def loads(text: str, source: str = "<config>", env: dict[str, str] | None = None) -> Config:
+    """Validate config text. `env` defaults to the process environment."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        hint = ""
+        if mark and "${" in text.splitlines()[min(mark.line, len(text.splitlines()) - 1)]:
+            hint = ' (inside { } a ${VAR} must be quoted: "${VAR}")'
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}{hint}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings at the top level")
+    try:
+        data = _substitute(data, "", os.environ if env is None else env)
+        config = build(Config, data)
+        _check(config)
+    except SchemaError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    _register_ccxt_secrets(config)
+    object.__setattr__(config, "source", source)  # frozen; set once, here, where it is known
+    return config
+
+
+def _substitute(node: Any, key: str, env: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute(v, f"{key}.{k}" if key else str(k), env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, f"{key}[{i}]", env) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        return _SUBST.sub(lambda m: _resolve(m.group(1), key, env), node)
+    return node
+
+
+def _resolve(ref: str, key: str, env: Any) -> str:
+    if ref.startswith("file:"):
+        return _read_secret_file(Path(ref[5:]), key)
+    if ref.startswith("credential:"):
+        cred_dir = env.get("CREDENTIALS_DIRECTORY")
+        if not cred_dir:
+            raise SchemaError(key, f"${{{ref}}} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)")
+        return _read_secret_file(Path(cred_dir) / ref[11:], key)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ref):
+        raise SchemaError(key, f"${{{ref}}} is not a valid variable reference")
+    value = env.get(ref)
+    if value is None or value == "":
+        raise SchemaError(key, f"environment variable {ref} is not set")
+    return str(value)
+
+
+def _read_secret_file(path: Path, key: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not readable text"
+        raise SchemaError(key, f"cannot read secret file {path}: {reason}") from None
+    if not value:
+        raise SchemaError(key, f"secret file {path} is empty")
+    secrets.register(value)
+    return value
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check(config: Config) -> None:
+    parts = urlsplit(config.feed.url)
+    if parts.scheme not in ("wss", "ws") or not parts.hostname:
+        raise SchemaError("feed.url", f'expected a wss:// URL, got "{config.feed.url}"')
+    if parts.scheme == "ws" and not is_loopback_host(parts.hostname):
+        raise SchemaError("feed.url", "ws:// (unencrypted) is allowed only for loopback hosts; use wss://")
+    if config.feed.cex is not None:
+        for i, cex in enumerate(config.feed.cex):
+            if not re.fullmatch(r"[a-z0-9_]+", cex):
+                raise SchemaError(f"feed.cex[{i}]", f'expected a lowercase exchange name, got "{cex}"')
+    names = [s.name for s in config.strategies]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise SchemaError(f"strategies[{i}].name", f'duplicate strategy name "{name}"')
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", name):
+            raise SchemaError(f"strategies[{i}].name", "use 1-40 letters, digits, _ . -")
+    for ex_id, ex in config.exchanges.items():
+        if not config.trading.dry_run and (ex.api_key is None or ex.secret is None):
+            raise SchemaError(f"exchanges.{ex_id}", "live trading (dry_run: false) needs api_key and secret")
+
+
+def _register_ccxt_secrets(config: Config) -> None:
+    for ex in config.exchanges.values():
+        for value in _secret_values(ex.ccxt):
+            secrets.register(value)
+
+
+def _secret_values(node: Any, secret: bool = False) -> list[str]:
+    if isinstance(node, dict):
+        out: list[str] = []
+        for k, v in node.items():
+            out += _secret_values(v, secret or bool(SECRET_KEY_PATTERN.search(str(k))))
+        return out
+    if isinstance(node, list):
+        return [s for v in node for s in _secret_values(v, secret)]
+    return [node] if secret and isinstance(node, str) else []
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as plain data with every secret replaced by `***` (for show-config)."""
+    import dataclasses
+
+    def walk(node: Any, secret: bool = False) -> Any:
+        if isinstance(node, Secret):
+            return secrets.REDACTED
+        if dataclasses.is_dataclass(node) and not isinstance(node, type):
+            return {
+                f.name.rstrip("_"): walk(getattr(node, f.name))
+                for f in dataclasses.fields(node)
+                if f.name != "source"
+            }
+        if isinstance(node, dict):
+            return {k: walk(v, secret or bool(SECRET_KEY_PATTERN.search(str(k)))) for k, v in node.items()}
+        if isinstance(node, list | tuple):
+            return [walk(v, secret) for v in node]
+        if isinstance(node, Path):
+            return str(node)
+        if secret and isinstance(node, str):
+            return secrets.REDACTED
+        return node
+
+    result: dict[str, Any] = walk(config)
+    return result

@@ -1,0 +1,135 @@
+"""Turns plain YAML data into frozen dataclasses, checking every key and type once, up front.
+
+Used for the config file and for strategy params alike, so both report mistakes the same way:
+`<file>: <dotted.key>: <what is wrong>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from bridge.errors import ConfigError
+from bridge.secrets import Secret
+
+T = TypeVar("T")
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def describe(value: object) -> str:
+    """Show a user's value in an error message, shortened."""
+    if isinstance(value, Secret):
+        return "a secret"
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class SchemaError(ConfigError):
+    """A value does not fit the schema; `key` is the dotted path to it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
+def build(cls: type[T], data: object, key: str = "") -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SchemaError(key, f"expected a mapping, got {describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    # A field whose name is a Python keyword is spelled with a trailing underscore (class_).
+    aliases = {name.rstrip("_"): name for name in fields}
+    unknown = [k for k in data if str(k) not in aliases]
+    if unknown:
+        where = f"{key}." if key else ""
+        known = ", ".join(sorted(aliases))
+        raise SchemaError(f"{where}{unknown[0]}", f"unknown key (known keys: {known})")
+    values: dict[str, Any] = {}
+    for yaml_name, field_name in aliases.items():
+        field = fields[field_name]
+        sub = f"{key}.{yaml_name}" if key else yaml_name
+        if yaml_name in data:
+            values[field_name] = convert(hints[field_name], data[yaml_name], sub)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise SchemaError(sub, "required key is missing")
+    try:
+        return cls(**values)
+    except ValueError as exc:  # __post_init__ cross-field checks
+        raise SchemaError(key, str(exc)) from None
+
+
+def convert(tp: Any, value: object, key: str) -> Any:
+    """Check `value` against type `tp`, converting where YAML is looser than Python (int -> float)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(arg, value, key)
+            except SchemaError as exc:
+                errors.append(exc.problem)
+        raise SchemaError(key, errors[0] if len(errors) == 1 else " or ".join(errors))
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise SchemaError(key, f"expected one of {', '.join(map(str, choices))}, got {describe(value)}")
+        return value
+    if tp is Secret:
+        if isinstance(value, Secret):
+            return value
+        if isinstance(value, str) and value:
+            return Secret(value)
+        raise SchemaError(key, f"expected a non-empty string, got {describe(value)}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SchemaError(key, f"expected true or false, got {describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SchemaError(key, f"expected an integer, got {describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SchemaError(key, f"expected a number, got {describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SchemaError(key, f"expected a string, got {describe(value)}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise SchemaError(key, f"expected a path, got {describe(value)}")
+        return Path(value)
+    if origin is tuple:
+        (item_tp, _) = get_args(tp)
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            raise SchemaError(key, f"expected a list, got {describe(value)}")
+        return tuple(convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _, val_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise SchemaError(key, f"expected a mapping, got {describe(value)}")
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SchemaError(key, f"keys must be strings, got {describe(k)}")
+            out[k] = convert(val_tp, v, f"{key}.{k}")
+        return out
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return build(tp, value, key)
+    raise TypeError(f"schema cannot handle type {tp!r} at {key}")  # a bug in bridge, not user input

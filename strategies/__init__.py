@@ -1,0 +1,1 @@
+"""Example strategy plugins shipped with bridge."""
