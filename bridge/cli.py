@@ -1,0 +1,210 @@
+"""Command line: `bridge run | demo | check-config | show-config | emulate | fake-exchange`.
+
+Every user mistake ends as one line on stderr and a documented exit code (0 ok, 1 unexpected,
+77 credentials rejected, 78 configuration error); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bridge import config as config_mod
+from bridge import logs
+from bridge.errors import BridgeError, ExitCode
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CONFIG = os.environ.get("BRIDGE_CONFIG", "config.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return int(ExitCode.CONFIG)
+    try:
+        code: int = args.func(args)
+    except BridgeError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.OK)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bridge", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon with a config file")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser(
+        "demo", help="run the whole path offline: local feed emulator + local fake exchange, paper trading"
+    )
+    demo.add_argument("--forever", action="store_true", help="keep running after the scripted announcements")
+    demo.set_defaults(func=_cmd_demo)
+
+    check = sub.add_parser("check-config", help="validate the config and load the strategies")
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    check.add_argument(
+        "--connect", action="store_true", help="also connect to the exchanges: keys, clock and markets"
+    )
+    check.set_defaults(func=_cmd_check_config)
+
+    show = sub.add_parser("show-config", help="print the effective config with secrets redacted")
+    show.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    show.set_defaults(func=_cmd_show_config)
+
+    emu = sub.add_parser("emulate", help="run a local cryptolisting.ws-compatible feed emulator")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8765)
+    emu.add_argument("--key", action="append", help="accepted API key (repeatable; default: the demo key)")
+    emu.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats")
+    emu.add_argument("--ping", type=float, default=15.0, help="seconds between WebSocket PINGs")
+    emu.add_argument("--cooldown", type=float, default=5.0, help="per-key reconnect cooldown, seconds")
+    emu.add_argument("--script", type=Path, help="JSONL file of messages to send to each client")
+    emu.set_defaults(func=_cmd_emulate)
+
+    fake = sub.add_parser("fake-exchange", help="run a local fake Binance spot REST API")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8766)
+    fake.set_defaults(func=_cmd_fake_exchange)
+    return p
+
+
+Command = Callable[[asyncio.Event], Coroutine[Any, Any, int]]
+
+
+def _run_async(command: Command) -> int:
+    """Run `command(stop)` with SIGTERM/SIGINT setting `stop`; a second signal forces exit at once."""
+
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                log.warning("daemon.force_exit", signal=signal.Signals(signum).name)
+                os._exit(int(ExitCode.FAILURE))
+            log.info("daemon.signal", signal=signal.Signals(signum).name)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        return await command(stop)
+
+    return asyncio.run(runner())
+
+
+def _load(path: str) -> config_mod.Config:
+    config = config_mod.load(path)
+    logs.configure(config.log.level, config.log.format)
+    return config
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    from bridge.daemon import Daemon
+
+    async def go(stop: asyncio.Event) -> int:
+        daemon = Daemon(config)  # loads the strategies: a plugin mistake is a config error, before I/O
+        waiter = asyncio.create_task(stop.wait())
+        waiter.add_done_callback(lambda _: daemon.request_stop())
+        try:
+            await daemon.run()
+        finally:
+            waiter.cancel()
+        return int(ExitCode.OK)
+
+    return _guarded(go)
+
+
+def _guarded(command: Command) -> int:
+    try:
+        return _run_async(command)
+    except BridgeError as exc:
+        # No traceback: a fatal condition the daemon understood (config, key) is one clear line.
+        log.error("daemon.fatal", error=str(exc), exit_code=int(exc.exit_code))  # noqa: TRY400
+        raise
+    except Exception:
+        log.exception("daemon.crashed")
+        return int(ExitCode.FAILURE)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
+
+    logs.configure("info", "auto")
+    return _guarded(lambda stop: run_demo(stop_event=stop, forever=args.forever))
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = config_mod.load(args.config)
+    from bridge.plugins import load_strategies
+
+    strategies = load_strategies(config)
+    print(
+        f"{config.source}: OK ({len(strategies)} strategies: {', '.join(s.name for s in strategies) or 'none'})"
+    )
+    if args.connect:
+        logs.configure(config.log.level, config.log.format)
+        from bridge.demo import check_exchanges
+
+        return asyncio.run(check_exchanges(config))
+    return int(ExitCode.OK)
+
+
+def _cmd_show_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    config = config_mod.load(args.config)
+    print(yaml.safe_dump(config_mod.redacted(config), sort_keys=False), end="")
+    return int(ExitCode.OK)
+
+
+def _cmd_emulate(args: argparse.Namespace) -> int:
+    from bridge.demo import DEMO_API_KEY
+    from bridge.emulator import run_emulator
+
+    logs.configure("info", "auto")
+    return _guarded(
+        lambda stop: _zero(
+            run_emulator(
+                host=args.host,
+                port=args.port,
+                api_keys=set(args.key or [DEMO_API_KEY]),
+                heartbeat_interval=args.heartbeat,
+                ping_interval=args.ping,
+                script_path=args.script,
+                cooldown=args.cooldown,
+                stop_event=stop,
+            )
+        )
+    )
+
+
+def _cmd_fake_exchange(args: argparse.Namespace) -> int:
+    from bridge.fake_exchange import run_fake_exchange
+
+    logs.configure("info", "auto")
+    return _guarded(lambda stop: _zero(run_fake_exchange(args.host, args.port, stop)))
+
+
+async def _zero(coro: Coroutine[Any, Any, None]) -> int:
+    await coro
+    return int(ExitCode.OK)

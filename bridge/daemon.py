@@ -1,0 +1,203 @@
+"""The daemon's life in three plain steps: `startup()` (journal, exchanges warm, strategies started),
+`main_loop()` (feed supervisor, dispatcher, strategy tasks), `shutdown()` (halt, close everything,
+bounded in time). Fatal conditions surface as BridgeError subclasses carrying their exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from bridge.codec import Announcement
+from bridge.config import Config
+from bridge.dispatch import Dispatcher, StrategyRunner
+from bridge.errors import BridgeError, ExchangeAuthError, ExchangeError
+from bridge.exchange import Exchange
+from bridge.gate import TradingGate
+from bridge.journal import OPEN_STATES, Journal
+from bridge.orders import OrderRouter
+from bridge.plugins import load_strategies
+from bridge.risk import RiskLimits
+from bridge.strategy import Context, Strategy
+from bridge.supervisor import Supervisor
+
+log = structlog.get_logger(__name__)
+
+EXCHANGE_START_ATTEMPTS = 3
+STRATEGY_HOOK_TIMEOUT = 2.0
+DRAIN_TIMEOUT = 2.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        strategies: list[Strategy] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.gate = TradingGate()
+        self.queue: asyncio.Queue[Announcement] = asyncio.Queue()
+        self.strategies = strategies if strategies is not None else load_strategies(config)
+        self.exchanges: dict[str, Exchange] = {}
+        self.runners: list[StrategyRunner] = []
+        self.journal: Journal | None = None
+        self.router: OrderRouter | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.supervisor: Supervisor | None = None
+        self.ready = asyncio.Event()  # startup finished (not gated on the feed)
+        self._stop = asyncio.Event()
+        self._sleep = sleep
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def request_stop(self) -> None:
+        """Ask the daemon to stop (signal handlers call this). Safe to call more than once."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until stopped. Raises BridgeError (with an exit code) on a fatal condition."""
+        try:
+            await self.startup()
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        started = time.perf_counter()
+        cfg = self.config
+        log.info(
+            "daemon.starting",
+            dry_run=cfg.trading.dry_run,
+            strategies=[s.name for s in self.strategies],
+            exchanges=list(cfg.exchanges),
+        )
+        self.journal = Journal.open(cfg.state_dir, dry_run=cfg.trading.dry_run)
+        for ex_id, ex_cfg in cfg.exchanges.items():
+            self.exchanges[ex_id] = Exchange(ex_id, ex_cfg, dry_run=cfg.trading.dry_run)
+        await asyncio.gather(*(self._start_exchange(ex) for ex in self.exchanges.values()))
+        self.router = OrderRouter(
+            gate=self.gate,
+            risk=RiskLimits(cfg.trading, self.journal),
+            journal=self.journal,
+            exchanges=self.exchanges,
+            dry_run=cfg.trading.dry_run,
+            sleep=self._sleep,
+        )
+        for strategy in self.strategies:
+            ctx = Context(
+                strategy=strategy.name,
+                router=self.router,
+                exchanges=self.exchanges,
+                dry_run=cfg.trading.dry_run,
+            )
+            if await self._call_hook(strategy.name, "on_start", strategy.on_start(ctx)):
+                self.runners.append(StrategyRunner(strategy, ctx))
+        self.dispatcher = Dispatcher(self.queue, self.runners, self.journal)
+        self.supervisor = Supervisor(cfg.feed, self.gate, self.queue, sleep=self._sleep)
+        self.gate.resume("starting")
+        self.ready.set()
+        log.info("daemon.ready", elapsed_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    async def main_loop(self) -> None:
+        assert self.supervisor is not None and self.dispatcher is not None
+        stop = asyncio.Event()
+        supervisor = asyncio.create_task(self.supervisor.run(), name="feed-supervisor")
+        self._tasks = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            *(asyncio.create_task(r.run(), name=f"strategy:{r.name}") for r in self.runners),
+            *(
+                asyncio.create_task(ex.run_market_refresh(stop), name=f"markets:{ex.id}")
+                for ex in self.exchanges.values()
+            ),
+        ]
+        if not self.config.trading.dry_run:
+            self._tasks.append(asyncio.create_task(self._reconcile_open_orders(), name="reconcile"))
+        stopper = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        try:
+            await asyncio.wait({supervisor, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.set()
+            stopper.cancel()
+            self.gate.halt("shutting_down")
+            if not supervisor.done():
+                self.supervisor.stop()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(supervisor), 2.0)
+        if supervisor.done() and not supervisor.cancelled():
+            supervisor.result()  # re-raise a fatal feed condition (key expired, 401, 403)
+        elif not supervisor.done():
+            supervisor.cancel()
+
+    async def shutdown(self) -> None:
+        log.info("daemon.stopping")
+        self.gate.halt("shutting_down")
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        # Let strategies finish what they are sending (bounded), then cancel everything left.
+        busy = [r.idle.wait() for r in self.runners if not r.idle.is_set()]
+        if busy:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*busy), DRAIN_TIMEOUT)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for runner in self.runners:
+            await self._call_hook(runner.name, "on_stop", runner.strategy.on_stop())
+        await asyncio.gather(*(ex.close() for ex in self.exchanges.values()), return_exceptions=True)
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        log.info("daemon.stopped")
+
+    async def _start_exchange(self, ex: Exchange) -> None:
+        check_keys = not self.config.trading.dry_run
+        for attempt in range(1, EXCHANGE_START_ATTEMPTS + 1):
+            try:
+                await ex.start(check_keys=check_keys)
+            except ExchangeAuthError:
+                raise
+            except ExchangeError as exc:
+                if attempt == EXCHANGE_START_ATTEMPTS:
+                    raise
+                delay = 2.0**attempt
+                log.warning(
+                    "exchange.start_failed", exchange=ex.id, attempt=attempt, retry_in=delay, error=str(exc)
+                )
+                await self._sleep(delay)
+            else:
+                return
+
+    async def _call_hook(self, strategy: str, hook: str, call: Awaitable[None]) -> bool:
+        try:
+            await asyncio.wait_for(call, STRATEGY_HOOK_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except BridgeError:
+            raise
+        except Exception:  # plugin code
+            log.exception("strategy.hook_failed", strategy=strategy, hook=hook)
+            return False
+        return True
+
+    async def _reconcile_open_orders(self) -> None:
+        """Orders left `sending` or `unknown` by an earlier run (crash, kill -9) are looked up by client
+        id before anything else could touch them. They are never resent."""
+        assert self.journal is not None and self.router is not None
+        for record in self.journal.orders(states=OPEN_STATES):
+            ex = self.exchanges.get(record.intent.exchange)
+            if ex is None:
+                log.error(
+                    "order.unresolved",
+                    client_order_id=record.intent.client_order_id,
+                    reason="exchange_not_configured",
+                )
+                continue
+            log.warning(
+                "order.reconciling", client_order_id=record.intent.client_order_id, state=record.state
+            )
+            await self.router.reconcile(ex, record.intent)

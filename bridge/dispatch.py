@@ -1,0 +1,87 @@
+"""Fans announcements out from the feed queue to one queue per strategy, after dropping duplicates.
+
+Each strategy runs in its own task (`StrategyRunner`): an exception or a slow strategy affects only
+itself; neither the other strategies nor the feed reader notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from bridge import metrics
+from bridge.codec import Announcement
+from bridge.journal import Journal
+from bridge.strategy import Context, Strategy
+
+log = structlog.get_logger(__name__)
+
+
+class StrategyRunner:
+    def __init__(self, strategy: Strategy, ctx: Context) -> None:
+        self.strategy = strategy
+        self.ctx = ctx
+        self.queue: asyncio.Queue[Announcement] = asyncio.Queue()
+        self.handled = 0
+        self.errors = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def name(self) -> str:
+        return self.strategy.name
+
+    async def run(self) -> None:
+        while True:
+            announcement = await self.queue.get()
+            self.idle.clear()
+            try:
+                await self.strategy.on_announcement(announcement, self.ctx.bind(announcement))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # plugin code: isolate it, whatever it raises
+                self.errors += 1
+                metrics.STRATEGY_ERRORS.labels(self.name).inc()
+                log.exception("strategy.failed", strategy=self.name, announcement=announcement.key)
+            finally:
+                self.handled += 1
+                self.queue.task_done()
+                if self.queue.empty():
+                    self.idle.set()
+
+
+class Dispatcher:
+    def __init__(
+        self, source: asyncio.Queue[Announcement], runners: list[StrategyRunner], journal: Journal
+    ) -> None:
+        self._source = source
+        self._runners = runners
+        self._journal = journal
+        self.seen = 0
+        self.duplicates = 0
+
+    async def run(self) -> None:
+        while True:
+            announcement = await self._source.get()
+            try:
+                self.dispatch(announcement)
+            finally:
+                self._source.task_done()
+
+    def dispatch(self, a: Announcement) -> bool:
+        """Hand a new announcement to every strategy; False (and logged) for a duplicate."""
+        if not self._journal.record_announcement(a):
+            self.duplicates += 1
+            metrics.DUPLICATES.inc()
+            log.info("announcement.duplicate", key=a.key, publisher=a.publisher, tickers=list(a.tickers))
+            return False
+        self.seen += 1
+        for runner in self._runners:
+            runner.queue.put_nowait(a)
+        metrics.ANNOUNCEMENTS.labels(a.publisher, a.listing_type).inc()
+        age_ms = a.age_ms(a.received_ns or time.time_ns())
+        if age_ms is not None:
+            metrics.EVENT_AGE.observe(max(age_ms, 0.0) / 1000)
+        return True

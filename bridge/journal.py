@@ -1,0 +1,237 @@
+"""The journal: SQLite in `state_dir`, one file for paper and one for live trading. It remembers every
+announcement seen and every order's intent (written before the request), request and result, so the
+same announcement never trades twice across reconnects and restarts.
+
+WAL mode with synchronous=NORMAL: a commit survives kill -9 of the daemon (only an OS crash could lose
+the last commits) and costs tens of microseconds, so it can sit on the announcement-to-order path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import structlog
+
+from bridge.codec import Announcement
+from bridge.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+OrderState = Literal["sending", "placed", "paper", "rejected", "unknown", "not_found"]
+OPEN_STATES: tuple[OrderState, ...] = ("sending", "unknown")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS announcements (
+    key TEXT PRIMARY KEY,
+    first_seen_ns INTEGER NOT NULL,
+    publisher TEXT NOT NULL,
+    listing_type TEXT NOT NULL,
+    title TEXT NOT NULL,
+    tickers TEXT NOT NULL,
+    detected_us INTEGER,
+    raw TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    client_order_id TEXT PRIMARY KEY,
+    announcement_key TEXT,
+    strategy TEXT NOT NULL,
+    exchange TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    quote TEXT NOT NULL,
+    cost REAL,
+    amount REAL,
+    dry_run INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    order_id TEXT,
+    filled REAL,
+    average REAL,
+    result_cost REAL,
+    error_code TEXT,
+    error_message TEXT,
+    raw TEXT
+);
+CREATE INDEX IF NOT EXISTS orders_state ON orders(state);
+CREATE INDEX IF NOT EXISTS orders_created ON orders(created_ns);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    client_order_id: str
+    announcement_key: str | None
+    strategy: str
+    exchange: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    quote: str
+    cost: float | None
+    amount: float | None
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    intent: OrderIntent
+    state: str
+    created_ns: int
+    order_id: str | None
+    filled: float | None
+    average: float | None
+    result_cost: float | None
+    error_code: str | None
+    error_message: str | None
+
+
+class Journal:
+    """Synchronous on purpose: each call is one small indexed statement and one commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=2000")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"state_dir: cannot open journal {path}: {exc}") from None
+
+    @classmethod
+    def open(cls, state_dir: Path, *, dry_run: bool) -> Journal:
+        return cls(state_dir / ("journal-paper.sqlite" if dry_run else "journal-live.sqlite"))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record_announcement(self, a: Announcement) -> bool:
+        """Store an announcement; False if its key was seen before (a duplicate delivery)."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO announcements VALUES (?,?,?,?,?,?,?,?)",
+            (
+                a.key,
+                a.received_ns or time.time_ns(),
+                a.publisher,
+                a.listing_type,
+                a.title,
+                ",".join(a.tickers),
+                a.detected_us,
+                orjson.dumps(a.raw).decode(),
+            ),
+        )
+        return cur.rowcount == 1
+
+    def reserve(self, intent: OrderIntent) -> bool:
+        """Record an order's intent before it is sent. False if this client order id exists already:
+        the order was placed (or attempted) before and must not be sent again."""
+        now = time.time_ns()
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO orders (client_order_id, announcement_key, strategy, exchange, symbol,"
+            " side, quote, cost, amount, dry_run, state, created_ns, updated_ns)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?)",
+            (
+                intent.client_order_id,
+                intent.announcement_key,
+                intent.strategy,
+                intent.exchange,
+                intent.symbol,
+                intent.side,
+                intent.quote,
+                intent.cost,
+                intent.amount,
+                int(intent.dry_run),
+                now,
+                now,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def record_result(
+        self,
+        client_order_id: str,
+        state: OrderState,
+        *,
+        order_id: str | None = None,
+        filled: float | None = None,
+        average: float | None = None,
+        cost: float | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        raw: dict[str, Any] | None = None,
+    ) -> None:
+        self._db.execute(
+            "UPDATE orders SET state=?, updated_ns=?, order_id=?, filled=?, average=?, result_cost=?,"
+            " error_code=?, error_message=?, raw=? WHERE client_order_id=?",
+            (
+                state,
+                time.time_ns(),
+                order_id,
+                filled,
+                average,
+                cost,
+                error_code,
+                error_message,
+                None if raw is None else orjson.dumps(raw, default=str).decode(),
+                client_order_id,
+            ),
+        )
+
+    def spent_since(self, since_ns: int, quote: str) -> float:
+        """Quote currency committed to buys since `since_ns`: every buy not known to have failed."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(COALESCE(result_cost, cost, 0)), 0) FROM orders"
+            " WHERE side='buy' AND quote=? AND created_ns>=? AND state NOT IN ('rejected','not_found')",
+            (quote, since_ns),
+        ).fetchone()
+        return float(row[0])
+
+    def orders(self, *, states: tuple[str, ...] | None = None) -> list[OrderRecord]:
+        sql = "SELECT * FROM orders"
+        params: tuple[Any, ...] = ()
+        if states:
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            params = states
+        return [_record(r) for r in self._rows(sql + " ORDER BY created_ns", params)]
+
+    def get(self, client_order_id: str) -> OrderRecord | None:
+        rows = self._rows("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,))
+        return _record(rows[0]) if rows else None
+
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
+        cur = self._db.cursor()
+        cur.row_factory = sqlite3.Row
+        return cur.execute(sql, params).fetchall()
+
+
+def _record(r: sqlite3.Row) -> OrderRecord:
+    intent = OrderIntent(
+        client_order_id=r["client_order_id"],
+        announcement_key=r["announcement_key"],
+        strategy=r["strategy"],
+        exchange=r["exchange"],
+        symbol=r["symbol"],
+        side=r["side"],
+        quote=r["quote"],
+        cost=r["cost"],
+        amount=r["amount"],
+        dry_run=bool(r["dry_run"]),
+    )
+    return OrderRecord(
+        intent=intent,
+        state=r["state"],
+        created_ns=r["created_ns"],
+        order_id=r["order_id"],
+        filled=r["filled"],
+        average=r["average"],
+        result_cost=r["result_cost"],
+        error_code=r["error_code"],
+        error_message=r["error_message"],
+    )

@@ -1,0 +1,296 @@
+"""The order path: trading gate, risk limits, journal intent, then exactly one request (or a paper fill).
+
+Every order of every strategy goes through `OrderRouter.submit`. An order whose outcome is unknown
+(timeout, 5xx) is looked up by its client order id; it is never sent a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+
+from bridge import metrics
+from bridge.codec import Announcement
+from bridge.errors import (
+    ExchangeAuthError,
+    ExchangeError,
+    OrderStatusUnknown,
+    RateLimited,
+    TradingHalted,
+)
+from bridge.exchange import Exchange, OrderRequest, OrderResult
+from bridge.gate import TradingGate
+from bridge.journal import Journal, OrderIntent
+from bridge.paper import PaperBroker
+from bridge.risk import RiskLimits
+
+log = structlog.get_logger(__name__)
+
+Side = Literal["buy", "sell"]
+Status = Literal["placed", "paper", "rejected", "skipped", "unknown", "not_found"]
+# Delays between look-ups of an order whose outcome is unknown: about 10 s in all, enough for an
+# exchange to have processed a request that timed out on our side.
+LOOKUP_DELAYS = (0.25, 0.5, 1.0, 2.0, 3.0, 3.0)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderOutcome:
+    """What happened to one order a strategy asked for. `reason` explains skipped/rejected."""
+
+    status: Status
+    exchange: str
+    symbol: str
+    side: Side
+    client_order_id: str | None = None
+    reason: str | None = None
+    result: OrderResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("placed", "paper")
+
+
+def client_order_id(announcement_key: str, strategy: str, exchange: str, symbol: str, side: str) -> str:
+    """Deterministic id: the same announcement, strategy, exchange, symbol and side always give the same
+    26 alphanumeric characters, so a duplicate is recognised by the journal (and by the exchange)."""
+    src = "\x1f".join((announcement_key, strategy, exchange, symbol, side))
+    return "bx" + hashlib.blake2b(src.encode(), digest_size=12).hexdigest()
+
+
+class OrderRouter:
+    def __init__(
+        self,
+        *,
+        gate: TradingGate,
+        risk: RiskLimits,
+        journal: Journal,
+        exchanges: Mapping[str, Exchange],
+        dry_run: bool,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._gate = gate
+        self._risk = risk
+        self._journal = journal
+        self._exchanges = exchanges
+        self._dry_run = dry_run
+        self._paper = PaperBroker()
+        self._sleep = sleep
+
+    async def submit(
+        self,
+        *,
+        strategy: str,
+        announcement: Announcement | None,
+        exchange: str,
+        symbol: str,
+        side: Side,
+        cost: float | None = None,
+        amount: float | None = None,
+    ) -> OrderOutcome:
+        """Place one market order, or say why not. Never raises for an exchange or risk refusal."""
+        base = {"exchange": exchange, "symbol": symbol, "side": side}
+
+        def skipped(reason: str, cid: str | None = None) -> OrderOutcome:
+            log.info("order.skipped", strategy=strategy, reason=reason, client_order_id=cid, **base)
+            metrics.ORDERS.labels(exchange, "skipped", str(self._dry_run).lower()).inc()
+            return OrderOutcome("skipped", exchange, symbol, side, cid, reason)
+
+        if (cost is None) == (amount is None):
+            return skipped("need_exactly_one_of_cost_or_amount")
+        if (cost is not None and cost <= 0) or (amount is not None and amount <= 0):
+            return skipped("non_positive_size")
+        if announcement is None:
+            return skipped("no_announcement")
+        ex = self._exchanges.get(exchange)
+        if ex is None:
+            return skipped("exchange_not_configured")
+        if not self._gate.armed:
+            return skipped("trading_halted:" + ",".join(sorted(self._gate.reasons)))
+        market = ex.market(symbol) or await ex.find_market(symbol)
+        if market is None:
+            return skipped("unknown_symbol")
+        if not market.active:
+            return skipped("market_inactive")
+        est_cost = cost
+        if est_cost is None and side == "buy":
+            price = await ex.fetch_price(symbol)
+            est_cost = None if price is None or amount is None else price * amount
+        refusal = self._risk.check(
+            strategy=strategy,
+            announcement=announcement,
+            symbol=symbol,
+            side=side,
+            quote=market.quote,
+            cost=est_cost,
+        )
+        if refusal is not None:
+            return skipped(refusal)
+
+        cid = ex.format_client_order_id(client_order_id(announcement.key, strategy, exchange, symbol, side))
+        intent = OrderIntent(
+            cid, announcement.key, strategy, exchange, symbol, side, market.quote, cost, amount, self._dry_run
+        )
+        # Gate again right before the intent: the awaits above may have let a halt in.
+        try:
+            self._gate.check()
+        except TradingHalted as exc:
+            return skipped("trading_halted:" + ",".join(sorted(exc.reasons)), cid)
+        if not self._journal.reserve(intent):
+            return skipped("duplicate", cid)
+        self._risk.count(strategy, announcement)
+        request = OrderRequest(symbol=symbol, side=side, client_order_id=cid, cost=cost, amount=amount)
+        if self._dry_run:
+            return await self._paper_fill(ex, request, intent, announcement)
+        return await self._send(ex, request, intent, announcement)
+
+    async def _send(
+        self, ex: Exchange, req: OrderRequest, intent: OrderIntent, announcement: Announcement
+    ) -> OrderOutcome:
+        started = time.perf_counter_ns()
+        try:
+            result = await ex.create_order(req)
+        except OrderStatusUnknown as exc:
+            self._journal.record_result(
+                req.client_order_id, "unknown", error_code=exc.code, error_message=str(exc)
+            )
+            log.warning(
+                "order.unknown",
+                strategy=intent.strategy,
+                exchange=ex.id,
+                symbol=req.symbol,
+                client_order_id=req.client_order_id,
+                error=str(exc),
+            )
+            return await self.reconcile(ex, intent)
+        except ExchangeError as exc:  # rejected, rate limited, auth: the exchange said no
+            if isinstance(exc, ExchangeAuthError):
+                self._gate.halt("credentials_rejected")
+            return self._rejected(intent, exc)
+        self._journal.record_result(
+            req.client_order_id,
+            "placed",
+            order_id=result.order_id,
+            filled=result.filled,
+            average=result.average,
+            cost=result.cost,
+            raw=result.raw,
+        )
+        self._placed(intent, announcement, started, result)
+        return OrderOutcome("placed", ex.id, req.symbol, req.side, req.client_order_id, result=result)
+
+    async def _paper_fill(
+        self, ex: Exchange, req: OrderRequest, intent: OrderIntent, announcement: Announcement
+    ) -> OrderOutcome:
+        started = time.perf_counter_ns()
+        result = await self._paper.fill(ex, req)
+        self._journal.record_result(
+            req.client_order_id,
+            "paper",
+            order_id=result.order_id,
+            filled=result.filled,
+            average=result.average,
+            cost=result.cost,
+            raw=result.raw,
+        )
+        self._placed(intent, announcement, started, result)
+        return OrderOutcome("paper", ex.id, req.symbol, req.side, req.client_order_id, result=result)
+
+    def _placed(self, intent: OrderIntent, a: Announcement, started_ns: int, result: OrderResult) -> None:
+        latency_ms = (started_ns - a.received_mono_ns) / 1e6 if a.received_mono_ns else None
+        if latency_ms is not None:
+            metrics.LATENCY.observe(latency_ms / 1000)
+        metrics.ORDERS.labels(intent.exchange, "placed", str(intent.dry_run).lower()).inc()
+        log.info(
+            "order.placed",
+            strategy=intent.strategy,
+            exchange=intent.exchange,
+            symbol=intent.symbol,
+            side=intent.side,
+            cost=intent.cost,
+            amount=intent.amount,
+            client_order_id=intent.client_order_id,
+            order_id=result.order_id,
+            status=result.status,
+            filled=result.filled,
+            average=result.average,
+            dry_run=intent.dry_run,
+            latency_ms=None if latency_ms is None else round(latency_ms, 3),
+        )
+
+    def _rejected(self, intent: OrderIntent, exc: ExchangeError) -> OrderOutcome:
+        reason = "rate_limited" if isinstance(exc, RateLimited) else "rejected"
+        self._journal.record_result(
+            intent.client_order_id, "rejected", error_code=exc.code, error_message=str(exc)
+        )
+        metrics.ORDERS.labels(intent.exchange, "rejected", str(intent.dry_run).lower()).inc()
+        log.warning(
+            "order.rejected",
+            strategy=intent.strategy,
+            exchange=intent.exchange,
+            symbol=intent.symbol,
+            side=intent.side,
+            cost=intent.cost,
+            amount=intent.amount,
+            client_order_id=intent.client_order_id,
+            code=exc.code,
+            error=str(exc),
+            retry_after=getattr(exc, "retry_after", None),
+        )
+        return OrderOutcome(
+            "rejected", intent.exchange, intent.symbol, intent.side, intent.client_order_id, reason
+        )
+
+    async def reconcile(self, ex: Exchange, intent: OrderIntent) -> OrderOutcome:
+        """Find out what happened to an order whose request outcome is unknown, by its client id.
+        Never resends: an order not found after every look-up is recorded `not_found` for a human."""
+        cid = intent.client_order_id
+        answered = False
+        for delay in LOOKUP_DELAYS:
+            await self._sleep(delay)
+            try:
+                found = await ex.fetch_order_by_client_id(intent.symbol, cid)
+            except ExchangeError as exc:
+                log.warning("order.lookup_failed", exchange=ex.id, client_order_id=cid, error=str(exc))
+                continue
+            answered = True
+            if found is not None:
+                self._journal.record_result(
+                    cid,
+                    "placed",
+                    order_id=found.order_id,
+                    filled=found.filled,
+                    average=found.average,
+                    cost=found.cost,
+                    raw=found.raw,
+                )
+                metrics.ORDERS.labels(intent.exchange, "placed", str(intent.dry_run).lower()).inc()
+                log.info(
+                    "order.reconciled",
+                    exchange=ex.id,
+                    symbol=intent.symbol,
+                    client_order_id=cid,
+                    order_id=found.order_id,
+                    status=found.status,
+                    filled=found.filled,
+                )
+                return OrderOutcome("placed", ex.id, intent.symbol, intent.side, cid, result=found)
+        # The exchange kept saying "no such order", or never answered. Either way a resend could
+        # double the position: leave it to a human (and to the start-up reconciliation) and say so.
+        final: Literal["unknown", "not_found"] = "not_found" if answered else "unknown"
+        self._journal.record_result(cid, final, error_message="unresolved after look-ups; not resent")
+        metrics.ORDERS.labels(intent.exchange, "unknown", str(intent.dry_run).lower()).inc()
+        log.error(
+            "order.unresolved",
+            exchange=ex.id,
+            symbol=intent.symbol,
+            client_order_id=cid,
+            state=final,
+            action="not resent; check the exchange by hand",
+        )
+        return OrderOutcome(final, ex.id, intent.symbol, intent.side, cid, "unresolved")

@@ -1,0 +1,48 @@
+"""The classic listing play: when a matching exchange announces a listing, market-buy each announced
+ticker where it already trades (e.g. Upbit announces ABC/KRW, buy ABC/USDT on Binance at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from bridge import Announcement, Context, OrderOutcome, Strategy
+
+
+@dataclass(frozen=True)
+class Params:
+    exchange: str = "binance"  # where to buy (a key of `exchanges:` in the config)
+    quote: str = "USDT"  # buy TICKER/QUOTE
+    cost: float = 20.0  # quote currency to spend per ticker
+    publishers: tuple[str, ...] = ("upbit", "binance")  # whose announcements to act on
+    listing_types: tuple[str, ...] = ("spot_listing",)
+
+    def __post_init__(self) -> None:
+        if self.cost <= 0:
+            raise ValueError("cost must be positive")
+
+
+class ListingBuy(Strategy):
+    Params = Params
+    params: Params
+
+    async def on_announcement(self, announcement: Announcement, ctx: Context) -> None:
+        p = self.params
+        if announcement.publisher not in p.publishers or announcement.listing_type not in p.listing_types:
+            return
+        symbols = []
+        for ticker in announcement.tickers:
+            symbol = f"{ticker}/{p.quote}"
+            market = ctx.market(p.exchange, symbol) or await ctx.find_market(p.exchange, symbol)
+            if market is None or not market.active:
+                ctx.log.info("order.skipped", exchange=p.exchange, symbol=symbol, reason="no_active_market")
+                continue
+            symbols.append(symbol)
+        # Several tickers: the orders go out concurrently, not one after another.
+        outcomes: list[OrderOutcome] = await asyncio.gather(
+            *(ctx.buy(p.exchange, symbol, cost=p.cost) for symbol in symbols)
+        )
+        for outcome in outcomes:
+            if not outcome.ok:
+                ctx.log.debug("listing_buy.not_placed", symbol=outcome.symbol, reason=outcome.reason)
