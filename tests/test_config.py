@@ -1,0 +1,150 @@
+"""Config loading: every mistake is one line naming file and key, exit 78; secrets never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge import cli, config
+from bridge.errors import ConfigError, ExitCode
+
+GOOD = """
+feed:
+  url: ws://127.0.0.1:9999
+  api_key: ${KEY}
+  cex: [binance, upbit]
+exchanges:
+  binance:
+    api_key: ${BKEY}
+    secret: ${file:SECRET_PATH}
+    ccxt: {options: {apiKey2: hidden-value-123}}
+strategies:
+  - {name: log, module: strategies.log_only}
+"""
+
+
+def load(text: str, tmp_path: Path, **env: str) -> config.Config:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("binance-secret-value\n")
+    return config.loads(text.replace("SECRET_PATH", str(secret)), "config.yaml", env=env)
+
+
+def test_valid_config_loads_with_defaults_and_substitutions(tmp_path: Path) -> None:
+    """${VAR} comes from the environment, ${file:...} from a file (stripped), defaults fill the rest."""
+    cfg = load(GOOD, tmp_path, KEY="dsk_feedkey123", BKEY="binance-key-123")
+    assert cfg.feed.api_key.reveal() == "dsk_feedkey123"
+    assert cfg.feed.cex == ("binance", "upbit")
+    assert cfg.feed.heartbeat_timeout == 35.0
+    assert cfg.feed.reconnect.min_delay == 5.0
+    ex = cfg.exchanges["binance"]
+    assert ex.secret is not None and ex.secret.reveal() == "binance-secret-value"
+    assert cfg.trading.dry_run is True
+    assert cfg.strategies[0].module == "strategies.log_only"
+    assert cfg.source == "config.yaml"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "feed: {api_key: k, heartbeat_timeout: abc}",
+            'config.yaml: feed.heartbeat_timeout: expected a number, got "abc"',
+        ),
+        ("feed: {api_key: k}\nfeeed: {}", "config.yaml: feeed: unknown key"),
+        ("feed: {api_key: k, reconect: {}}", "config.yaml: feed.reconect: unknown key"),
+        (
+            "feed:\n  api_key: ${MISSING}",
+            "config.yaml: feed.api_key: environment variable MISSING is not set",
+        ),
+        ("feed: {api_key: k, url: ws://example.com}", "config.yaml: feed.url: ws:// (unencrypted)"),
+        ("feed: {api_key: k, url: http://x}", "config.yaml: feed.url: expected a wss:// URL"),
+        (
+            "feed: {api_key: k}\ntrading: {dry_run: yes please}",
+            "config.yaml: trading.dry_run: expected true or false",
+        ),
+        (
+            "feed: {api_key: k}\nlog: {format: xml}",
+            "config.yaml: log.format: expected one of auto, json, console",
+        ),
+        ("{}", "config.yaml: feed: required key is missing"),
+        ("feed: {api_key: ${K}}", 'inside { } a ${VAR} must be quoted: "${VAR}"'),
+        ("- a list", "config.yaml: expected a mapping of settings at the top level"),
+        (
+            "feed: {api_key: k}\nstrategies: [{name: a, module: m}, {name: a, module: m}]",
+            'config.yaml: strategies[1].name: duplicate strategy name "a"',
+        ),
+        (
+            "feed: {api_key: k}\ntrading: {dry_run: false}\nexchanges: {binance: {}}",
+            "config.yaml: exchanges.binance: live trading (dry_run: false) needs api_key and secret",
+        ),
+        ("feed:\n  api_key: ${file:/nonexistent/key}", "config.yaml: feed.api_key: cannot read secret file"),
+        ("feed:\n  api_key: ${credential:feed}", "needs $CREDENTIALS_DIRECTORY"),
+    ],
+)
+def test_mistakes_are_one_line_naming_file_and_key(text: str, message: str) -> None:
+    """Each kind of mistake produces a single-line ConfigError (exit 78) that says where and what."""
+    with pytest.raises(ConfigError) as err:
+        config.loads(text, "config.yaml", env={})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert err.value.exit_code == ExitCode.CONFIG
+
+
+def test_credentials_directory_is_read(tmp_path: Path) -> None:
+    """${credential:NAME} reads $CREDENTIALS_DIRECTORY/NAME, as systemd's LoadCredential= provides."""
+    (tmp_path / "feed").write_text("dsk_from_credentials")
+    cfg = config.loads("feed:\n  api_key: ${credential:feed}", env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert cfg.feed.api_key.reveal() == "dsk_from_credentials"
+
+
+def test_secrets_never_printed(tmp_path: Path) -> None:
+    """repr, str and the redacted view of a config never contain a secret value."""
+    cfg = load(GOOD, tmp_path, KEY="dsk_feedkey123", BKEY="binance-key-123")
+    shown = repr(cfg) + str(cfg) + repr(config.redacted(cfg))
+    for secret in ("dsk_feedkey123", "binance-key-123", "binance-secret-value", "hidden-value-123"):
+        assert secret not in shown
+    assert config.redacted(cfg)["exchanges"]["binance"]["ccxt"]["options"]["apiKey2"] == "***"
+
+
+def test_cli_config_error_exit_78_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bridge check-config` on a broken file prints one line on stderr and exits 78."""
+    path = tmp_path / "config.yaml"
+    path.write_text("feed: {api_key: k, heartbeat_timeout: abc}\n")
+    assert cli.main(["check-config", "-c", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert err.strip() == f'bridge: {path}: feed.heartbeat_timeout: expected a number, got "abc"'
+
+
+def test_cli_unreadable_file_exit_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing config file is a config error naming the file, not a traceback."""
+    assert cli.main(["run", "-c", str(tmp_path / "nope.yaml")]) == 78
+    assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_show_config_redacts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bridge show-config` prints the effective config with every secret as ***."""
+    monkeypatch.setenv("KEY", "dsk_showconfig_key")
+    monkeypatch.setenv("BKEY", "binance-showconfig-key")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("binance-showconfig-secret")
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD.replace("SECRET_PATH", str(secret)))
+    assert cli.main(["show-config", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "api_key: '***'" in out
+    for secret_value in ("dsk_showconfig_key", "binance-showconfig-key", "binance-showconfig-secret"):
+        assert secret_value not in out
+
+
+def test_example_config_is_valid() -> None:
+    """The shipped config.yaml loads (with its variables set) and its strategies import."""
+    from bridge.plugins import load_strategies
+
+    env = {"CRYPTOLISTING_API_KEY": "dsk_x", "BINANCE_API_KEY": "key12345", "BINANCE_SECRET": "secret12345"}
+    cfg = config.loads(Path("config.yaml").read_text(), "config.yaml", env=env)
+    assert [s.name for s in load_strategies(cfg)] == ["listing_buy", "log_only"]

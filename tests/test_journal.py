@@ -1,0 +1,88 @@
+"""The journal: duplicates recognised across restarts, intents recorded before sending, kill -9 safe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from bridge.journal import Journal, OrderIntent
+from tests.factories import announcement
+
+
+def intent(cid: str = "bx1", *, cost: float = 20.0, side: str = "buy") -> OrderIntent:
+    return OrderIntent(cid, "key", "s", "binance", "ABC/USDT", side, "USDT", cost, None, True)  # type: ignore[arg-type]
+
+
+def test_announcement_duplicate_across_restart(tmp_path: Path) -> None:
+    """An announcement recorded once is reported as a duplicate after the journal is reopened."""
+    a = announcement("ABC")
+    j = Journal.open(tmp_path, dry_run=True)
+    assert j.record_announcement(a) is True
+    assert j.record_announcement(a) is False
+    j.close()
+    j2 = Journal.open(tmp_path, dry_run=True)
+    assert j2.record_announcement(a) is False
+    j2.close()
+
+
+def test_paper_and_live_journals_are_separate_files(tmp_path: Path) -> None:
+    """Paper history never mixes with live: a paper order does not block the same live order."""
+    paper = Journal.open(tmp_path, dry_run=True)
+    live = Journal.open(tmp_path, dry_run=False)
+    assert paper.path != live.path
+    assert paper.reserve(intent()) is True
+    assert live.reserve(intent()) is True
+    paper.close()
+    live.close()
+
+
+def test_reserve_is_once_and_result_recorded(tmp_path: Path) -> None:
+    """A client order id can be reserved once; the result updates the same row."""
+    j = Journal.open(tmp_path, dry_run=True)
+    assert j.reserve(intent("bxA")) is True
+    assert j.reserve(intent("bxA")) is False
+    assert j.get("bxA") is not None and j.get("bxA").state == "sending"  # type: ignore[union-attr]
+    j.record_result("bxA", "placed", order_id="42", filled=1.5, average=13.3, cost=19.95)
+    rec = j.get("bxA")
+    assert rec is not None and rec.state == "placed" and rec.order_id == "42" and rec.result_cost == 19.95
+    assert [r.intent.client_order_id for r in j.orders(states=("placed",))] == ["bxA"]
+    j.close()
+
+
+def test_spent_since_counts_buys_not_failures(tmp_path: Path) -> None:
+    """Daily spend sums buys in a quote currency, excluding rejected orders."""
+    j = Journal.open(tmp_path, dry_run=True)
+    j.reserve(intent("a", cost=20))
+    j.reserve(intent("b", cost=30))
+    j.reserve(intent("c", cost=50))
+    j.record_result("c", "rejected", error_code="-2010")
+    j.reserve(intent("d", cost=70, side="sell"))
+    assert j.spent_since(0, "USDT") == 50
+    assert j.spent_since(0, "KRW") == 0
+    j.close()
+
+
+def test_intent_survives_kill_9(tmp_path: Path) -> None:
+    """An intent committed by a process killed with SIGKILL right after is intact and readable."""
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path.cwd())!r})
+from bridge.journal import Journal, OrderIntent
+j = Journal.open(__import__('pathlib').Path({str(tmp_path)!r}), dry_run=False)
+j.reserve(OrderIntent("bxKILL", "k", "s", "binance", "ABC/USDT", "buy", "USDT", 20.0, None, False))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], check=False, timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    db = sqlite3.connect(tmp_path / "journal-live.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+    j = Journal.open(tmp_path, dry_run=False)
+    rec = j.get("bxKILL")
+    assert rec is not None and rec.state == "sending"
+    j.close()
+    assert os.path.exists(tmp_path / "journal-live.sqlite")
