@@ -64,7 +64,8 @@ class ExchangeConfig:
     sandbox: bool = False
     market_types: tuple[str, ...] = ("spot",)
     markets_refresh: float = 600.0
-    ccxt: dict[str, Any] = field(default_factory=dict)
+    # Not in repr: users may put credentials in here (apiKey, secret, uid, privateKey...).
+    ccxt: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bridge.codec import Announcement, decode
-
 import orjson
+
+from bridge.codec import Announcement, decode
 
 
 def announcement_frame(

@@ -86,5 +86,5 @@ def test_plugin_raising_at_import_is_config_error(tmp_path: Path) -> None:
     """A plugin that raises while importing is reported as a config error, not a traceback."""
     path = tmp_path / "broken.py"
     path.write_text("raise RuntimeError('oops')\n")
-    with pytest.raises(ConfigError, match="cannot import .*RuntimeError: oops"):
+    with pytest.raises(ConfigError, match=r"cannot import .*RuntimeError: oops"):
         load_strategy(StrategyConfig("s", str(path)))
