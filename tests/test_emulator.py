@@ -1,0 +1,231 @@
+"""The feed emulator speaks the cryptolisting.ws protocol as documented: tests use a plain aiohttp client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from bridge.emulator import FeedEmulator, KeyGrant, run_emulator
+from bridge.errors import ConfigError
+
+KEY = "dsk_" + "a1" * 32
+LIMITED_KEY = "dsk_" + "b2" * 32
+WAIT = 5.0  # safety bound only; every wait below ends on an event
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[FeedEmulator]:
+    grants = {KEY: KeyGrant(), LIMITED_KEY: KeyGrant(exchanges=frozenset({"binance", "upbit"}))}
+    async with FeedEmulator(api_keys=grants, heartbeat_interval=None, ping_interval=None) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    msg = await asyncio.wait_for(ws.receive(), WAIT)
+    assert msg.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT), msg
+    obj: dict[str, Any] = orjson.loads(msg.data)
+    return obj
+
+
+async def handshake_status(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> int:
+    try:
+        ws = await session.ws_connect(url, **kwargs)
+    except aiohttp.WSServerHandshakeError as exc:
+        return exc.status
+    await ws.close()
+    return 101
+
+
+async def test_welcome_is_binary_and_reports_allowed_exchanges(
+    emu: FeedEmulator, session: aiohttp.ClientSession
+) -> None:
+    """The welcome arrives at once as a binary frame; allowedCex is the key's exchanges intersected with
+    `cex`, or "*" for an unrestricted key without `cex`."""
+    async with session.ws_connect(emu.url, headers={"X-API-Key": KEY}) as ws:
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        assert msg.type is aiohttp.WSMsgType.BINARY
+        assert orjson.loads(msg.data)["allowedCex"] == "*"
+    async with session.ws_connect(
+        emu.url, headers={"X-API-Key": LIMITED_KEY}, params={"cex": "upbit,bithumb"}
+    ) as ws:
+        welcome = await next_json(ws)
+        assert welcome["type"] == "welcome"
+        assert welcome["allowedCex"] == "upbit"
+
+
+async def test_handshake_key_checks(emu: FeedEmulator, session: aiohttp.ClientSession) -> None:
+    """Missing key -> 401, unknown key -> 403, key in the query string -> 401 even if the header is
+    right; each handshake is recorded with the key redacted."""
+    assert await handshake_status(session, emu.url) == 401
+    assert await handshake_status(session, emu.url, headers={"X-API-Key": "dsk_wrong"}) == 403
+    url_with_key = emu.url + "/?api_key=" + KEY
+    assert await handshake_status(session, url_with_key, headers={"X-API-Key": KEY}) == 401
+    assert await handshake_status(session, emu.url, headers={"X-API-Key": KEY}) == 101
+    assert [h.status for h in emu.handshakes] == [401, 403, 401, 101]
+    assert [h.key_status for h in emu.handshakes] == ["missing", "unknown", "valid", "valid"]
+    assert KEY not in repr(emu.handshakes)
+    assert emu.handshakes[2].query["api_key"] == "***"
+
+
+async def test_reject_next_sends_status_header_and_json_body(
+    emu: FeedEmulator, session: aiohttp.ClientSession
+) -> None:
+    """reject_next answers the next upgrade with the status, a Retry-After header and a JSON body with
+    `error` and `retry_after_s`, then the server accepts again."""
+    emu.reject_next(429, retry_after=7, error="per_ip_connection_limit_reached")
+    upgrade = {"X-API-Key": KEY, "Upgrade": "websocket", "Connection": "Upgrade"}
+    async with session.get(emu.url, headers=upgrade) as resp:
+        assert resp.status == 429
+        assert resp.headers["Retry-After"] == "7"
+        assert await resp.json() == {"error": "per_ip_connection_limit_reached", "retry_after_s": 7}
+    emu.reject_next(500, count=2)
+    assert await handshake_status(session, emu.url, headers={"X-API-Key": KEY}) == 500
+    assert await handshake_status(session, emu.url, headers={"X-API-Key": KEY}) == 500
+    assert await handshake_status(session, emu.url, headers={"X-API-Key": KEY}) == 101
+
+
+async def test_reconnect_cooldown(session: aiohttp.ClientSession) -> None:
+    """With a cooldown, the same key reconnecting too soon gets 429 connection_cooldown."""
+    async with FeedEmulator(api_keys=[KEY], cooldown=30, ping_interval=None) as emu:
+        assert await handshake_status(session, emu.url, headers={"X-API-Key": KEY}) == 101
+        upgrade = {"X-API-Key": KEY, "Upgrade": "websocket", "Connection": "Upgrade"}
+        async with session.get(emu.url, headers=upgrade) as resp:
+            assert resp.status == 429
+            body = await resp.json()
+        assert body["error"] == "connection_cooldown"
+        assert 29 <= body["retry_after_s"] <= 30
+
+
+async def test_announcements_follow_the_cex_filter(emu: FeedEmulator, session: aiohttp.ClientSession) -> None:
+    """announce() reaches only clients subscribed to the publisher and returns how many it reached."""
+    async with (
+        session.ws_connect(emu.url, headers={"X-API-Key": KEY}, params={"cex": "upbit"}) as upbit,
+        session.ws_connect(emu.url, headers={"X-API-Key": LIMITED_KEY}) as both,
+    ):
+        await emu.wait_connected(2)
+        await next_json(upbit)
+        await next_json(both)
+        assert await emu.announce(publisher="binance", ticker="ABC") == 1
+        assert await emu.announce(publisher="upbit", ticker="XYZ", title="Upbit lists XYZ") == 2
+        got = await next_json(both)
+        assert (got["type"], got["publisher"], got["ticker"]) == ("announcement", "binance", "ABC")
+        got = await next_json(upbit)
+        assert (got["publisher"], got["ticker"], got["title"]) == ("upbit", "XYZ", "Upbit lists XYZ")
+
+
+async def test_heartbeats_pause_while_pings_continue(session: aiohttp.ClientSession) -> None:
+    """pause_heartbeats stops JSON heartbeats but not WebSocket PINGs; resume brings them back."""
+    async with FeedEmulator(api_keys=[KEY], heartbeat_interval=0.01, ping_interval=0.02) as emu:
+        emu.pause_heartbeats()
+        async with session.ws_connect(emu.url, headers={"X-API-Key": KEY}, autoping=False) as ws:
+            assert (await next_json(ws))["type"] == "welcome"
+            for _ in range(3):
+                msg = await asyncio.wait_for(ws.receive(), WAIT)
+                assert msg.type is aiohttp.WSMsgType.PING
+                await ws.pong(msg.data)
+            emu.resume_heartbeats()
+            while (msg := await asyncio.wait_for(ws.receive(), WAIT)).type is aiohttp.WSMsgType.PING:
+                await ws.pong(msg.data)
+            assert orjson.loads(msg.data)["type"] == "heartbeat"
+
+
+async def test_close_all_sends_code_and_reason(emu: FeedEmulator, session: aiohttp.ClientSession) -> None:
+    """close_all closes every client with the given close code and reason."""
+    async with session.ws_connect(emu.url, headers={"X-API-Key": KEY}) as ws:
+        await next_json(ws)
+        await emu.close_all(1000, "key_expired")
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        assert (msg.type, msg.data, msg.extra) == (aiohttp.WSMsgType.CLOSE, 1000, "key_expired")
+    await emu.wait_clients(0)
+
+
+async def test_drop_all_sends_no_close_frame(emu: FeedEmulator, session: aiohttp.ClientSession) -> None:
+    """drop_all aborts the TCP connection: the client sees the socket closed, never a close frame."""
+    async with session.ws_connect(emu.url, headers={"X-API-Key": KEY}) as ws:
+        await next_json(ws)
+        await emu.drop_all()
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+    assert emu.client_count == 0
+
+
+async def test_send_raw_frames_and_test_announcements(
+    emu: FeedEmulator, session: aiohttp.ClientSession
+) -> None:
+    """send() passes bytes through untouched as binary or text frames; send_test_announcement and a
+    client's {"type": "test"} both produce a test_announcement."""
+    async with session.ws_connect(emu.url, headers={"X-API-Key": KEY}, decode_text=False) as ws:
+        await next_json(ws)
+        await emu.send(b"\xff\xfe", binary=False)
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.TEXT, b"\xff\xfe")
+        await emu.send_garbage(b"[1]")
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.BINARY, b"[1]")
+        assert await emu.send_test_announcement(ticker="TST") == 1
+        assert (await next_json(ws))["type"] == "test_announcement"
+        await ws.send_str('{"type":"test"}')
+        assert (await next_json(ws))["type"] == "test_announcement"
+        assert emu.received == [b'{"type":"test"}']
+
+
+async def test_script_plays_with_meta_keys_stripped(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    """A JSONL script plays once a client is connected; `delay` and `binary` steer sending and are
+    stripped from the message; announcements respect the cex filter."""
+    script = tmp_path / "feed.jsonl"
+    script.write_text(
+        "# demo\n"
+        '{"type":"announcement","title":"Upbit lists A","ticker":"A","publisher":"upbit","delay":0}\n'
+        "\n"
+        '{"type":"announcement","title":"Binance lists B","ticker":"B","publisher":"binance","binary":false}\n'
+    )
+    emu = FeedEmulator(api_keys=[KEY], script_path=script, ping_interval=None)
+    async with emu, session.ws_connect(emu.url, headers={"X-API-Key": KEY}, params={"cex": "binance"}) as ws:
+        await next_json(ws)
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        assert msg.type is aiohttp.WSMsgType.TEXT
+        assert orjson.loads(msg.data) == {
+            "type": "announcement",
+            "title": "Binance lists B",
+            "ticker": "B",
+            "publisher": "binance",
+        }
+
+
+def test_bad_script_is_a_config_error(tmp_path: Path) -> None:
+    """A script line that is not a JSON object fails at construction, naming file and line."""
+    script = tmp_path / "bad.jsonl"
+    script.write_text('{"type":"heartbeat"}\n[1, 2]\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2"):
+        FeedEmulator(api_keys=[KEY], script_path=script)
+
+
+async def test_run_emulator_serves_until_stop_event() -> None:
+    """run_emulator returns once its stop event is set."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_emulator(
+            host="127.0.0.1",
+            port=0,
+            api_keys=[KEY],
+            heartbeat_interval=30,
+            ping_interval=15,
+            script_path=None,
+            cooldown=5,
+            stop_event=stop,
+        )
+    )
+    stop.set()
+    await asyncio.wait_for(task, WAIT)
