@@ -1,0 +1,329 @@
+"""The feed client: opens one cryptolisting.ws connection and reads it with a loop that only decodes,
+enqueues and counts. Whether and when to reconnect is bridge.supervisor's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, NoReturn
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp.http import WSMessageNoDecodeText
+
+from bridge import metrics
+from bridge.codec import (
+    Announcement,
+    DecodeError,
+    FeedError,
+    Heartbeat,
+    Message,
+    TestAnnouncement,
+    UnknownMessage,
+    Welcome,
+    decode,
+)
+from bridge.config import FeedConfig
+
+log = structlog.get_logger(__name__)
+
+FeedSocket = aiohttp.ClientWebSocketResponse[Literal[False]]
+
+KEY_EXPIRY_WARNING_SECS = 7 * 24 * 3600
+# Our own PINGs are only for a dead TCP path. aiohttp sends one only after this much silence, and the
+# server PINGs every 15 s, so against a live server we never send anything (client frames are rate
+# limited by the feed).
+MIN_CLIENT_PING_INTERVAL = 20.0
+CLOSE_TIMEOUT = 1.0
+_MAX_ERROR_BODY = 4096
+_MAX_UNKNOWN_TYPES_LOGGED = 64
+
+Cause = Literal["closed", "closing", "dropped", "error", "reset", "stale"]
+
+
+class FeedDown(Exception):
+    """The connection is gone or could not be opened. bridge.supervisor decides whether and when to
+    connect again; nothing else should catch this."""
+
+    cause: str = "down"
+
+
+class HandshakeRejected(FeedDown):
+    """The server answered the upgrade with an HTTP error. Carries only safe fields: aiohttp's own
+    exception holds the request headers, i.e. the API key."""
+
+    def __init__(self, status: int, retry_after: float | None, error: str | None) -> None:
+        super().__init__(f"handshake rejected with HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+        self.error = error
+        self.cause = f"http_{status}"
+
+
+class ConnectFailed(FeedDown):
+    """No HTTP answer at all: DNS, TCP, TLS or handshake timeout. `error` is the exception type name."""
+
+    cause = "connect_failed"
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"connect failed: {error}")
+        self.error = error
+
+
+class ConnectionLost(FeedDown):
+    """An open connection ended. `healthy` says it had a welcome and at least one message after it,
+    which is what resets the reconnect backoff."""
+
+    def __init__(
+        self, cause: Cause, *, code: int | None, reason: str, healthy: bool, error: str | None = None
+    ) -> None:
+        super().__init__(f"connection lost ({cause}, code {code}, reason {reason!r})")
+        self.cause = cause
+        self.code = code
+        self.reason = reason
+        self.healthy = healthy
+        self.error = error
+
+
+def open_session(cfg: FeedConfig) -> aiohttp.ClientSession:
+    """A session for the feed: the handshake is bounded by `handshake_timeout` (aiohttp's default is
+    300 s) and a middleware keeps the JSON body of a refused upgrade, which aiohttp otherwise drops."""
+    timeout = aiohttp.ClientTimeout(total=cfg.handshake_timeout)
+    return aiohttp.ClientSession(timeout=timeout, middlewares=(_keep_error_body,))
+
+
+async def connect(session: aiohttp.ClientSession, cfg: FeedConfig) -> FeedSocket:
+    """Open the WebSocket. Raises HandshakeRejected or ConnectFailed; never lets aiohttp's exceptions
+    (whose repr carries the key) escape."""
+    params = {"cex": ",".join(cfg.cex)} if cfg.cex else None
+    body = _ErrorBody()
+    token = _ERROR_BODY.set(body)
+    try:
+        return await session.ws_connect(
+            cfg.url,
+            headers={"X-API-Key": cfg.api_key.reveal()},
+            params=params,
+            autoping=True,
+            heartbeat=max(MIN_CLIENT_PING_INTERVAL, cfg.heartbeat_timeout / 2),
+            # Up to twice the limit is read and then refused by the codec as one bad frame, so an odd
+            # big frame does not cost a reconnect; beyond that aiohttp ends the connection.
+            max_msg_size=2 * cfg.max_frame_bytes,
+            decode_text=False,  # text frames as bytes: orjson parses bytes, bad UTF-8 is a bad frame
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        retry_after = body.retry_after_s
+        if retry_after is None and exc.headers is not None:
+            retry_after = _seconds(exc.headers.get("Retry-After"))
+        raise HandshakeRejected(exc.status, retry_after, body.error) from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise ConnectFailed(type(exc).__name__) from None
+    finally:
+        _ERROR_BODY.reset(token)
+
+
+class FeedReader:
+    """Reads connections one at a time. Per frame: stamp the receipt time, decode, enqueue an
+    announcement, then count and log. Nothing here may block: the server drops slow readers."""
+
+    def __init__(
+        self,
+        cfg: FeedConfig,
+        queue: asyncio.Queue[Announcement],
+        *,
+        on_welcome: Callable[[Welcome], None] | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._queue = queue
+        self._on_welcome = on_welcome
+        self._unknown_logged: set[str] = set()
+        self.welcome: Welcome | None = None  # of the current connection
+        self.last_message_at: float | None = None  # event-loop clock (monotonic seconds)
+        self._healthy = False
+
+    async def read(self, ws: FeedSocket) -> NoReturn:
+        """Read `ws` until it ends, then raise ConnectionLost. Silence (no decoded message, PINGs do not
+        count) for `heartbeat_timeout` ends it with cause "stale"; the caller closes the socket."""
+        self.welcome = None
+        self._healthy = False
+        loop = asyncio.get_running_loop()
+        limit = self._cfg.heartbeat_timeout
+        # One watchdog for the whole connection, pushed back on every message. receive(timeout=...)
+        # would not do: aiohttp restarts that timeout after every PING it answers.
+        watchdog = asyncio.timeout(limit)
+        try:
+            async with watchdog:
+                while True:
+                    msg = await ws.receive()
+                    if msg.type is aiohttp.WSMsgType.BINARY or msg.type is aiohttp.WSMsgType.TEXT:
+                        if self._frame(msg.data):
+                            self.last_message_at = now = loop.time()
+                            watchdog.reschedule(now + limit)
+                        continue
+                    raise self._ended(ws, msg)
+        except TimeoutError:
+            if not watchdog.expired():
+                raise
+            raise ConnectionLost(
+                "stale", code=None, reason="", healthy=self._healthy, error="TimeoutError"
+            ) from None
+        except aiohttp.ClientConnectionResetError:
+            # The auto-PONG hit a transport that is already gone.
+            raise ConnectionLost(
+                "reset", code=ws.close_code, reason="", healthy=self._healthy, error="ConnectionReset"
+            ) from None
+
+    def _frame(self, data: bytes) -> bool:
+        """Handle one data frame; True if it decoded (and so counts as a sign of life)."""
+        received_ns = time.time_ns()
+        received_mono_ns = time.perf_counter_ns()
+        try:
+            message = decode(
+                data,
+                max_bytes=self._cfg.max_frame_bytes,
+                received_ns=received_ns,
+                received_mono_ns=received_mono_ns,
+            )
+        except DecodeError as exc:
+            metrics.BAD_FRAMES.labels(reason=exc.reason).inc()
+            log.warning("feed.bad_frame", reason=exc.reason, detail=exc.detail[:200], size=len(data))
+            return False
+        if isinstance(message, Announcement):
+            self._queue.put_nowait(message)  # first, before any counting or logging
+            self._announcement(message, received_ns)
+        else:
+            self._other(message)
+        if self.welcome is not None and message is not self.welcome:
+            self._healthy = True
+        return True
+
+    def _announcement(self, ann: Announcement, received_ns: int) -> None:
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        metrics.FRAMES.labels(type="announcement").inc()
+        metrics.ANNOUNCEMENTS.labels(publisher=ann.publisher, listing_type=ann.listing_type).inc()
+        age_ms = ann.age_ms(received_ns)
+        if age_ms is not None:
+            metrics.EVENT_AGE.observe(max(age_ms, 0.0) / 1000)
+        log.info(
+            "announcement.received",
+            publisher=ann.publisher,
+            listing_type=ann.listing_type,
+            tickers=list(ann.tickers),
+            age_ms=None if age_ms is None else round(age_ms, 3),
+            key=ann.key,
+        )
+
+    def _other(self, message: Message) -> None:
+        if isinstance(message, Heartbeat):
+            metrics.FRAMES.labels(type="heartbeat").inc()
+        elif isinstance(message, Welcome):
+            metrics.FRAMES.labels(type="welcome").inc()
+            if self.welcome is None:
+                self.welcome = message
+                self._check_welcome(message)
+                if self._on_welcome is not None:
+                    self._on_welcome(message)
+        elif isinstance(message, TestAnnouncement):
+            # Answers a test request; never traded, so never enqueued.
+            metrics.FRAMES.labels(type="test_announcement").inc()
+            ann = message.announcement
+            log.info("feed.test_announcement", publisher=ann.publisher, tickers=list(ann.tickers))
+        elif isinstance(message, FeedError):
+            metrics.FRAMES.labels(type="error").inc()
+            log.warning("feed.error", code=message.code, retry_after_secs=message.retry_after_secs)
+        elif isinstance(message, UnknownMessage):
+            metrics.FRAMES.labels(type="unknown").inc()
+            metrics.UNKNOWN_TYPES.labels(type=message.type[:40]).inc()
+            if (
+                message.type not in self._unknown_logged
+                and len(self._unknown_logged) < _MAX_UNKNOWN_TYPES_LOGGED
+            ):
+                self._unknown_logged.add(message.type)
+                log.info("feed.unknown_type", type=message.type[:40])
+
+    def _check_welcome(self, welcome: Welcome) -> None:
+        allowed = None if welcome.allowed_cex is None else sorted(welcome.allowed_cex)
+        log.info(
+            "feed.welcome",
+            tier=welcome.tier,
+            allowed_cex="*" if allowed is None else allowed,
+            expires_in_secs=welcome.expires_in_secs,
+        )
+        wanted = None if self._cfg.cex is None else frozenset(self._cfg.cex)
+        if welcome.allowed_cex is not None:
+            overlap = welcome.allowed_cex if wanted is None else welcome.allowed_cex & wanted
+            if not overlap:
+                # The server keeps such a connection up with heartbeats but never sends an announcement.
+                log.error(
+                    "feed.no_exchanges",
+                    allowed_cex=allowed,
+                    configured_cex=None if wanted is None else sorted(wanted),
+                    hint="this key will receive no announcements; check feed.cex and the key's plan",
+                )
+        expires = welcome.expires_in_secs
+        if expires is not None and expires < KEY_EXPIRY_WARNING_SECS:
+            log.warning(
+                "feed.key_expiring", expires_in_secs=expires, expires_in_days=round(expires / 86400, 1)
+            )
+
+    def _ended(self, ws: FeedSocket, msg: WSMessageNoDecodeText) -> ConnectionLost:
+        if msg.type is aiohttp.WSMsgType.CLOSE:
+            reason = msg.extra if isinstance(msg.extra, str) else ""
+            return ConnectionLost("closed", code=msg.data, reason=reason, healthy=self._healthy)
+        if msg.type is aiohttp.WSMsgType.CLOSING:
+            return ConnectionLost("closing", code=ws.close_code, reason="", healthy=self._healthy)
+        if msg.type is aiohttp.WSMsgType.ERROR:
+            error = type(msg.data).__name__
+            return ConnectionLost("error", code=ws.close_code, reason="", healthy=self._healthy, error=error)
+        return ConnectionLost("dropped", code=ws.close_code, reason="", healthy=self._healthy)
+
+
+# ---- reading the body of a refused handshake ---------------------------------------------------------
+
+
+@dataclass
+class _ErrorBody:
+    error: str | None = None
+    retry_after_s: float | None = None
+
+
+# Set by connect() for the duration of one ws_connect; the middleware runs inside that call, in the
+# same task, so it finds the holder of its own request even when a session is shared.
+_ERROR_BODY: contextvars.ContextVar[_ErrorBody | None] = contextvars.ContextVar(
+    "feed_error_body", default=None
+)
+
+
+async def _keep_error_body(
+    request: aiohttp.ClientRequest,
+    handler: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
+) -> aiohttp.ClientResponse:
+    response = await handler(request)
+    holder = _ERROR_BODY.get()
+    if holder is not None and response.status >= 400:
+        try:
+            raw = await response.content.read(_MAX_ERROR_BODY)
+            body = orjson.loads(raw)
+        except (aiohttp.ClientError, orjson.JSONDecodeError):
+            return response  # no usable body: the status and Retry-After header still apply
+        if isinstance(body, dict):
+            error = body.get("error")
+            holder.error = error[:80] if isinstance(error, str) else None
+            holder.retry_after_s = _seconds(body.get("retry_after_s"))
+    return response
+
+
+def _seconds(value: object) -> float | None:
+    """A non-negative number of seconds from a header or JSON value, else None (HTTP dates are ignored)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 86400 * 7 else None
