@@ -1,0 +1,247 @@
+"""Keeps the feed connected: reconnects with capped, jittered backoff (tenacity), turns fatal answers
+(401, 403, key_expired closes) into exit errors, and halts the trading gate whenever the feed is not live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal, NoReturn
+
+import aiohttp
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from bridge import feed, metrics
+from bridge.codec import Announcement, Welcome
+from bridge.config import FeedConfig
+from bridge.errors import ConfigError, CredentialsRejected
+from bridge.gate import TradingGate
+
+log = structlog.get_logger(__name__)
+
+State = Literal["connecting", "connected", "backoff", "stopped"]
+Sleep = Callable[[float], Awaitable[None]]
+
+KEY_DEAD_REASONS = frozenset({"key_expired", "key_revoked", "key_invalidated"})
+# The feed closes a client that sent too much with 1008 rate_limit_exceeded; its docs ask for 60 s.
+RATE_LIMIT_WAIT = 60.0
+_JITTER = 0.25
+
+
+def backoff_delay(failures: int, min_delay: float, max_delay: float, rand: float) -> float:
+    """Delay before retry number `failures` (1-based) of an outage: doubling from min_delay, plus up to
+    25 % jitter (`rand` in [0, 1)), always within [min_delay, max_delay]. The exponential part is capped
+    below max_delay so delays at the cap still spread out instead of all landing on max_delay."""
+    base = min(max_delay / (1 + _JITTER), min_delay * 2.0 ** min(failures - 1, 64))
+    return min(max_delay, max(min_delay, base * (1 + _JITTER * rand)))
+
+
+def required_wait(exc: BaseException | None) -> float:
+    """The least the server asked us to wait after this failure (Retry-After, rate limit close)."""
+    if isinstance(exc, feed.HandshakeRejected) and exc.retry_after is not None:
+        return exc.retry_after
+    if isinstance(exc, feed.ConnectionLost) and exc.reason == "rate_limit_exceeded":
+        return RATE_LIMIT_WAIT
+    return 0.0
+
+
+class Supervisor:
+    """Runs the feed connection until stopped. `run()` returns after `stop()` and raises ConfigError
+    (401) or CredentialsRejected (403, key expired/revoked); everything else is retried."""
+
+    def __init__(
+        self,
+        cfg: FeedConfig,
+        gate: TradingGate,
+        queue: asyncio.Queue[Announcement],
+        *,
+        sleep: Sleep = asyncio.sleep,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._gate = gate
+        self._sleep = sleep
+        self._session = session
+        self._reader = feed.FeedReader(cfg, queue, on_welcome=self._on_welcome)
+        self._task: asyncio.Task[NoReturn] | None = None
+        self._stop_requested = False
+        self._state: State = "connecting"
+        self._welcome: Welcome | None = None
+        self._connected_since: float | None = None
+
+    # ---- read-only state for the health endpoint ---------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def welcome(self) -> Welcome | None:
+        """The last welcome received (kept across reconnects)."""
+        return self._welcome
+
+    @property
+    def last_message_at(self) -> float | None:
+        """Monotonic time of the last decoded server message."""
+        return self._reader.last_message_at
+
+    @property
+    def connected_since(self) -> float | None:
+        """Monotonic time the current connection was welcomed; None while not connected."""
+        return self._connected_since
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if self._stop_requested:
+            self._state = "stopped"
+            return
+        session = self._session if self._session is not None else feed.open_session(self._cfg)
+        # The connection loop runs as its own task so stop() can cancel it without cancelling the
+        # caller, and run() can tell the two apart.
+        self._task = asyncio.create_task(self._serve(session), name="feed-supervisor")
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._stop_requested or (current is not None and current.cancelling()):
+                raise
+        finally:
+            self._connected_since = None
+            self._state = "stopped"
+            self._gate.halt("disconnected")
+            if self._session is None:
+                await session.close()
+            log.info("feed.stopped")
+
+    def stop(self) -> None:
+        """Stop reading and close the socket; `run()` returns shortly after."""
+        if not self._stop_requested:
+            log.info("feed.stopping", state=self._state)
+        self._stop_requested = True
+        if self._task is not None:
+            self._task.cancel()
+
+    # ---- the connection loop -------------------------------------------------------------------------
+
+    async def _serve(self, session: aiohttp.ClientSession) -> NoReturn:
+        replay: feed.ConnectionLost | None = None
+        while True:
+            # A fresh AsyncRetrying per outage: backoff starts over only after a healthy connection.
+            retrying = AsyncRetrying(
+                retry=retry_if_exception_type(feed.FeedDown),
+                wait=self._wait,
+                sleep=self._sleep,
+                before_sleep=self._before_sleep,
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    if replay is not None:
+                        # The loss of the healthy connection is this outage's first failure, so the
+                        # wait before reconnecting comes from the same policy as every other wait.
+                        lost, replay = replay, None
+                        raise lost
+                    try:
+                        await self._connect_and_read(session)
+                    except feed.ConnectionLost as exc:
+                        if not exc.healthy:
+                            raise
+                        replay = exc  # ends this AsyncRetrying; the next one starts with the replay
+
+    async def _connect_and_read(self, session: aiohttp.ClientSession) -> NoReturn:
+        self._state = "connecting"
+        log.info("feed.connecting", url=self._cfg.url, cex=self._cfg.cex)
+        started = time.perf_counter()
+        try:
+            ws = await feed.connect(session, self._cfg)
+        except feed.HandshakeRejected as exc:
+            self._rejected(exc)
+            raise
+        except feed.ConnectFailed as exc:
+            metrics.DISCONNECTS.labels(cause=exc.cause).inc()
+            log.warning("feed.connect_failed", error=exc.error)
+            raise
+        metrics.CONNECTS.inc()
+        log.debug("feed.handshake_done", handshake_ms=round((time.perf_counter() - started) * 1000, 1))
+        try:
+            await self._reader.read(ws)
+        except feed.ConnectionLost as exc:
+            self._lost(exc)
+            raise
+        finally:
+            self._connected_since = None
+            self._gate.halt("disconnected")
+            await ws.close()
+
+    def _on_welcome(self, welcome: Welcome) -> None:
+        self._welcome = welcome
+        self._state = "connected"
+        self._connected_since = time.monotonic()
+        log.info("feed.connected", url=self._cfg.url, tier=welcome.tier)
+        self._gate.resume("disconnected")
+        self._gate.resume("feed_stale")
+
+    def _rejected(self, exc: feed.HandshakeRejected) -> None:
+        metrics.DISCONNECTS.labels(cause=exc.cause).inc()
+        log.warning("feed.rejected", status=exc.status, retry_after=exc.retry_after, error=exc.error)
+        if exc.status == 401:
+            raise ConfigError(
+                "the feed refused the connection as unauthenticated (HTTP 401): "
+                "feed.api_key must be set; it is sent as the X-API-Key header"
+            ) from None
+        if exc.status == 403:
+            self._gate.halt("key_expired")
+            raise CredentialsRejected(
+                "the feed rejected the API key (HTTP 403: invalid, revoked or expired); a new key is needed"
+            ) from None
+        if exc.status in (400, 426):
+            log.error("feed.upgrade_refused", status=exc.status, hint="a client bug or a proxy in the way")
+
+    def _lost(self, exc: feed.ConnectionLost) -> None:
+        cause = (
+            exc.reason if exc.reason in KEY_DEAD_REASONS | {"too_slow", "rate_limit_exceeded"} else exc.cause
+        )
+        metrics.DISCONNECTS.labels(cause=cause).inc()
+        if exc.cause == "stale":
+            log.warning("feed.stale", silent_s=self._cfg.heartbeat_timeout)
+            self._gate.halt("feed_stale")
+        log.warning(
+            "feed.disconnected",
+            code=exc.code,
+            reason=exc.reason,
+            cause=exc.cause,
+            error=exc.error,
+            healthy=exc.healthy,
+        )
+        if exc.reason in KEY_DEAD_REASONS:
+            self._gate.halt("key_expired")
+            log.error("feed.key_rejected", reason=exc.reason, hint="a new feed API key is needed")
+            raise CredentialsRejected(
+                f"the feed closed the connection: {exc.reason}; a new key is needed"
+            ) from None
+        if exc.reason == "too_slow":
+            log.warning("feed.too_slow", hint="the reader fell behind; something is blocking the event loop")
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        delay = backoff_delay(
+            retry_state.attempt_number,
+            self._cfg.reconnect.min_delay,
+            self._cfg.reconnect.max_delay,
+            random.random(),  # noqa: S311 - jitter, not cryptography
+        )
+        return max(delay, required_wait(exc))
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        self._state = "backoff"
+        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        log.info(
+            "feed.backoff",
+            delay_s=round(retry_state.upcoming_sleep, 3),
+            attempt=retry_state.attempt_number,
+            cause=getattr(exc, "cause", None),
+        )
