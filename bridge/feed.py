@@ -167,10 +167,10 @@ class FeedReader:
                         continue
                     raise self._ended(ws, msg)
         except TimeoutError:
-            if not watchdog.expired():
-                raise
+            # Only the watchdog should time out here; anything else still ends this connection.
+            cause: Cause = "stale" if watchdog.expired() else "error"
             raise ConnectionLost(
-                "stale", code=None, reason="", healthy=self._healthy, error="TimeoutError"
+                cause, code=None, reason="", healthy=self._healthy, error="TimeoutError"
             ) from None
         except aiohttp.ClientConnectionResetError:
             # The auto-PONG hit a transport that is already gone.

@@ -335,3 +335,21 @@ async def test_silence_ends_reading_as_stale_even_with_pings() -> None:
             lost = await live.ended()
             assert live.reader.last_message_at is not None
     assert lost.cause == "stale"
+
+
+async def test_handshake_timeout_bounds_a_silent_server() -> None:
+    """A server that accepts TCP but never answers the upgrade fails as ConnectFailed after
+    handshake_timeout, not aiohttp's default of 300 s."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = FeedConfig(api_key=Secret(KEY), url=f"ws://127.0.0.1:{port}", handshake_timeout=0.2)
+    started = time.monotonic()
+    async with server, feed.open_session(cfg) as session:
+        with pytest.raises(feed.ConnectFailed):
+            await asyncio.wait_for(feed.connect(session, cfg), WAIT)
+    assert time.monotonic() - started < 2.0
