@@ -174,6 +174,7 @@ class Supervisor:
             raise
         finally:
             self._connected_since = None
+            self._state = "backoff"  # about to wait (or stop); never "connected" without a socket
             self._gate.halt("disconnected")
             await ws.close()
 
