@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import re
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -128,10 +130,12 @@ def translate_error(
     exchange: str,
     during: Phase,
     headers: Mapping[str, str] | None = None,
+    body: str | None = None,
 ) -> ExchangeError:
-    """Map any exception raised by a ccxt call to the project's tree. `headers` are the last response
-    headers (for Retry-After). Anything unknown raised during an order counts as status unknown: it
-    may have happened after the request left."""
+    """Map any exception raised by a ccxt call to the project's tree. `headers` and `body` are those
+    of the failed HTTP response, if there was one (for Retry-After, and for the exchange's code when
+    ccxt matched the message and dropped it). Anything unknown raised during an order counts as
+    status unknown: it may have happened after the request left."""
     if isinstance(exc, ExchangeError):
         return exc
     target: type[ExchangeError] = OrderStatusUnknown if during == "order" else ExchangeUnavailable
@@ -139,29 +143,31 @@ def translate_error(
         if isinstance(exc, ccxt_class):
             target = on_order if during == "order" else on_read
             break
-    code, detail = _exchange_code_and_message(str(exc))
-    message = f"{exchange}: {type(exc).__name__}: {detail}"
+    text = str(exc)
+    code, msg = _parse_error_body(text)
+    if code is None and body:
+        code = _parse_error_body(body)[0]
+    message = f"{exchange}: {type(exc).__name__}: {_clean(msg or text) or 'no detail'}"
     if target is RateLimited:
         return RateLimited(message, exchange=exchange, code=code, retry_after=_retry_after(headers))
     return target(message, exchange=exchange, code=code)
 
 
-def _exchange_code_and_message(text: str) -> tuple[str | None, str]:
-    """Pull the exchange's own code and message out of ccxt's text ("binance {"code":-2010,...}"),
-    falling back to the text without URL queries (they hold signatures) and without secrets."""
+def _parse_error_body(text: str) -> tuple[str | None, str | None]:
+    """The exchange's own code and message from a JSON error body, alone or inside ccxt's text
+    ("binance {"code":-2010,"msg":...}"); (None, None) if there is none."""
     start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        try:
-            body = orjson.loads(text[start : end + 1])
-        except orjson.JSONDecodeError:
-            body = None
-        if isinstance(body, dict):
-            code = next((body[k] for k in ("code", "retCode", "label") if body.get(k) is not None), None)
-            msg = next((body[k] for k in ("msg", "retMsg", "message") if body.get(k)), None)
-            if code is not None or msg is not None:
-                detail = str(msg) if msg is not None else text
-                return (None if code is None else str(code)), _clean(detail)
-    return None, _clean(text) or "no detail"
+    if not 0 <= start < end:
+        return None, None
+    try:
+        body = orjson.loads(text[start : end + 1])
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    code = next((body[k] for k in ("code", "retCode", "label") if body.get(k) is not None), None)
+    msg = next((body[k] for k in ("msg", "retMsg", "message") if body.get(k)), None)
+    return (None if code is None else str(code)), (None if msg is None else str(msg))
 
 
 def _clean(text: str) -> str:
@@ -181,6 +187,32 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+# ----- the failed response behind an exception -----
+
+
+@dataclass(frozen=True)
+class _FailedResponse:
+    headers: Mapping[str, str]
+    body: str
+
+
+# The latest failed HTTP response of a ccxt call in the current task. ccxt's own last_response_*
+# attributes are per instance, so with concurrent calls one would read another call's headers.
+_failed_response: ContextVar[_FailedResponse | None] = ContextVar("bridge_failed_response", default=None)
+
+
+@functools.cache
+def _recording(cls: Any) -> Any:
+    """A subclass of a ccxt exchange class that notes each error response in the task's context."""
+
+    def on_rest_response(self: Any, code: int, reason: str, url: str, method: str, *rest: Any) -> Any:
+        headers, body = rest[0], rest[1]
+        _failed_response.set(_FailedResponse(headers, body) if code >= 400 else None)
+        return cls.on_rest_response(self, code, reason, url, method, *rest)
+
+    return type(cls.__name__, (cls,), {"on_rest_response": on_rest_response})
 
 
 # ----- client order ids -----
@@ -294,7 +326,7 @@ class Exchange:
     def _create(self) -> Any:
         if self._id not in ccxt_async.exchanges:
             raise ConfigError(f"exchanges.{self._id}: unknown exchange id {self._id!r} (not a ccxt exchange)")
-        ex = getattr(ccxt_async, self._id)(self._ccxt_config())
+        ex = _recording(getattr(ccxt_async, self._id))(self._ccxt_config())
         self._limit_market_loading(ex)
         return ex
 
@@ -624,6 +656,7 @@ class Exchange:
     def _translated(self, during: Phase) -> Iterator[None]:
         """Whatever a ccxt call raises leaves as an ExchangeError: ccxt types and their messages (URLs
         with signatures) never escape, not even as __cause__."""
+        _failed_response.set(None)
         try:
             yield
         except ExchangeError:
@@ -632,8 +665,12 @@ class Exchange:
             raise self._translate(exc, during) from None
 
     def _translate(self, exc: BaseException, during: Phase) -> ExchangeError:
-        headers = getattr(self._ex, "last_response_headers", None) if self._ex is not None else None
-        return translate_error(exc, exchange=self._id, during=during, headers=headers)
+        failed = _failed_response.get()
+        if failed is None:
+            return translate_error(exc, exchange=self._id, during=during)
+        return translate_error(
+            exc, exchange=self._id, during=during, headers=failed.headers, body=failed.body
+        )
 
 
 # ----- helpers -----
@@ -671,7 +708,8 @@ def _float(value: Any) -> float | None:
 
 def _describe(exc: BaseException) -> str:
     """A log-safe one-liner for an exception (no URL queries, no secrets)."""
-    return f"{type(exc).__name__}: {_exchange_code_and_message(str(exc))[1]}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {_clean(_parse_error_body(text)[1] or text)}"
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

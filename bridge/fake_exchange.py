@@ -151,6 +151,7 @@ class FakeBinance:
         self._ids = itertools.count(1001)
         self._exchange_info: bytes | None = None  # cached: the big response is rebuilt only on change
         self._released = asyncio.Event()
+        self._order_arrived = asyncio.Event()
         self._runner: web.AppRunner | None = None
         for base, quote, price in markets:
             self.add_market(base, quote, price=price)
@@ -217,6 +218,12 @@ class FakeBinance:
     def fail_next_order(self, kind: FaultKind, count: int = 1) -> None:
         """Make the next `count` order requests that pass authentication fail as `kind`."""
         self._faults.extend([kind] * count)
+
+    async def wait_for_orders(self, count: int) -> None:
+        """Return once `count` order requests have arrived: lets tests and benchmarks wait without polling."""
+        while len(self.orders) < count:
+            self._order_arrived.clear()  # no await between the check and here, so no arrival is missed
+            await self._order_arrived.wait()
 
     def count(self, method: str, path: str) -> int:
         return self.requests.count((method, path))
@@ -425,6 +432,7 @@ class FakeBinance:
         received_ns, received_mono_ns = time.time_ns(), time.perf_counter_ns()
         body = await request.text()
         self.orders.append(ReceivedOrder(dict(parse_qsl(body)), received_ns, received_mono_ns))
+        self._order_arrived.set()
         params = self._authenticate(request, body)
         fault = self._faults.pop(0) if self._faults else None
         self._fail_before(fault)
@@ -537,8 +545,17 @@ class FakeBinance:
         return _json(order.info)
 
 
-async def run_fake_exchange(host: str, port: int, stop_event: asyncio.Event) -> None:
-    """Serve a FakeBinance until `stop_event` is set (the demo and benchmark CLI entry point)."""
+async def run_fake_exchange(
+    host: str,
+    port: int,
+    stop_event: asyncio.Event,
+    *,
+    on_ready: Callable[[FakeBinance], None] | None = None,
+) -> None:
+    """Serve a FakeBinance until `stop_event` is set (the demo and benchmark CLI entry point).
+    `on_ready` gets the running fake, e.g. to print its URL and `ccxt_config()`."""
     async with FakeBinance(host=host, port=port) as fake:
         log.info("fake_exchange.serving", url=fake.url)
+        if on_ready is not None:
+            on_ready(fake)
         await stop_event.wait()

@@ -1,0 +1,648 @@
+"""bridge.exchange against FakeBinance over 127.0.0.1: real ccxt code, real HTTP, real signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import ccxt.async_support as ccxt_async
+import pytest
+from aioresponses import aioresponses
+
+from bridge import exchange as exchange_module
+from bridge.config import ExchangeConfig
+from bridge.errors import (
+    ConfigError,
+    ExchangeAuthError,
+    ExchangeError,
+    ExchangeUnavailable,
+    OrderRejected,
+    OrderStatusUnknown,
+    RateLimited,
+    UnknownSymbol,
+)
+from bridge.exchange import Exchange, OrderRequest, translate_error
+from bridge.fake_exchange import FakeBinance, FaultKind
+from bridge.secrets import Secret
+
+EXCHANGE_INFO = ("GET", "/api/v3/exchangeInfo")
+TIME = ("GET", "/api/v3/time")
+ACCOUNT = ("GET", "/api/v3/account")
+ORDER = ("POST", "/api/v3/order")
+
+
+class FrozenClock:
+    """A monotonic clock that moves only when told: the refresh budget never refills by accident."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ccxt's limiter makes every call after an exchangeInfo wait 200 ms; only
+# test_targeted_refresh_leaves_no_rate_limit_debt needs it, the rest would just be slow.
+FAST = {"enableRateLimit": False, "timeout_on_exit": 0}
+
+
+def config(
+    fake: FakeBinance, *, key: str | None = None, secret: str | None = None, **ccxt: Any
+) -> ExchangeConfig:
+    return ExchangeConfig(
+        api_key=Secret(key or fake.api_key),
+        secret=Secret(secret or fake.secret),
+        ccxt={**fake.ccxt_config(), **FAST, **ccxt},
+    )
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBinance]:
+    async with FakeBinance() as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+async def exchange(fake: FakeBinance, clock: FrozenClock) -> AsyncIterator[Exchange]:
+    ex = Exchange("binance", config(fake), dry_run=False, clock=clock)
+    await ex.start(check_keys=False)
+    fake.requests.clear()
+    yield ex
+    await ex.close()
+
+
+# ----- start / close -----
+
+
+async def test_start_loads_markets_in_one_request_and_measures_the_clock(fake: FakeBinance) -> None:
+    """start() without a key check makes exactly two requests, run concurrently: one exchangeInfo
+    (no sapi/fapi/dapi, no currencies) and one /time; the measured offset is what signing uses."""
+    fake.clock_offset_ms = -30_000  # the exchange's clock is 30 s behind ours
+    ex = Exchange("binance", config(fake), dry_run=False)
+    await ex.start(check_keys=False)
+    try:
+        assert sorted(fake.requests) == sorted([EXCHANGE_INFO, TIME])
+        assert ex.time_offset_ms is not None and 29_000 < ex.time_offset_ms < 31_000
+        assert ex.market("BTC/USDT") is not None
+        # without the offset this timestamp would be 30 s in the future and refused (-1021)
+        await ex.create_order(OrderRequest("BTC/USDT", "buy", "clockok1", cost=10))
+        assert fake.count(*TIME) == 1
+    finally:
+        await ex.close()
+
+
+async def test_start_with_key_check_adds_one_signed_call(fake: FakeBinance) -> None:
+    """check_keys=True adds exactly one GET /api/v3/account (three requests in all)."""
+    ex = Exchange("binance", config(fake), dry_run=False)
+    await ex.start(check_keys=True)
+    await ex.close()
+    assert sorted(fake.requests) == sorted([EXCHANGE_INFO, TIME, ACCOUNT])
+
+
+@pytest.mark.parametrize(
+    ("key", "secret", "code"),
+    [("wrong-key-123456", None, "-2015"), (None, "wrong-secret-123456", "-1022")],
+)
+async def test_rejected_key_raises_auth_error_without_the_key(
+    fake: FakeBinance, key: str | None, secret: str | None, code: str
+) -> None:
+    """A wrong key (HTTP 401, -2015) or a wrong secret (-1022) fails start() with ExchangeAuthError
+    carrying the code; no secret appears in the message, and the session is closed."""
+    ex = Exchange("binance", config(fake, key=key, secret=secret), dry_run=False)
+    with pytest.raises(ExchangeAuthError) as caught:
+        await ex.start(check_keys=True)
+    assert caught.value.code == code
+    assert caught.value.exchange == "binance"
+    for value in (key, secret, fake.api_key, fake.secret):
+        assert value is None or value not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    with pytest.raises(RuntimeError):
+        _ = ex.ccxt  # closed after the failed start
+
+
+async def test_unknown_exchange_id_is_a_config_error(fake: FakeBinance) -> None:
+    """An exchange id ccxt does not know fails start() with a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="binanse"):
+        await Exchange("binanse", config(fake), dry_run=False).start(check_keys=False)
+
+
+async def test_sandbox_switches_urls_before_loading_markets(fake: FakeBinance) -> None:
+    """sandbox: true turns on ccxt's sandbox mode before markets load (the fake serves urls.test too)."""
+    cfg = ExchangeConfig(
+        api_key=Secret(fake.api_key),
+        secret=Secret(fake.secret),
+        sandbox=True,
+        ccxt={**fake.ccxt_config(), **FAST},
+    )
+    ex = Exchange("binance", cfg, dry_run=False)
+    await ex.start(check_keys=True)
+    try:
+        assert ex.ccxt.isSandboxModeEnabled
+        assert ex.market("ETH/USDT") is not None
+    finally:
+        await ex.close()
+
+
+async def test_sandbox_on_an_exchange_without_one_is_a_config_error() -> None:
+    """An exchange without sandbox URLs fails start() with a ConfigError, before any request."""
+    ex = Exchange("aster", ExchangeConfig(sandbox=True, ccxt=FAST), dry_run=True)
+    with pytest.raises(ConfigError, match=r"aster\.sandbox"):
+        await ex.start(check_keys=False)
+
+
+async def test_close_releases_the_http_session(fake: FakeBinance) -> None:
+    """close() closes ccxt's aiohttp session (no 'Unclosed client session' on collection) and is
+    idempotent."""
+    ex = Exchange("binance", config(fake), dry_run=False)
+    await ex.start(check_keys=False)
+    raw = ex.ccxt
+    assert raw.session is not None
+    await ex.close()
+    await ex.close()
+    assert raw.session is None
+    del raw
+    gc.collect()
+
+
+# ----- markets -----
+
+
+async def test_market_is_cached_without_io(exchange: Exchange, fake: FakeBinance) -> None:
+    """market() answers from the cache and maps ccxt's dict to Market (min_cost from NOTIONAL)."""
+    market = exchange.market("ETH/BTC")
+    assert market is not None
+    assert (market.symbol, market.id, market.base, market.quote, market.type) == (
+        "ETH/BTC",
+        "ETHBTC",
+        "ETH",
+        "BTC",
+        "spot",
+    )
+    assert market.active and market.min_cost == 5.0
+    assert exchange.market("NEW/USDT") is None
+    assert fake.requests == []
+
+
+async def test_find_market_merges_a_new_listing_with_one_request(
+    exchange: Exchange, fake: FakeBinance
+) -> None:
+    """A market listed after start is found by one targeted exchangeInfo?symbol= request, merged into
+    the map (old markets kept), and then served from the cache."""
+    fake.add_market("NEW", "USDT", price=0.5)
+    found = await exchange.find_market("NEW/USDT")
+    assert found is not None and found.id == "NEWUSDT"
+    assert fake.requests == [EXCHANGE_INFO]
+    assert exchange.market("BTC/USDT") is not None
+    assert await exchange.find_market("NEW/USDT") == found
+    assert fake.requests == [EXCHANGE_INFO]
+
+
+async def test_find_market_for_an_unlisted_symbol_is_none_and_bounded(
+    exchange: Exchange, fake: FakeBinance, clock: FrozenClock
+) -> None:
+    """An unlisted symbol costs one request and returns None; asking again within the per-symbol
+    interval costs nothing; concurrent callers share one request; a storm of distinct unknown
+    symbols is capped by the refresh budget."""
+    assert await exchange.find_market("NOPE/USDT") is None
+    assert await exchange.find_market("NOPE/USDT") is None
+    assert fake.count(*EXCHANGE_INFO) == 1
+
+    clock.now += exchange_module.SYMBOL_REFRESH_MIN_INTERVAL_S
+    results = await asyncio.gather(*(exchange.find_market("ALSO/USDT") for _ in range(20)))
+    assert results == [None] * 20
+    assert fake.count(*EXCHANGE_INFO) == 2
+
+    storm = await asyncio.gather(*(exchange.find_market(f"JUNK{i}/USDT") for i in range(50)))
+    assert storm == [None] * 50
+    assert 0 < fake.count(*EXCHANGE_INFO) - 2 <= exchange_module.SYMBOL_REFRESH_BURST
+
+
+async def test_targeted_refresh_leaves_no_rate_limit_debt(fake: FakeBinance) -> None:
+    """With ccxt's limiter on (the production default), the targeted refresh is charged cost 0, so
+    the order that follows a new listing does not wait 200 ms behind exchangeInfo's cost of 4."""
+    ex = Exchange("binance", config(fake, enableRateLimit=True), dry_run=False)
+    await ex.start(check_keys=False)
+    assert ex.ccxt.enableRateLimit
+    costs: list[float | None] = []
+    throttle = ex.ccxt.throttle
+
+    async def recording_throttle(cost: float | None = None) -> Any:
+        costs.append(cost)
+        return await throttle(cost)
+
+    ex.ccxt.throttle = recording_throttle
+    try:
+        fake.add_market("NEW", "USDT", price=0.5)
+        assert await ex.find_market("NEW/USDT") is not None
+        await ex.create_order(OrderRequest("NEW/USDT", "buy", "afterrefresh1", cost=10))
+    finally:
+        await ex.close()
+    assert costs == [0, 0.2]  # exchangeInfo?symbol=, then the order's own cost
+
+
+async def test_refresh_markets_picks_up_new_listings(exchange: Exchange, fake: FakeBinance) -> None:
+    """refresh_markets() reloads the full map with one exchangeInfo and re-measures the clock."""
+    fake.add_market("LATE", "USDT", price=2.0)
+    await exchange.refresh_markets()
+    assert exchange.market("LATE/USDT") is not None
+    assert sorted(fake.requests) == sorted([EXCHANGE_INFO, TIME])
+
+
+async def test_run_market_refresh_survives_failures_and_stops_on_event(
+    fake: FakeBinance, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The background loop refreshes every markets_refresh seconds, logs a failed refresh and goes
+    on, and returns once `stop` is set."""
+    cfg = ExchangeConfig(
+        api_key=Secret(fake.api_key),
+        secret=Secret(fake.secret),
+        markets_refresh=0.001,
+        ccxt={**fake.ccxt_config(), **FAST},
+    )
+    ex = Exchange("binance", cfg, dry_run=False)
+    await ex.start(check_keys=False)
+    stop = asyncio.Event()
+    calls = 0
+
+    async def flaky_refresh() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ExchangeUnavailable("boom", exchange="binance")
+        if calls == 3:
+            stop.set()
+
+    ex.refresh_markets = flaky_refresh  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(ex.run_market_refresh(stop), timeout=5)
+    finally:
+        await ex.close()
+    assert calls == 3
+    # caplog, not structlog's capture_logs: the latter misses loggers cached before conftest reconfigured
+    events = [r.msg.get("event") for r in caplog.records if isinstance(r.msg, dict)]
+    assert events.count("exchange.markets_refresh_failed") == 1
+
+
+# ----- orders -----
+
+
+async def test_buy_with_cost_sends_quote_order_qty_and_client_id(
+    exchange: Exchange, fake: FakeBinance
+) -> None:
+    """A buy by cost is one POST with quoteOrderQty and newClientOrderId, no quantity; the result
+    carries the fill."""
+    result = await exchange.create_order(OrderRequest("BTC/USDT", "buy", "buycost01", cost=120))
+    assert fake.requests == [ORDER]
+    params = fake.orders[0].params
+    assert (params["type"], params["side"], params["quoteOrderQty"]) == ("MARKET", "BUY", "120")
+    assert params["newClientOrderId"] == "buycost01" and "quantity" not in params
+    assert result.status == "closed" and result.client_order_id == "buycost01"
+    assert result.order_id is not None and result.cost == 120.0
+    assert result.filled == pytest.approx(0.002) and result.average == pytest.approx(60_000, rel=1e-6)
+
+
+async def test_sell_with_amount_sends_quantity(exchange: Exchange, fake: FakeBinance) -> None:
+    """A sell by amount sends quantity and no quoteOrderQty."""
+    result = await exchange.create_order(OrderRequest("ETH/USDT", "sell", "sellamt01", amount=0.5))
+    params = fake.orders[0].params
+    assert (params["side"], params["quantity"], params["newClientOrderId"]) == ("SELL", "0.5", "sellamt01")
+    assert "quoteOrderQty" not in params
+    assert result.side == "sell" and result.cost == 1500.0
+
+
+async def test_order_for_an_unloaded_symbol_is_refused_locally(exchange: Exchange, fake: FakeBinance) -> None:
+    """create_order never refreshes markets: an unknown symbol is UnknownSymbol with no request."""
+    with pytest.raises(UnknownSymbol):
+        await exchange.create_order(OrderRequest("NEW/USDT", "buy", "unknown01", cost=10))
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "code"),
+    [
+        ("insufficient_balance", OrderRejected, "-2010"),
+        ("min_notional", OrderRejected, "-1013"),
+        ("rate_limited", RateLimited, "-1003"),
+    ],
+)
+async def test_refusals_are_final_and_not_retried(
+    exchange: Exchange, fake: FakeBinance, kind: FaultKind, error: type[ExchangeError], code: str
+) -> None:
+    """A refused order raises the matching error with the exchange's code; exactly one order request
+    reached the server and nothing was created. 429 carries Retry-After as retry_after."""
+    fake.fail_next_order(kind)
+    with pytest.raises(error) as caught:
+        await exchange.create_order(OrderRequest("BTC/USDT", "buy", f"{kind[:8]}01", cost=50))
+    assert caught.value.code == code and caught.value.exchange == "binance"
+    assert len(fake.orders) == 1 and fake.executed == []
+    if isinstance(caught.value, RateLimited):
+        assert caught.value.retry_after == fake.retry_after_s
+
+
+async def test_a_real_min_notional_failure_is_a_rejection(exchange: Exchange, fake: FakeBinance) -> None:
+    """An order below the market's min notional is OrderRejected -1013 (ccxt does not check it)."""
+    with pytest.raises(OrderRejected) as caught:
+        await exchange.create_order(OrderRequest("BTC/USDT", "buy", "tiny01", cost=1))
+    assert caught.value.code == "-1013"
+    assert "NOTIONAL" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "created"),
+    [("server_error_before", False), ("server_error_after", True), ("timeout_after", True)],
+)
+async def test_unknown_outcomes_are_settled_by_client_id(
+    fake: FakeBinance, kind: FaultKind, created: bool
+) -> None:
+    """5xx and timeouts raise OrderStatusUnknown after exactly one order request; looking the client id
+    up then finds the order when it was created and returns None when it was not."""
+    ex = Exchange("binance", config(fake, timeout=300), dry_run=False)  # the hang costs one timeout
+    await ex.start(check_keys=False)
+    try:
+        fake.fail_next_order(kind)
+        with pytest.raises(OrderStatusUnknown):
+            await ex.create_order(OrderRequest("BTC/USDT", "buy", "unknown01", cost=50))
+        assert len(fake.orders) == 1
+        found = await ex.fetch_order_by_client_id("BTC/USDT", "unknown01")
+    finally:
+        await ex.close()
+    if created:
+        assert found is not None and found.status == "closed" and found.client_order_id == "unknown01"
+        assert found.cost == 50.0
+    else:
+        assert found is None
+
+
+async def test_refused_timestamp_resyncs_and_retries_exactly_once(
+    exchange: Exchange, fake: FakeBinance
+) -> None:
+    """-1021 proves the order did not execute: the clock is re-measured and the order sent once more,
+    with the same client id."""
+    fake.fail_next_order("timestamp")
+    result = await exchange.create_order(OrderRequest("BTC/USDT", "buy", "skew01", cost=50))
+    assert result.status == "closed"
+    assert fake.requests == [ORDER, TIME, ORDER]
+    assert [o.params["newClientOrderId"] for o in fake.orders] == ["skew01", "skew01"]
+
+
+async def test_a_second_refused_timestamp_is_a_rejection(exchange: Exchange, fake: FakeBinance) -> None:
+    """If the retry is refused too, the order is OrderRejected -1021 after exactly two sends."""
+    fake.fail_next_order("timestamp", count=2)
+    with pytest.raises(OrderRejected) as caught:
+        await exchange.create_order(OrderRequest("BTC/USDT", "buy", "skew02", cost=50))
+    assert caught.value.code == "-1021"
+    assert len(fake.orders) == 2 and fake.executed == []
+
+
+async def test_real_clock_drift_is_corrected_by_the_resync(exchange: Exchange, fake: FakeBinance) -> None:
+    """When the exchange's clock drifts 20 s behind after start, the first order is refused as -1021,
+    the resync measures the new offset and the retry is accepted."""
+    fake.clock_offset_ms = -20_000
+    result = await exchange.create_order(OrderRequest("ETH/USDT", "buy", "drift01", cost=30))
+    assert result.status == "closed"
+    assert exchange.time_offset_ms is not None and exchange.time_offset_ms > 19_000
+    assert len(fake.orders) == 2
+
+
+async def test_fetch_order_by_client_id_for_an_unknown_id_is_none(
+    exchange: Exchange, fake: FakeBinance
+) -> None:
+    """Binance's -2013 'Order does not exist.' means None, not an error."""
+    assert await exchange.fetch_order_by_client_id("BTC/USDT", "neverplaced") is None
+    assert fake.requests == [("GET", "/api/v3/order")]
+
+
+async def test_fetch_order_by_client_id_failure_is_an_exchange_error(fake: FakeBinance) -> None:
+    """When the lookup itself cannot reach the exchange it raises ExchangeUnavailable, never None."""
+    ex = Exchange("binance", config(fake), dry_run=False)
+    await ex.start(check_keys=False)
+    await fake.stop()
+    try:
+        with pytest.raises(ExchangeUnavailable):
+            await ex.fetch_order_by_client_id("BTC/USDT", "whatever")
+    finally:
+        await ex.close()
+
+
+async def test_fetch_price(exchange: Exchange, fake: FakeBinance) -> None:
+    """fetch_price returns the last price and follows set_price; an unknown symbol gives None."""
+    assert await exchange.fetch_price("ETH/USDT") == 3000.0
+    fake.set_price("ETH/USDT", 3100.5)
+    assert await exchange.fetch_price("ETH/USDT") == 3100.5
+    assert await exchange.fetch_price("NOPE/USDT") is None
+
+
+async def test_dry_run_fills_on_paper_without_sending(fake: FakeBinance) -> None:
+    """With dry_run the order is filled at the exchange's last price without any order request, and the
+    paper order can be looked up by its client id."""
+    ex = Exchange("binance", config(fake), dry_run=True)
+    await ex.start(check_keys=False)
+    try:
+        result = await ex.create_order(OrderRequest("BTC/USDT", "buy", "paper01", cost=600))
+        assert result.status == "closed" and result.filled == pytest.approx(0.01)
+        assert await ex.fetch_order_by_client_id("BTC/USDT", "paper01") == result
+    finally:
+        await ex.close()
+    assert fake.orders == []
+
+
+def test_format_client_order_id_per_exchange() -> None:
+    """Ids are adapted to each exchange's rule: binance as is, gate with its t- prefix, okx within 32."""
+    base = "01HZXCVBNMASDFGHJKLQWERTYU"
+    cfg = ExchangeConfig()
+    assert Exchange("binance", cfg, dry_run=True).format_client_order_id(base) == base
+    assert Exchange("gate", cfg, dry_run=True).format_client_order_id(base) == "t-" + base
+    long_id = base + "0123456789"
+    assert Exchange("okx", cfg, dry_run=True).format_client_order_id(long_id) == long_id[-32:]
+    with pytest.raises(ValueError, match="letters or digits"):
+        Exchange("binance", cfg, dry_run=True).format_client_order_id("bad id!")
+
+
+def test_order_request_needs_exactly_one_size() -> None:
+    """OrderRequest refuses both or neither of cost/amount, and non-positive sizes."""
+    for kwargs in ({}, {"cost": 1.0, "amount": 1.0}, {"cost": 0.0}, {"amount": float("nan")}):
+        with pytest.raises(ValueError):
+            OrderRequest("BTC/USDT", "buy", "x1", **kwargs)
+
+
+# ----- error translation -----
+
+SECRET_IN_MESSAGE = "s3cr3t-value-that-leaked"
+Secret(SECRET_IN_MESSAGE)  # registers it with the scrubber, as the config loader does
+
+TRANSLATIONS = [
+    # (ccxt exception, during, expected class, expected code)
+    (
+        ccxt_async.InsufficientFunds('binance {"code":-2010,"msg":"Account has insufficient balance"}'),
+        "order",
+        OrderRejected,
+        "-2010",
+    ),
+    (
+        ccxt_async.InvalidOrder('binance {"code":-2010,"msg":"Duplicate order sent."}'),
+        "order",
+        OrderRejected,
+        "-2010",
+    ),
+    (
+        ccxt_async.BadRequest('binance {"code":-1013,"msg":"Filter failure: NOTIONAL"}'),
+        "order",
+        OrderRejected,
+        "-1013",
+    ),
+    (ccxt_async.BadSymbol('binance {"code":-1121,"msg":"Invalid symbol."}'), "order", OrderRejected, "-1121"),
+    (ccxt_async.BadSymbol("binance does not have market symbol X/Y"), "read", UnknownSymbol, None),
+    (
+        ccxt_async.MarketClosed('binance {"code":-1013,"msg":"Market is closed."}'),
+        "order",
+        OrderRejected,
+        "-1013",
+    ),
+    (
+        ccxt_async.NotSupported("binance createMarketBuyOrderWithCost() is not supported"),
+        "order",
+        OrderRejected,
+        None,
+    ),
+    (
+        ccxt_async.AuthenticationError('binance {"code":-2015,"msg":"Invalid API-key"}'),
+        "order",
+        ExchangeAuthError,
+        "-2015",
+    ),
+    (ccxt_async.PermissionDenied("binance no permission"), "read", ExchangeAuthError, None),
+    (
+        ccxt_async.InvalidNonce('binance {"code":-1021,"msg":"Timestamp ahead"}'),
+        "order",
+        OrderRejected,
+        "-1021",
+    ),
+    (
+        ccxt_async.InvalidNonce('binance {"code":-1021,"msg":"Timestamp ahead"}'),
+        "read",
+        ExchangeUnavailable,
+        "-1021",
+    ),
+    (
+        ccxt_async.RequestTimeout("binance POST http://h/api/v3/order?signature=abc"),
+        "order",
+        OrderStatusUnknown,
+        None,
+    ),
+    (ccxt_async.RequestTimeout("binance GET http://h/api/v3/time"), "read", ExchangeUnavailable, None),
+    (
+        ccxt_async.ExchangeNotAvailable("binance POST http://h 502 Bad Gateway"),
+        "order",
+        OrderStatusUnknown,
+        None,
+    ),
+    (ccxt_async.OnMaintenance("binance System is under maintenance."), "order", OrderStatusUnknown, None),
+    (
+        ccxt_async.OperationFailed('binance {"code":-1001,"msg":"Internal error"}'),
+        "order",
+        OrderStatusUnknown,
+        "-1001",
+    ),
+    (ccxt_async.NetworkError("binance connection reset"), "order", OrderStatusUnknown, None),
+    (ccxt_async.BadResponse("binance returned garbage"), "order", OrderStatusUnknown, None),
+    (
+        ccxt_async.ExchangeError('binance {"code":-9999,"msg":"unheard of"}'),
+        "order",
+        OrderStatusUnknown,
+        "-9999",
+    ),
+    (
+        ccxt_async.ExchangeError('binance {"code":-9999,"msg":"unheard of"}'),
+        "read",
+        ExchangeUnavailable,
+        "-9999",
+    ),
+    (ccxt_async.InvalidOrder("binance amount must be greater than minimum"), "read", ExchangeError, None),
+    (ccxt_async.DDoSProtection("binance 418 I'm a teapot"), "order", RateLimited, None),
+    (
+        ccxt_async.RateLimitExceeded('binance 429 {"code":-1003,"msg":"Too many requests"}'),
+        "read",
+        RateLimited,
+        "-1003",
+    ),
+    (KeyError("fills"), "order", OrderStatusUnknown, None),
+    (TimeoutError(), "read", ExchangeUnavailable, None),
+]
+
+
+@pytest.mark.parametrize(("exc", "during", "expected", "code"), TRANSLATIONS)
+def test_translate_error_table(
+    exc: BaseException, during: Any, expected: type[ExchangeError], code: str | None
+) -> None:
+    """Each ccxt exception class maps to exactly one project error per phase, keeping the exchange's
+    code: definite refusals are OrderRejected, anything that may have executed is OrderStatusUnknown."""
+    translated = translate_error(exc, exchange="binance", during=during)
+    assert type(translated) is expected
+    assert translated.code == code and translated.exchange == "binance"
+    assert not isinstance(translated, ccxt_async.BaseError)
+
+
+def test_translated_messages_drop_queries_and_secrets() -> None:
+    """Messages never carry URL query strings (signatures) or registered secrets."""
+    exc = ccxt_async.RequestTimeout(
+        f"binance POST http://h/api/v3/order?timestamp=1&signature=deadbeef key={SECRET_IN_MESSAGE}"
+    )
+    message = str(translate_error(exc, exchange="binance", during="order"))
+    assert "deadbeef" not in message and SECRET_IN_MESSAGE not in message
+    assert "http://h/api/v3/order" in message
+
+
+def in_30_seconds() -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("7", 7.0), ("0.5", 0.5), (in_30_seconds, 30.0), ("soon", None), (None, None)],
+)
+def test_rate_limited_reads_retry_after(header: Any, expected: float | None) -> None:
+    """Retry-After in seconds or as an HTTP date becomes retry_after; anything else is None."""
+    value = header() if callable(header) else header
+    headers = {} if value is None else {"retry-after": value}
+    error = translate_error(
+        ccxt_async.DDoSProtection("429"), exchange="binance", during="order", headers=headers
+    )
+    assert isinstance(error, RateLimited)
+    if expected is None:
+        assert error.retry_after is None
+    else:
+        assert error.retry_after == pytest.approx(expected, abs=2)
+
+
+# ----- recorded HTTP -----
+
+
+async def test_recorded_http_for_binance_alongside_a_local_server(fake: FakeBinance) -> None:
+    """aioresponses (the -ng fork) serves recorded responses to ccxt for api.binance.com while
+    passthrough lets requests to the local fake through in the same block."""
+    with aioresponses(passthrough=["http://127.0.0.1"]) as recorded:
+        recorded.get("https://api.binance.com/api/v3/exchangeInfo", payload=fake.exchange_info())
+        recorded.get("https://api.binance.com/api/v3/time", payload={"serverTime": 1_700_000_000_000})
+        recorded.get(
+            "https://api.binance.com/api/v3/ticker/24hr?symbol=ETHBTC",
+            payload={"symbol": "ETHBTC", "lastPrice": "0.05123"},
+        )
+        live = Exchange("binance", ExchangeConfig(ccxt=FAST), dry_run=True)
+        local = Exchange("binance", config(fake), dry_run=True)
+        await asyncio.gather(live.start(check_keys=False), local.start(check_keys=False))
+        try:
+            assert live.market("BNB/USDT") is not None
+            assert await live.fetch_price("ETH/BTC") == 0.05123
+            assert await local.fetch_price("ETH/BTC") == 0.05
+        finally:
+            await asyncio.gather(live.close(), local.close())
+    assert fake.count(*EXCHANGE_INFO) == 1

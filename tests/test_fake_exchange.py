@@ -1,0 +1,185 @@
+"""FakeBinance on its own: the Binance behaviours the exchange tests, the demo and the benchmark rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import ccxt.async_support as ccxt_async
+import pytest
+
+from bridge.fake_exchange import FakeBinance, run_fake_exchange
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBinance]:
+    async with FakeBinance() as server:
+        yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def signed(fake: FakeBinance, params: dict[str, Any], *, secret: str | None = None) -> str:
+    query = urlencode({**params, "timestamp": time.time_ns() // 1_000_000})
+    signature = hmac.new((secret or fake.secret).encode(), query.encode(), hashlib.sha256).hexdigest()
+    return f"{query}&signature={signature}"
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, url: str, *, key: str, body: str | None = None
+) -> tuple[int, Any, Any]:
+    headers = {"X-MBX-APIKEY": key, "Content-Type": "application/x-www-form-urlencoded"}
+    async with http.request(method, url, data=body, headers=headers) as response:
+        return response.status, await response.json(), response.headers
+
+
+async def test_ccxt_config_routes_every_binance_api_here(fake: FakeBinance) -> None:
+    """Every `urls.api` entry of ccxt's binance (and of its sandbox/demo tables) points at the fake,
+    so no request can leak to the real exchange."""
+    ex = ccxt_async.binance(fake.ccxt_config())
+    try:
+        for table in ("api", "test", "demo"):
+            urls = ex.urls[table]
+            assert set(ex.urls["api"]) <= set(urls)
+            assert all(url.startswith(fake.url) for url in urls.values()), table
+    finally:
+        await ex.close()
+
+
+async def test_exchange_info_filters_by_symbol_and_symbols(
+    fake: FakeBinance, http: aiohttp.ClientSession
+) -> None:
+    """?symbol= and ?symbols=[...] return only those markets; an unknown symbol is -1121."""
+    async with http.get(f"{fake.url}/api/v3/exchangeInfo") as response:
+        assert len((await response.json())["symbols"]) == 4
+    async with http.get(f"{fake.url}/api/v3/exchangeInfo", params={"symbol": "ETHBTC"}) as response:
+        assert [s["symbol"] for s in (await response.json())["symbols"]] == ["ETHBTC"]
+    query = {"symbols": '["BTCUSDT","BNBUSDT"]'}
+    async with http.get(f"{fake.url}/api/v3/exchangeInfo", params=query) as response:
+        assert [s["symbol"] for s in (await response.json())["symbols"]] == ["BTCUSDT", "BNBUSDT"]
+    async with http.get(f"{fake.url}/api/v3/exchangeInfo", params={"symbol": "NOPEUSDT"}) as response:
+        assert response.status == 400 and (await response.json())["code"] == -1121
+
+
+async def test_signed_calls_check_key_and_signature(fake: FakeBinance, http: aiohttp.ClientSession) -> None:
+    """A wrong key is HTTP 401 -2015; a signature made with another secret is -1022; a good one passes."""
+    url = f"{fake.url}/api/v3/account?"
+    status, body, _ = await call(http, "GET", url + signed(fake, {}), key="wrong")
+    assert (status, body["code"]) == (401, -2015)
+    status, body, _ = await call(http, "GET", url + signed(fake, {}, secret="other"), key=fake.api_key)
+    assert (status, body["code"]) == (400, -1022)
+    status, body, _ = await call(http, "GET", url + signed(fake, {}), key=fake.api_key)
+    assert status == 200 and body["canTrade"] is True
+
+
+async def test_stale_timestamp_is_refused(fake: FakeBinance, http: aiohttp.ClientSession) -> None:
+    """A timestamp outside recvWindow of the fake's clock is -1021."""
+    fake.clock_offset_ms = 60_000
+    status, body, _ = await call(
+        http, "GET", f"{fake.url}/api/v3/account?{signed(fake, {})}", key=fake.api_key
+    )
+    assert (status, body["code"]) == (400, -1021)
+
+
+async def test_orders_fill_at_the_current_price_and_are_recorded(
+    fake: FakeBinance, http: aiohttp.ClientSession
+) -> None:
+    """A market order fills instantly at the price set by set_price; the request is kept with its
+    params and both receive timestamps; the order is found by client id and by order id."""
+    fake.set_price("BNB/USDT", 500.0)
+    before = time.perf_counter_ns()
+    body = signed(
+        fake,
+        {
+            "symbol": "BNBUSDT",
+            "side": "BUY",
+            "type": "MARKET",
+            "quoteOrderQty": "100",
+            "newClientOrderId": "c1",
+        },
+    )
+    status, order, _ = await call(http, "POST", f"{fake.url}/api/v3/order", key=fake.api_key, body=body)
+    assert status == 200 and order["status"] == "FILLED"
+    assert (order["executedQty"], order["cummulativeQuoteQty"]) == ("0.20000000", "100.00000000")
+    received = fake.orders[0]
+    assert received.params["newClientOrderId"] == "c1" and received.received_mono_ns >= before
+    assert abs(received.received_ns - time.time_ns()) < 5_000_000_000
+    for lookup in ({"origClientOrderId": "c1"}, {"orderId": order["orderId"]}):
+        query = signed(fake, {"symbol": "BNBUSDT", **lookup})
+        status, found, _ = await call(http, "GET", f"{fake.url}/api/v3/order?{query}", key=fake.api_key)
+        assert status == 200 and found["orderId"] == order["orderId"]
+
+
+async def test_a_filled_client_id_can_be_reused(fake: FakeBinance, http: aiohttp.ClientSession) -> None:
+    """Like Binance, a repeated newClientOrderId is accepted once the first order filled: the client id
+    is a lookup key, not an idempotency guarantee. The lookup then finds the newest order."""
+    ids = []
+    for _ in range(2):
+        body = signed(
+            fake,
+            {
+                "symbol": "ETHUSDT",
+                "side": "SELL",
+                "type": "MARKET",
+                "quantity": "1",
+                "newClientOrderId": "same",
+            },
+        )
+        status, order, _ = await call(http, "POST", f"{fake.url}/api/v3/order", key=fake.api_key, body=body)
+        assert status == 200
+        ids.append(order["orderId"])
+    query = signed(fake, {"symbol": "ETHUSDT", "origClientOrderId": "same"})
+    _, found, _ = await call(http, "GET", f"{fake.url}/api/v3/order?{query}", key=fake.api_key)
+    assert len(set(ids)) == 2 and found["orderId"] == ids[-1]
+
+
+async def test_rate_limit_fault_carries_retry_after(fake: FakeBinance, http: aiohttp.ClientSession) -> None:
+    """rate_limited answers HTTP 429 with a Retry-After header and creates nothing."""
+    fake.fail_next_order("rate_limited")
+    body = signed(fake, {"symbol": "ETHUSDT", "side": "BUY", "type": "MARKET", "quantity": "1"})
+    status, _, headers = await call(http, "POST", f"{fake.url}/api/v3/order", key=fake.api_key, body=body)
+    assert status == 429 and headers["Retry-After"] == str(fake.retry_after_s)
+    assert fake.executed == []
+
+
+async def test_hung_order_is_released_by_stop(http: aiohttp.ClientSession) -> None:
+    """timeout_after creates the order and holds the answer until stop(), which then returns promptly."""
+    fake = FakeBinance()
+    await fake.start()
+    fake.fail_next_order("timeout_after")
+    body = signed(fake, {"symbol": "ETHUSDT", "side": "BUY", "type": "MARKET", "quantity": "1"})
+    pending = asyncio.create_task(call(http, "POST", f"{fake.url}/api/v3/order", key=fake.api_key, body=body))
+    await asyncio.wait_for(fake.wait_for_orders(1), timeout=5)
+    assert len(fake.executed) == 1 and not pending.done()  # created, answer held back
+    await asyncio.wait_for(fake.stop(), timeout=5)
+    status, _, _ = await pending
+    assert status == 200
+
+
+async def test_unimplemented_paths_are_404_and_logged(fake: FakeBinance, http: aiohttp.ClientSession) -> None:
+    """Anything the fake does not implement answers 404 and shows in `requests`."""
+    async with http.get(f"{fake.url}/sapi/v1/capital/config/getall") as response:
+        assert response.status == 404
+    assert fake.requests == [("GET", "/sapi/v1/capital/config/getall")]
+
+
+async def test_run_fake_exchange_serves_until_stopped(http: aiohttp.ClientSession) -> None:
+    """The CLI entry point serves on the given host until its stop event is set."""
+    stop = asyncio.Event()
+    ready: asyncio.Queue[FakeBinance] = asyncio.Queue()
+    server = asyncio.create_task(run_fake_exchange("127.0.0.1", 0, stop, on_ready=ready.put_nowait))
+    fake = await asyncio.wait_for(ready.get(), timeout=5)
+    async with http.get(f"{fake.url}/api/v3/ping") as response:
+        assert response.status == 200
+    stop.set()
+    await asyncio.wait_for(server, timeout=5)
