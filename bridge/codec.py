@@ -70,6 +70,8 @@ class Announcement:
 class TestAnnouncement:
     """Answer to a client's test request. Deliberately not an Announcement: it can never be traded."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     announcement: Announcement
 
 

@@ -65,6 +65,7 @@ class Dispatcher:
     async def run(self) -> None:
         while True:
             announcement = await self._source.get()
+            metrics.QUEUE_DEPTH.set(self._source.qsize())
             try:
                 self.dispatch(announcement)
             finally:

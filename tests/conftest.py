@@ -1,4 +1,5 @@
-"""Shared test set-up: every test starts with a fresh, known logging configuration."""
+"""Shared test set-up: logging is configured once, as JSON to a throwaway stream, so tests never
+depend on a terminal and structlog's cached loggers keep one processor chain (capture_logs works)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pytest
 from bridge import logs
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _json_logging() -> None:
-    """Route logs to a throwaway stream as JSON so tests never depend on a terminal."""
     logs.configure("debug", "json", stream=io.StringIO())

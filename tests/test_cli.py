@@ -1,0 +1,118 @@
+"""The daemon as a user runs it: `python -m bridge run` in its own process, stopped by a signal or
+by the feed, with the documented exit codes and no traceback or unclosed-session warning."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bridge.emulator import FeedEmulator
+
+KEY = "dsk_" + "b" * 64
+STRATEGIES = Path(__file__).resolve().parent.parent / "strategies"
+
+
+def write_config(tmp_path: Path, emu: FeedEmulator, key: str = "${FEED_KEY}") -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"""
+feed:
+  url: {emu.url}
+  api_key: {key}
+  reconnect: {{min_delay: 0.05, max_delay: 0.1}}
+state_dir: {tmp_path / "state"}
+strategies:
+  - {{name: log_only, module: {STRATEGIES}/log_only.py}}
+log: {{level: info, format: json}}
+"""
+    )
+    return path
+
+
+class Proc:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, object]] = []
+
+    async def wait_event(self, name: str) -> dict[str, object]:
+        """Read the daemon's JSON log lines until event `name` appears."""
+        assert self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"process ended before {name}: {self.events[-5:]}")
+            event = orjson.loads(line)
+            self.events.append(event)
+            if event.get("event") == name:
+                return event
+
+    async def finish(self, timeout: float = 5.0) -> tuple[int, str, str]:
+        out, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[FeedEmulator]:
+    async with FeedEmulator(api_keys={KEY}, heartbeat_interval=1.0) as e:
+        yield e
+
+
+async def spawn(config: Path, key: str = KEY) -> Proc:
+    env = {**os.environ, "FEED_KEY": key}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "run",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    return Proc(proc)
+
+
+async def test_sigterm_stops_cleanly_within_5s(emu: FeedEmulator, tmp_path: Path) -> None:
+    """SIGTERM: trading halted, socket and sessions closed, exit 0 within 5 s, nothing on stderr."""
+    p = await spawn(write_config(tmp_path, emu))
+    await asyncio.wait_for(p.wait_event("trading.resumed"), 30)
+    sent = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    code, out, err = await p.finish(5.0)
+    assert code == 0
+    assert time.monotonic() - sent < 5
+    assert "Unclosed" not in out + err and "Traceback" not in out + err
+    assert '"daemon.stopping"' in out and '"shutting_down"' in out
+
+
+async def test_key_expired_close_exits_77(emu: FeedEmulator, tmp_path: Path) -> None:
+    """A Close(1000, key_expired) halts trading and exits 77 without reconnecting."""
+    p = await spawn(write_config(tmp_path, emu))
+    await asyncio.wait_for(p.wait_event("trading.resumed"), 30)
+    await emu.close_all(1000, "key_expired")
+    code, out, err = await p.finish(10.0)
+    assert code == 77
+    assert emu.connections == 1
+    assert '"key_expired"' in out
+    assert "Traceback" not in out + err
+
+
+async def test_unknown_key_exits_77_and_never_logs_it(emu: FeedEmulator, tmp_path: Path) -> None:
+    """A key the feed rejects (403) exits 77 at once, and the key appears nowhere in the output."""
+    bad = "dsk_" + "c" * 64
+    p = await spawn(write_config(tmp_path, emu), key=bad)
+    code, out, err = await p.finish(30.0)
+    assert code == 77
+    assert len(emu.handshakes) == 1
+    assert bad not in out + err
+    assert "Traceback" not in out + err
