@@ -54,8 +54,8 @@ class Proc:
             if event.get("event") == name:
                 return event
 
-    async def finish(self, timeout: float = 5.0) -> tuple[int, str, str]:
-        out, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+    async def finish(self, limit: float = 5.0) -> tuple[int, str, str]:
+        out, err = await asyncio.wait_for(self.proc.communicate(), limit)
         assert self.proc.returncode is not None
         return self.proc.returncode, out.decode(), err.decode()
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge import Announcement, Context, OrderOutcome, Strategy
+from bridge import Announcement, Context, OrderOutcome, Strategy, metrics
 from bridge import config as config_mod
-from bridge import metrics
 from bridge.daemon import Daemon
 from bridge.emulator import FeedEmulator
 from bridge.fake_exchange import FakeBinance
