@@ -11,7 +11,7 @@ from bridge import Announcement, Context, OrderOutcome, Strategy
 
 
 @dataclass(frozen=True)
-class Params:
+class ListingBuyParams:
     exchange: str = "binance"  # where to buy (a key of `exchanges:` in the config)
     quote: str = "USDT"  # buy TICKER/QUOTE
     cost: float = 20.0  # quote currency to spend per ticker
@@ -24,25 +24,21 @@ class Params:
 
 
 class ListingBuy(Strategy):
-    Params = Params
-    params: Params
+    Params = ListingBuyParams
+    params: ListingBuyParams
 
     async def on_announcement(self, announcement: Announcement, ctx: Context) -> None:
         p = self.params
         if announcement.publisher not in p.publishers or announcement.listing_type not in p.listing_types:
             return
-        symbols = []
-        for ticker in announcement.tickers:
-            symbol = f"{ticker}/{p.quote}"
-            market = ctx.market(p.exchange, symbol) or await ctx.find_market(p.exchange, symbol)
-            if market is None or not market.active:
-                ctx.log.info("order.skipped", exchange=p.exchange, symbol=symbol, reason="no_active_market")
-                continue
-            symbols.append(symbol)
-        # Several tickers: the orders go out concurrently, not one after another.
-        outcomes: list[OrderOutcome] = await asyncio.gather(
-            *(ctx.buy(p.exchange, symbol, cost=p.cost) for symbol in symbols)
-        )
-        for outcome in outcomes:
-            if not outcome.ok:
-                ctx.log.debug("listing_buy.not_placed", symbol=outcome.symbol, reason=outcome.reason)
+        # One task per ticker, all at once: a ticker that needs a market lookup never delays the
+        # orders for tickers already known to trade.
+        await asyncio.gather(*(self._buy(f"{t}/{p.quote}", ctx) for t in announcement.tickers))
+
+    async def _buy(self, symbol: str, ctx: Context) -> OrderOutcome | None:
+        p = self.params
+        market = ctx.market(p.exchange, symbol) or await ctx.find_market(p.exchange, symbol)
+        if market is None or not market.active:
+            ctx.log.info("order.skipped", exchange=p.exchange, symbol=symbol, reason="no_active_market")
+            return None
+        return await ctx.buy(p.exchange, symbol, cost=p.cost)
