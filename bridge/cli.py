@@ -163,10 +163,26 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     )
     if args.connect:
         logs.configure(config.log.level, config.log.format)
-        from bridge.demo import check_exchanges
-
-        return asyncio.run(check_exchanges(config))
+        return asyncio.run(_check_exchanges(config))
     return int(ExitCode.OK)
+
+
+async def _check_exchanges(config: config_mod.Config) -> int:
+    """Connect to every configured exchange: clock offset, markets and (when keys are set) the keys."""
+    from bridge.exchange import Exchange
+
+    code = ExitCode.OK
+    for ex_id, ex_cfg in config.exchanges.items():
+        ex = Exchange(ex_id, ex_cfg, dry_run=config.trading.dry_run)
+        try:
+            await ex.start(check_keys=ex_cfg.api_key is not None)
+            print(f"{ex_id}: OK ({len(ex.ccxt.markets)} markets, clock offset {ex.time_offset_ms} ms)")
+        except BridgeError as exc:
+            print(f"{ex_id}: {exc}")
+            code = max(code, exc.exit_code)
+        finally:
+            await ex.close()
+    return int(code)
 
 
 def _cmd_show_config(args: argparse.Namespace) -> int:

@@ -1,6 +1,5 @@
 """The offline demo behind `bridge demo`: a local feed emulator and a local fake Binance, the real
 daemon in paper mode with the bundled strategies, a short script of announcements, then a summary.
-Also `check_exchanges`, used by `bridge check-config --connect`.
 """
 
 from __future__ import annotations
@@ -193,21 +192,3 @@ def _print_summary(state_dir: Path) -> None:
         cost = "-" if i.cost is None else f"{i.cost:g}"
         print(f"  {i.strategy:<12} {i.symbol:<10} {i.side:<5} {cost:>8} {filled:>14} {price:>10}  {r.state}")
     print(f"  {len(rows)} orders. Skipped announcements and reasons are in the log above (order.skipped).\n")
-
-
-async def check_exchanges(config: config_mod.Config) -> int:
-    """Connect to every configured exchange: keys (live mode), clock offset and markets."""
-    from bridge.exchange import Exchange
-
-    code = ExitCode.OK
-    for ex_id, ex_cfg in config.exchanges.items():
-        ex = Exchange(ex_id, ex_cfg, dry_run=config.trading.dry_run)
-        try:
-            await ex.start(check_keys=ex_cfg.api_key is not None)
-            print(f"{ex_id}: OK")
-        except BridgeError as exc:
-            print(f"{ex_id}: {exc}")
-            code = max(code, exc.exit_code)
-        finally:
-            await ex.close()
-    return int(code)

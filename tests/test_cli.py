@@ -116,3 +116,32 @@ async def test_unknown_key_exits_77_and_never_logs_it(emu: FeedEmulator, tmp_pat
     assert len(emu.handshakes) == 1
     assert bad not in out + err
     assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize(("secret_ok", "code"), [(True, 0), (False, 77)])
+async def test_check_config_connect_checks_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], secret_ok: bool, code: int
+) -> None:
+    """`check-config --connect` reaches the exchange: OK with good keys, exit 77 when they are rejected."""
+    from bridge import cli
+    from bridge.fake_exchange import FakeBinance
+
+    async with FakeBinance() as fake:
+        path = tmp_path / "config.yaml"
+        secret = fake.secret if secret_ok else "wrong-secret-123456"
+        path.write_text(
+            f"""
+feed: {{url: "ws://127.0.0.1:1", api_key: {KEY}}}
+trading: {{dry_run: false}}
+exchanges:
+  binance:
+    api_key: {fake.api_key}
+    secret: {secret}
+    ccxt: {orjson.dumps(fake.ccxt_config()).decode()}
+"""
+        )
+        result = await asyncio.to_thread(cli.main, ["check-config", "-c", str(path), "--connect"])
+    out = capsys.readouterr().out
+    assert result == code
+    assert ("binance: OK" in out) is secret_ok
+    assert "wrong-secret-123456" not in out

@@ -273,3 +273,46 @@ async def test_order_refused_once_feed_goes_stale(tmp_path: Path) -> None:
     assert outcome.status == "skipped" and outcome.reason is not None
     assert "feed_stale" in outcome.reason
     assert fake.orders == []
+
+
+async def test_orders_left_open_by_a_crash_are_looked_up_at_start(
+    servers: tuple[FeedEmulator, FakeBinance], tmp_path: Path
+) -> None:
+    """Orders a previous run left `sending` (killed between intent and answer) are looked up by client
+    id at start-up: one the exchange executed ends `placed`, one it never saw ends `not_found`, and
+    neither is sent again."""
+    from bridge.config import ExchangeConfig
+    from bridge.exchange import Exchange, OrderRequest
+    from bridge.journal import Journal, OrderIntent
+    from bridge.secrets import Secret
+
+    emu, fake = servers
+    ex = Exchange(
+        "binance",
+        ExchangeConfig(api_key=Secret(fake.api_key), secret=Secret(fake.secret), ccxt=fake.ccxt_config()),
+        dry_run=False,
+    )
+    await ex.start(check_keys=False)
+    await ex.create_order(OrderRequest("ABC/USDT", "buy", "bxexecutedbeforecrash0000", cost=20))
+    await ex.close()
+    journal = Journal.open(tmp_path, dry_run=False)
+    for cid in ("bxexecutedbeforecrash0000", "bxneverreachedexchange000"):
+        journal.reserve(
+            OrderIntent(cid, "k", "listing_buy", "binance", "ABC/USDT", "buy", "USDT", 20.0, None, False)
+        )
+    journal.close()
+
+    async def no_wait(_: float) -> None:
+        await asyncio.sleep(0)
+
+    r = Running(Daemon(make_config(emu, fake, tmp_path, dry_run=False), sleep=no_wait))
+    await r.armed()
+    try:
+        reconcile = next(t for t in r.daemon._tasks if t.get_name() == "reconcile")
+        await asyncio.wait_for(reconcile, 10)
+        assert r.daemon.journal is not None
+        states = {rec.intent.client_order_id: rec.state for rec in r.daemon.journal.orders()}
+    finally:
+        await r.stop()
+    assert states == {"bxexecutedbeforecrash0000": "placed", "bxneverreachedexchange000": "not_found"}
+    assert fake.count("POST", "/api/v3/order") == 1
