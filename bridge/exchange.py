@@ -132,10 +132,10 @@ def translate_error(
     headers: Mapping[str, str] | None = None,
     body: str | None = None,
 ) -> ExchangeError:
-    """Map any exception raised by a ccxt call to the project's tree. `headers` and `body` are those
-    of the failed HTTP response, if there was one (for Retry-After, and for the exchange's code when
-    ccxt matched the message and dropped it). Anything unknown raised during an order counts as
-    status unknown: it may have happened after the request left."""
+    """Map any exception raised by a ccxt call to the project's tree (an ExchangeError passes as is).
+    `headers` and `body` are those of the failed HTTP response, if there was one: for Retry-After, and
+    for the exchange's code when ccxt matched the message and dropped it. Anything unknown raised
+    during an order counts as status unknown: it may have happened after the request left."""
     if isinstance(exc, ExchangeError):
         return exc
     target: type[ExchangeError] = OrderStatusUnknown if during == "order" else ExchangeUnavailable
@@ -217,7 +217,8 @@ def _recording(cls: Any) -> Any:
 
 # ----- client order ids -----
 
-# (prefix, max total length, characters allowed) per ccxt class name; subclasses inherit by MRO.
+# (prefix, max total length) per ccxt class name; subclasses (binanceus, ...) inherit by MRO. The base
+# id is alphanumeric, which every listed exchange accepts (okx allows nothing else).
 _CLIENT_ID_RULES: dict[str, tuple[str, int]] = {
     "binance": ("", 36),
     "okx": ("", 32),
@@ -406,6 +407,7 @@ class Exchange:
     async def find_market(self, symbol: str) -> Market | None:
         """The cached market, else one bounded, rate-limited targeted refresh (shared by concurrent
         callers for the same symbol). None if the exchange does not list it or no refresh was allowed."""
+        self._started()
         found = self.market(symbol)
         if found is not None:
             return found
@@ -477,14 +479,10 @@ class Exchange:
         return [m for m in parsed if m is not None]
 
     def _merge_markets(self, fresh: list[dict[str, Any]]) -> None:
-        if not fresh:
-            return
-        merged = dict(self._ex.markets or {})
         now = self._clock()
         for market in fresh:
-            merged[market["symbol"]] = market
             self._targeted[market["symbol"]] = (now, market)
-        self._ex.set_markets(list(merged.values()))
+        _add_markets(self._ex, fresh)
 
     async def refresh_markets(self) -> None:
         """Reload every market and re-measure the clock. Markets a targeted refresh added meanwhile
@@ -494,11 +492,8 @@ class Exchange:
         before = len(ex.markets or {})
         with self._translated("read"):
             await _all_or_none(ex.load_markets(True), self._sync_clock())
-        recent = {s: m for s, (at, m) in self._targeted.items() if at >= began}
         self._targeted = {s: (at, m) for s, (at, m) in self._targeted.items() if at >= began}
-        missing = [m for s, m in recent.items() if s not in ex.markets]
-        if missing:
-            ex.set_markets([*ex.markets.values(), *missing])
+        _add_markets(ex, [m for s, (_, m) in self._targeted.items() if s not in ex.markets])
         log.info(
             "exchange.markets_refreshed",
             exchange=self._id,
@@ -688,6 +683,24 @@ def _to_market(raw: dict[str, Any]) -> Market:
         min_cost=_float((limits.get("cost") or {}).get("min")),
         raw=raw,
     )
+
+
+def _add_markets(ex: Any, markets: list[dict[str, Any]]) -> None:
+    """Add or replace a few markets in ccxt's maps. ccxt's set_markets(old + new) re-processes every
+    market: ~200 ms of blocked loop with binance's ~3000, right before the order that wanted the new
+    one. set_markets(new) prepares just the new entries (defaults, fees; it merges currencies itself),
+    then the old maps are put back with them added. No await in between: nobody sees the partial map."""
+    if not markets:
+        return
+    old = {name: getattr(ex, name) or {} for name in _MARKET_MAPS}
+    ex.set_markets(markets)
+    for name, entries in old.items():
+        setattr(ex, name, {**entries, **(getattr(ex, name) or {})})
+    ex.symbols = sorted(ex.markets)
+    ex.ids = sorted(ex.markets_by_id)
+
+
+_MARKET_MAPS = ("markets", "markets_by_id", "baseCurrencies", "quoteCurrencies")
 
 
 def _binance_spot_id(symbol: str) -> str | None:

@@ -204,6 +204,11 @@ async def test_find_market_merges_a_new_listing_with_one_request(
     assert exchange.market("BTC/USDT") is not None
     assert await exchange.find_market("NEW/USDT") == found
     assert fake.requests == [EXCHANGE_INFO]
+    raw = exchange.ccxt  # the merge keeps ccxt's indexes whole, not just `markets`
+    assert {"BTCUSDT", "NEWUSDT"} <= set(raw.markets_by_id) and {"BTC/USDT", "NEW/USDT"} <= set(raw.symbols)
+    assert {"BTC", "NEW", "USDT"} <= set(raw.currencies)
+    result = await exchange.create_order(OrderRequest("NEW/USDT", "buy", "newlisting1", cost=10))
+    assert result.symbol == "NEW/USDT" and result.filled == 20.0
 
 
 async def test_find_market_for_an_unlisted_symbol_is_none_and_bounded(
