@@ -7,7 +7,6 @@ itself; neither the other strategies nor the feed reader notice.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import structlog
 
@@ -81,8 +80,4 @@ class Dispatcher:
         self.seen += 1
         for runner in self._runners:
             runner.queue.put_nowait(a)
-        metrics.ANNOUNCEMENTS.labels(a.publisher, a.listing_type).inc()
-        age_ms = a.age_ms(a.received_ns or time.time_ns())
-        if age_ms is not None:
-            metrics.EVENT_AGE.observe(max(age_ms, 0.0) / 1000)
         return True
