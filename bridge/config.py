@@ -92,6 +92,58 @@ class StrategyConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+ALERT_EVENTS = (
+    "started",
+    "stopping",
+    "trading_halted",
+    "trading_resumed",
+    "feed_down",
+    "key_expiring",
+    "order_placed",
+    "order_rejected",
+)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: Secret  # a webhook URL usually embeds its own token
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    bot_token: Secret
+    chat_id: str
+    api_url: str = "https://api.telegram.org"
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    webhook: WebhookConfig | None = None
+    telegram: TelegramConfig | None = None
+    # Per-event on/off; events not named here are on. Names: see ALERT_EVENTS.
+    events: dict[str, bool] = field(default_factory=dict)
+    feed_down_after: float = 60.0  # seconds the feed must be down before `feed_down` is sent
+    key_expiry_days: float = 7.0  # `key_expiring` when the feed key expires sooner than this
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.events) - set(ALERT_EVENTS))
+        if unknown:
+            raise ValueError(f"unknown alert event {unknown[0]!r} (known: {', '.join(ALERT_EVENTS)})")
+
+    def wants(self, event: str) -> bool:
+        return self.events.get(event, True)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"  # loopback by default: the endpoint has no authentication
+    port: int = 8780
+    status_interval: float = 60.0  # seconds between `daemon.status` log lines; 0 turns them off
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: LogLevel = "info"
@@ -106,6 +158,8 @@ class Config:
     state_dir: Path = Path("./state")
     strategies: tuple[StrategyConfig, ...] = ()
     log: LogConfig = field(default_factory=LogConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     source: str = field(default="<config>", compare=False, init=False)
 
 
