@@ -109,6 +109,8 @@ _RULES: tuple[tuple[type[BaseException], type[ExchangeError], type[ExchangeError
     (ccxt_async.DDoSProtection, RateLimited, RateLimited),
     # binance -1021: the timestamp was refused, so the order was not executed
     (ccxt_async.InvalidNonce, OrderRejected, ExchangeUnavailable),
+    # "This symbol is not permitted for this account": refuses one order, not the whole key
+    (ccxt_async.PermissionDenied, OrderRejected, ExchangeAuthError),
     (ccxt_async.AuthenticationError, ExchangeAuthError, ExchangeAuthError),
     (ccxt_async.BadSymbol, OrderRejected, UnknownSymbol),
     (ccxt_async.InsufficientFunds, OrderRejected, ExchangeError),
@@ -242,8 +244,8 @@ def _client_id_rule(exchange_id: str) -> tuple[str, int]:
 
 class Exchange:
     """One ccxt instance for one exchange account. Create it anywhere, `await start()` inside the
-    running loop, `await close()` on shutdown. With `dry_run` orders are filled on paper at the
-    exchange's last price; markets and prices are still real."""
+    running loop, `await close()` on shutdown. With `dry_run` it reads markets and prices but refuses
+    to send any order (paper fills are bridge.paper's job): a last line of defence for paper mode."""
 
     def __init__(
         self,
@@ -263,7 +265,6 @@ class Exchange:
         self._last_lookup: dict[str, float] = {}
         self._inflight: dict[str, asyncio.Task[Market | None]] = {}
         self._targeted: dict[str, tuple[float, dict[str, Any]]] = {}  # symbol -> (added at, market)
-        self._paper: dict[str, OrderResult] = {}
 
     @property
     def id(self) -> str:
@@ -539,7 +540,9 @@ class Exchange:
         if self.market(req.symbol) is None:
             raise UnknownSymbol(f"{self._id}: {req.symbol} is not a loaded market", exchange=self._id)
         if self._dry_run:
-            return await self._paper_fill(req)
+            raise OrderRejected(
+                f"{self._id}: dry run: orders are never sent", exchange=self._id, code="dry_run"
+            )
         began = time.perf_counter()
         with self._translated("order"):
             try:
@@ -589,7 +592,7 @@ class Exchange:
         exchange says no such order exists; ExchangeUnavailable (or another ExchangeError) when the
         lookup itself fails."""
         if self._dry_run:
-            return self._paper.get(client_order_id)
+            return None  # nothing was ever sent
         ex = self._started()
         with self._translated("read"):
             try:
@@ -609,28 +612,6 @@ class Exchange:
             return None
         price = _float(ticker.get("last")) or _float(ticker.get("close"))
         return price if price is not None and price > 0 else None
-
-    async def _paper_fill(self, req: OrderRequest) -> OrderResult:
-        price = await self.fetch_price(req.symbol)
-        if price is None:
-            raise OrderRejected(f"{self._id}: no price for a paper fill of {req.symbol}", exchange=self._id)
-        amount = req.amount if req.amount is not None else (req.cost or 0.0) / price
-        cost = req.cost if req.cost is not None else amount * price
-        result = OrderResult(
-            exchange=self._id,
-            symbol=req.symbol,
-            side=req.side,
-            client_order_id=req.client_order_id,
-            order_id=None,
-            status="closed",
-            filled=amount,
-            cost=cost,
-            average=price,
-            raw={"paper": True, "price": price},
-        )
-        self._paper[req.client_order_id] = result
-        log.info("exchange.paper_fill", exchange=self._id, symbol=req.symbol, price=price, cost=cost)
-        return result
 
     def _to_result(self, order: dict[str, Any], symbol: str, side: Side, client_order_id: str) -> OrderResult:
         order_id = order.get("id")

@@ -446,15 +446,16 @@ async def test_fetch_price(exchange: Exchange, fake: FakeBinance) -> None:
     assert await exchange.fetch_price("NOPE/USDT") is None
 
 
-async def test_dry_run_fills_on_paper_without_sending(fake: FakeBinance) -> None:
-    """With dry_run the order is filled at the exchange's last price without any order request, and the
-    paper order can be looked up by its client id."""
+async def test_dry_run_never_sends(fake: FakeBinance) -> None:
+    """With dry_run the exchange layer refuses to send any order (paper fills happen in bridge.paper),
+    while markets and prices are still read."""
     ex = Exchange("binance", config(fake), dry_run=True)
     await ex.start(check_keys=False)
     try:
-        result = await ex.create_order(OrderRequest("BTC/USDT", "buy", "paper01", cost=600))
-        assert result.status == "closed" and result.filled == pytest.approx(0.01)
-        assert await ex.fetch_order_by_client_id("BTC/USDT", "paper01") == result
+        with pytest.raises(OrderRejected, match="dry run"):
+            await ex.create_order(OrderRequest("BTC/USDT", "buy", "paper01", cost=600))
+        assert await ex.fetch_order_by_client_id("BTC/USDT", "paper01") is None
+        assert await ex.fetch_price("BTC/USDT") == 60000.0
     finally:
         await ex.close()
     assert fake.orders == []
@@ -525,6 +526,14 @@ TRANSLATIONS = [
         "-2015",
     ),
     (ccxt_async.PermissionDenied("binance no permission"), "read", ExchangeAuthError, None),
+    (
+        ccxt_async.PermissionDenied(
+            'binance {"code":-2010,"msg":"This symbol is not permitted for this account."}'
+        ),
+        "order",
+        OrderRejected,
+        "-2010",
+    ),
     (
         ccxt_async.InvalidNonce('binance {"code":-1021,"msg":"Timestamp ahead"}'),
         "order",
