@@ -316,3 +316,26 @@ async def test_orders_left_open_by_a_crash_are_looked_up_at_start(
         await r.stop()
     assert states == {"bxexecutedbeforecrash0000": "placed", "bxneverreachedexchange000": "not_found"}
     assert fake.count("POST", "/api/v3/order") == 1
+
+
+async def test_rejected_exchange_key_stops_before_arming(
+    servers: tuple[FeedEmulator, FakeBinance], tmp_path: Path
+) -> None:
+    """Live mode checks the exchange keys before arming: a rejected key ends the daemon with
+    ExchangeAuthError (exit 77) and trading is never armed."""
+    from dataclasses import replace
+
+    from bridge.errors import ExchangeAuthError, ExitCode
+    from bridge.secrets import Secret
+
+    emu, fake = servers
+    cfg = make_config(emu, fake, tmp_path, dry_run=False)
+    bad = replace(cfg.exchanges["binance"], secret=Secret("not-the-secret-1234"))
+    daemon = Daemon(replace(cfg, exchanges={"binance": bad}))
+    armed: list[bool] = []
+    daemon.gate.subscribe(lambda is_armed, reasons, _: armed.append(is_armed))
+    with pytest.raises(ExchangeAuthError) as err:
+        await asyncio.wait_for(daemon.run(), 10)
+    assert err.value.exit_code == ExitCode.CREDENTIALS
+    assert True not in armed
+    assert emu.connections == 0
