@@ -55,6 +55,13 @@ EVENT_AGE = Histogram(
     registry=REGISTRY,
 )
 
+ALERTS = Counter(
+    "bridge_alerts_total",
+    "Alert deliveries by channel and outcome (sent; failed: one attempt; dropped: given up or queue full)",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+
 
 def value(name: str, **labels: str) -> float:
     """Current value of a sample (0.0 if never set): a convenience for tests and the health endpoint."""
