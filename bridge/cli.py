@@ -19,7 +19,7 @@ import structlog
 
 from bridge import config as config_mod
 from bridge import logs
-from bridge.errors import BridgeError, ExitCode
+from bridge.errors import BridgeError, ConfigError, ExitCode
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     emu.add_argument("--cooldown", type=float, default=5.0, help="per-key reconnect cooldown, seconds")
     emu.add_argument("--script", type=Path, help="JSONL file of messages to send to each client")
     emu.set_defaults(func=_cmd_emulate)
+
+    rep = sub.add_parser("replay", help="replay a recorded or hand-written stream through the strategies (paper)")
+    rep.add_argument("stream", type=Path, help="JSONL stream file (see examples/streams/)")
+    rep.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config with the strategies to replay")
+    rep.add_argument(
+        "--speed", default="max", help="'max' (default: as fast as possible) or a factor, e.g. 1 for real time"
+    )
+    rep.set_defaults(func=_cmd_replay)
 
     fake = sub.add_parser("fake-exchange", help="run a local fake Binance spot REST API")
     fake.add_argument("--host", default="127.0.0.1")
@@ -183,6 +191,24 @@ async def _check_exchanges(config: config_mod.Config) -> int:
         finally:
             await ex.close()
     return int(code)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from bridge.replay import replay
+
+    config = config_mod.load(args.config, offline=True)
+    logs.configure("warning", "console" if sys.stderr.isatty() else "json", stream=sys.stderr)
+    speed: float | None = None
+    if args.speed != "max":
+        try:
+            speed = float(args.speed)
+        except ValueError:
+            speed = 0.0
+        if not speed > 0:
+            raise ConfigError(f"--speed: expected 'max' or a positive number, got {args.speed!r}")
+    report = asyncio.run(replay(args.stream, config, speed=speed))
+    print(report.render())
+    return int(ExitCode.OK)
 
 
 def _cmd_show_config(args: argparse.Namespace) -> int:

@@ -163,8 +163,10 @@ class Config:
     source: str = field(default="<config>", compare=False, init=False)
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a config file. Raises ConfigError with a one-line, file-named message."""
+def load(path: str | Path, *, offline: bool = False) -> Config:
+    """Read and validate a config file. Raises ConfigError with a one-line, file-named message.
+    `offline` (replay, listing strategies) lets unset secrets through as placeholders: nothing that
+    needs them will run."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -172,10 +174,12 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: config file is not UTF-8 text") from None
-    return loads(text, source=str(path))
+    return loads(text, source=str(path), offline=offline)
 
 
-def loads(text: str, source: str = "<config>", env: dict[str, str] | None = None) -> Config:
+def loads(
+    text: str, source: str = "<config>", env: dict[str, str] | None = None, *, offline: bool = False
+) -> Config:
     """Validate config text. `env` defaults to the process environment."""
     try:
         data = yaml.safe_load(text)
@@ -190,7 +194,7 @@ def loads(text: str, source: str = "<config>", env: dict[str, str] | None = None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings at the top level")
     try:
-        data = _substitute(data, "", os.environ if env is None else env)
+        data = _substitute(data, "", os.environ if env is None else env, offline)
         config = build(Config, data)
         _check(config)
     except SchemaError as exc:
@@ -200,14 +204,23 @@ def loads(text: str, source: str = "<config>", env: dict[str, str] | None = None
     return config
 
 
-def _substitute(node: Any, key: str, env: Any) -> Any:
+def _substitute(node: Any, key: str, env: Any, offline: bool) -> Any:
     if isinstance(node, dict):
-        return {k: _substitute(v, f"{key}.{k}" if key else str(k), env) for k, v in node.items()}
+        return {k: _substitute(v, f"{key}.{k}" if key else str(k), env, offline) for k, v in node.items()}
     if isinstance(node, list):
-        return [_substitute(v, f"{key}[{i}]", env) for i, v in enumerate(node)]
+        return [_substitute(v, f"{key}[{i}]", env, offline) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
-        return _SUBST.sub(lambda m: _resolve(m.group(1), key, env), node)
+        return _SUBST.sub(lambda m: _resolve_or_placeholder(m.group(1), key, env, offline), node)
     return node
+
+
+def _resolve_or_placeholder(ref: str, key: str, env: Any, offline: bool) -> str:
+    try:
+        return _resolve(ref, key, env)
+    except SchemaError:
+        if offline:
+            return f"unset:{ref}"
+        raise
 
 
 def _resolve(ref: str, key: str, env: Any) -> str:

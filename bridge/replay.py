@@ -1,0 +1,308 @@
+"""`bridge replay FILE.jsonl`: feed a recorded (or hand-written) stream through the configured
+strategies, offline and in paper mode, with the event clock taken from the file, and report the
+orders they would have placed. Deterministic: the same file and config give the same output.
+
+Stream lines (JSON objects, one per line; `t` is the receipt time in ns since the epoch):
+  {"t": ..., "frame": "<raw frame text>"}          a frame as `bridge record` stores it
+  {"t": ..., "msg": {"type": "announcement", ...}} a message written by hand
+  {"markets": {"binance": {"ABC/USDT": 1.25}}}     markets that exist, with their starting prices
+  {"t": ..., "price": {"exchange": "binance", "symbol": "ABC/USDT", "price": 1.3}}
+A line without `t` takes the previous line's time (or, for an announcement, its detection time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from bridge.codec import Announcement, DecodeError, TestAnnouncement, decode
+from bridge.config import Config, ExchangeConfig
+from bridge.errors import ConfigError
+from bridge.exchange import Exchange, Market, OrderRequest, OrderResult
+from bridge.gate import TradingGate
+from bridge.journal import Journal
+from bridge.orders import OrderOutcome, OrderRouter
+from bridge.plugins import load_strategies
+from bridge.risk import RiskLimits
+from bridge.strategy import Context, Strategy
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    t_ns: int
+    frame: bytes | None = None
+    price: tuple[str, str, float] | None = None  # exchange, symbol, price
+
+
+@dataclass
+class Stream:
+    events: list[StreamEvent]
+    markets: dict[str, dict[str, float]]  # exchange -> symbol -> starting price
+
+
+def read_stream(path: Path) -> Stream:
+    """Parse a stream file; a malformed line is a ConfigError naming the file and line."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read stream file: {exc.strerror or exc}") from None
+    events: list[StreamEvent] = []
+    markets: dict[str, dict[str, float]] = {}
+    last_t = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            last_t, event = _event(orjson.loads(line), last_t, markets)
+        except (orjson.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{path}:{number}: not a stream line ({exc})") from None
+        if event is not None:
+            events.append(event)
+    return Stream(events, markets)
+
+
+def _event(
+    obj: dict[str, Any], last_t: int, markets: dict[str, dict[str, float]]
+) -> tuple[int, StreamEvent | None]:
+    if "markets" in obj:
+        for ex_id, symbols in obj["markets"].items():
+            markets.setdefault(ex_id, {}).update({s: float(p) for s, p in symbols.items()})
+        return last_t, None
+    t = obj.get("t")
+    if "frame" in obj:
+        frame = obj["frame"].encode() if isinstance(obj["frame"], str) else base64.b64decode(obj["b64"])
+    elif "b64" in obj:
+        frame = base64.b64decode(obj["b64"])
+    elif "msg" in obj:
+        msg = obj["msg"]
+        frame = orjson.dumps(msg)
+        if t is None and isinstance(msg, dict) and isinstance(msg.get("detectedTimestampUs"), int):
+            t = msg["detectedTimestampUs"] * 1000
+    elif "price" in obj:
+        p = obj["price"]
+        return (int(t) if t is not None else last_t), StreamEvent(
+            int(t) if t is not None else last_t,
+            price=(str(p["exchange"]), str(p["symbol"]), float(p["price"])),
+        )
+    else:
+        raise ValueError("expected one of frame, b64, msg, price, markets")
+    t_ns = int(t) if t is not None else last_t
+    return t_ns, StreamEvent(t_ns, frame=frame)
+
+
+class ReplayClock:
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+class ReplayExchange(Exchange):
+    """An in-memory exchange for replay: markets and prices from the stream, no network, no ccxt."""
+
+    def __init__(self, exchange_id: str, prices: dict[str, float]) -> None:
+        super().__init__(exchange_id, ExchangeConfig(), dry_run=True)
+        self.prices = dict(prices)
+
+    async def start(self, *, check_keys: bool) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    @property
+    def ccxt(self) -> Any:
+        return None
+
+    def market(self, symbol: str) -> Market | None:
+        if symbol not in self.prices or "/" not in symbol:
+            return None
+        base, quote = symbol.split("/", 1)
+        return Market(symbol, symbol.replace("/", ""), base, quote, "spot", True, None, {})
+
+    async def find_market(self, symbol: str) -> Market | None:
+        return self.market(symbol)
+
+    async def fetch_price(self, symbol: str) -> float | None:
+        return self.prices.get(symbol)
+
+    def format_client_order_id(self, base_id: str) -> str:
+        return base_id
+
+    async def create_order(self, req: OrderRequest) -> OrderResult:
+        raise AssertionError("replay is paper only")  # pragma: no cover - the router never calls it
+
+
+@dataclass
+class ReplayRow:
+    t_ns: int
+    strategy: str
+    outcome: OrderOutcome
+    cost: float | None
+    amount: float | None
+
+
+class RecordingRouter(OrderRouter):
+    """The real order router, noting every outcome for the report."""
+
+    rows: list[ReplayRow]
+    clock: ReplayClock
+
+    async def submit(self, **kwargs: Any) -> OrderOutcome:
+        outcome = await super().submit(**kwargs)
+        self.rows.append(
+            ReplayRow(
+                self.clock.now_ns, kwargs["strategy"], outcome, kwargs.get("cost"), kwargs.get("amount")
+            )
+        )
+        return outcome
+
+
+@dataclass
+class ReplayReport:
+    rows: list[ReplayRow] = field(default_factory=list)
+    seen: Counter[str] = field(default_factory=Counter)  # strategy -> announcements delivered
+    errors: Counter[str] = field(default_factory=Counter)
+    announcements: int = 0
+    duplicates: int = 0
+    test_announcements: int = 0
+    bad_frames: int = 0
+
+    def render(self) -> str:
+        out = ["Orders (paper, replayed):"]
+        out.append(
+            f"  {'time (UTC)':<26} {'strategy':<14} {'symbol':<12} {'side':<4} {'cost':>9} {'amount':>12} {'price':>11}  result"
+        )
+        for row in self.rows:
+            o = row.outcome
+            price = o.result.average if o.result is not None else None
+            amount = o.result.filled if o.result is not None and o.result.filled is not None else row.amount
+            out.append(
+                f"  {_iso(row.t_ns):<26} {row.strategy:<14} {o.symbol:<12} {o.side:<4} "
+                f"{_num(row.cost):>9} {_num(amount):>12} {_num(price):>11}  "
+                f"{o.status}{'' if o.reason is None else ': ' + o.reason}"
+            )
+        if not self.rows:
+            out.append("  (none)")
+        out.append("")
+        out.append(
+            f"Stream: {self.announcements} announcements, {self.duplicates} duplicates, "
+            f"{self.test_announcements} test announcements, {self.bad_frames} bad frames"
+        )
+        out.append("Per strategy:")
+        strategies = sorted(set(self.seen) | {r.strategy for r in self.rows})
+        for name in strategies:
+            mine = [r for r in self.rows if r.strategy == name]
+            placed = sum(1 for r in mine if r.outcome.ok)
+            reasons = Counter(r.outcome.reason or r.outcome.status for r in mine if not r.outcome.ok)
+            skipped = ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items())) or "none"
+            out.append(
+                f"  {name}: {self.seen[name]} announcements, {placed} orders, "
+                f"not placed: {skipped}, errors: {self.errors[name]}"
+            )
+        return "\n".join(out)
+
+
+def _iso(t_ns: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.8g}"
+
+
+async def replay(
+    path: Path, config: Config, *, speed: float | None = None, strategies: list[Strategy] | None = None
+) -> ReplayReport:
+    """Replay `path` through the config's strategies. `speed` None replays as fast as possible;
+    otherwise the gaps between events are slept through, divided by `speed`."""
+    stream = read_stream(path)
+    strategies = strategies if strategies is not None else load_strategies(config)
+    exchanges = {ex_id: ReplayExchange(ex_id, stream.markets.get(ex_id, {})) for ex_id in config.exchanges}
+    for ex_id in stream.markets.keys() - exchanges.keys():
+        exchanges[ex_id] = ReplayExchange(ex_id, stream.markets[ex_id])
+    clock = ReplayClock()
+    report = ReplayReport()
+    gate = TradingGate()
+    gate.resume("starting")
+    gate.resume("disconnected")
+    with tempfile.TemporaryDirectory(prefix="bridge-replay-") as state:
+        journal = Journal.open(Path(state), dry_run=True)
+        try:
+            router = RecordingRouter(
+                gate=gate,
+                risk=RiskLimits(config.trading, journal, clock_ns=clock),
+                journal=journal,
+                exchanges=exchanges,
+                dry_run=True,
+            )
+            router.rows = report.rows
+            router.clock = clock
+            contexts = {
+                s.name: Context(strategy=s.name, router=router, exchanges=exchanges, dry_run=True)
+                for s in strategies
+            }
+            for s in strategies:
+                await s.on_start(contexts[s.name])
+            previous: int | None = None
+            for event in stream.events:
+                if speed is not None and previous is not None and event.t_ns > previous:
+                    await asyncio.sleep((event.t_ns - previous) / 1e9 / speed)
+                previous = event.t_ns
+                clock.now_ns = event.t_ns
+                await _apply(event, exchanges, strategies, contexts, journal, report)
+            for s in strategies:
+                await s.on_stop()
+        finally:
+            journal.close()
+    return report
+
+
+async def _apply(
+    event: StreamEvent,
+    exchanges: dict[str, ReplayExchange],
+    strategies: list[Strategy],
+    contexts: dict[str, Context],
+    journal: Journal,
+    report: ReplayReport,
+) -> None:
+    if event.price is not None:
+        ex_id, symbol, price = event.price
+        exchanges.setdefault(ex_id, ReplayExchange(ex_id, {})).prices[symbol] = price
+        return
+    assert event.frame is not None
+    try:
+        message = decode(event.frame, max_bytes=1 << 20, received_ns=event.t_ns, received_mono_ns=0)
+    except DecodeError:
+        report.bad_frames += 1
+        return
+    if isinstance(message, TestAnnouncement):
+        report.test_announcements += 1
+        return
+    if not isinstance(message, Announcement):
+        return
+    report.announcements += 1
+    if not journal.record_announcement(message):
+        report.duplicates += 1
+        return
+    # One strategy after another, awaited in turn: slower than live, but deterministic.
+    for strategy in strategies:
+        report.seen[strategy.name] += 1
+        try:
+            await strategy.on_announcement(message, contexts[strategy.name].bind(message))
+        except Exception:  # plugin code: counted and shown in the report
+            report.errors[strategy.name] += 1
+            log.exception("strategy.failed", strategy=strategy.name, announcement=message.key)
