@@ -77,13 +77,27 @@ def _parser() -> argparse.ArgumentParser:
     emu.add_argument("--script", type=Path, help="JSONL file of messages to send to each client")
     emu.set_defaults(func=_cmd_emulate)
 
-    rep = sub.add_parser("replay", help="replay a recorded or hand-written stream through the strategies (paper)")
+    rep = sub.add_parser(
+        "replay", help="replay a recorded or hand-written stream through the strategies (paper)"
+    )
     rep.add_argument("stream", type=Path, help="JSONL stream file (see examples/streams/)")
     rep.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config with the strategies to replay")
     rep.add_argument(
-        "--speed", default="max", help="'max' (default: as fast as possible) or a factor, e.g. 1 for real time"
+        "--speed",
+        default="max",
+        help="'max' (default: as fast as possible) or a factor, e.g. 1 for real time",
     )
     rep.set_defaults(func=_cmd_replay)
+
+    new = sub.add_parser("new-strategy", help="write a commented template strategy and its test")
+    new.add_argument("name", help="lowercase name, e.g. my_listing_play")
+    new.add_argument("--dir", type=Path, default=Path("strategies"), help="where the plugin goes")
+    new.add_argument("--tests", type=Path, default=Path("tests"), help="where its test goes")
+    new.set_defaults(func=_cmd_new_strategy)
+
+    lst = sub.add_parser("list-strategies", help="show which strategies the config loads, and from where")
+    lst.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    lst.set_defaults(func=_cmd_list_strategies)
 
     fake = sub.add_parser("fake-exchange", help="run a local fake Binance spot REST API")
     fake.add_argument("--host", default="127.0.0.1")
@@ -208,6 +222,36 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             raise ConfigError(f"--speed: expected 'max' or a positive number, got {args.speed!r}")
     report = asyncio.run(replay(args.stream, config, speed=speed))
     print(report.render())
+    return int(ExitCode.OK)
+
+
+def _cmd_new_strategy(args: argparse.Namespace) -> int:
+    from bridge.templates import new_strategy
+
+    plugin, test = new_strategy(args.name, args.dir, args.tests)
+    print(f"wrote {plugin} and {test}")
+    print(f"add to the config:  - {{name: {args.name}, module: {plugin}, params: {{cost: 10}}}}")
+    print(f"run its test:       .venv/bin/python -m pytest {test}")
+    return int(ExitCode.OK)
+
+
+def _cmd_list_strategies(args: argparse.Namespace) -> int:
+    import inspect
+
+    from bridge.plugins import load_strategy
+
+    config = config_mod.load(args.config, offline=True)
+    for spec in config.strategies:
+        if not spec.enabled:
+            print(f"{spec.name}: disabled ({spec.module})")
+            continue
+        strategy = load_strategy(spec, config.source)
+        cls = type(strategy)
+        where = inspect.getsourcefile(cls) or spec.module
+        print(f"{spec.name}: {cls.__name__} from {where}")
+        print(f"    params: {strategy.params!r}")
+    if not config.strategies:
+        print("no strategies configured")
     return int(ExitCode.OK)
 
 
