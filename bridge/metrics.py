@@ -67,3 +67,6 @@ def value(name: str, **labels: str) -> float:
     """Current value of a sample (0.0 if never set): a convenience for tests and the health endpoint."""
     got = REGISTRY.get_sample_value(name, labels)
     return 0.0 if got is None else got
+
+
+RECORDED = Counter("bridge_recorded_frames_total", "Feed frames written by the recorder", registry=REGISTRY)
