@@ -1,0 +1,183 @@
+"""Health and metrics over HTTP (aiohttp.web, loopback by default: there is no authentication), and the
+periodic `daemon.status` log line. Both show one snapshot of the daemon's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bridge import metrics
+from bridge.codec import Welcome
+from bridge.config import HealthConfig
+from bridge.errors import ConfigError
+from bridge.gate import TradingGate
+
+log = structlog.get_logger(__name__)
+
+Snapshot = Callable[[], dict[str, Any]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class FeedStatus(Protocol):
+    """What the snapshot reads from the feed supervisor (bridge.supervisor.Supervisor)."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def welcome(self) -> Welcome | None: ...
+    @property
+    def last_message_at(self) -> float | None: ...
+    @property
+    def connected_since(self) -> float | None: ...
+
+
+class RunnerStatus(Protocol):
+    """What the snapshot reads from a strategy runner (bridge.dispatch.StrategyRunner)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def handled(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def queue(self) -> asyncio.Queue[Any]: ...
+
+
+def build_snapshot(
+    *,
+    gate: TradingGate,
+    supervisor: FeedStatus | None,
+    runners: Iterable[RunnerStatus],
+    started_at: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """The daemon's state as plain JSON-ready data. `started_at` and the supervisor's times are on the
+    monotonic clock (asyncio's loop.time() is time.monotonic() on every platform bridge runs on)."""
+    now = clock()
+    return {
+        "uptime_s": _age(now, started_at),
+        "feed": _feed(supervisor, now),
+        "trading": {"armed": gate.armed, "halt_reasons": sorted(gate.reasons)},
+        "strategies": {
+            r.name: {"handled": r.handled, "errors": r.errors, "queued": r.queue.qsize()} for r in runners
+        },
+    }
+
+
+def _feed(supervisor: FeedStatus | None, now: float) -> dict[str, Any]:
+    if supervisor is None:  # the daemon has not got that far yet
+        return {"state": "not_started", "last_message_age_s": None, "connected_for_s": None, "welcome": None}
+    return {
+        "state": supervisor.state,
+        "last_message_age_s": _age(now, supervisor.last_message_at),
+        "connected_for_s": _age(now, supervisor.connected_since),
+        "welcome": _welcome(supervisor.welcome, supervisor.connected_since, now),
+    }
+
+
+def _welcome(welcome: Welcome | None, connected_since: float | None, now: float) -> dict[str, Any] | None:
+    if welcome is None:
+        return None
+    # expires_in_secs was true when the welcome arrived (when the connection began); while that
+    # connection lasts the time left is known, otherwise it is not.
+    expires_in = None
+    if welcome.expires_in_secs is not None and connected_since is not None:
+        expires_in = round(welcome.expires_in_secs - (now - connected_since), 1)
+    allowed = ["*"] if welcome.allowed_cex is None else sorted(welcome.allowed_cex)
+    return {"tier": welcome.tier, "allowed_cex": allowed, "key_expires_in_s": expires_in}
+
+
+def _age(now: float, since: float | None) -> float | None:
+    return None if since is None else round(now - since, 3)
+
+
+class HealthServer:
+    """`GET /health`: the snapshot as JSON, 200 while trading is armed, else 503 (so a plain HTTP check
+    alerts on a halt). `GET /metrics`: Prometheus text exposition of bridge's metrics."""
+
+    def __init__(self, cfg: HealthConfig, snapshot: Snapshot) -> None:
+        self._cfg = cfg
+        self._snapshot = snapshot
+        self._runner: web.AppRunner | None = None
+        self.url = ""  # http://host:port once started
+
+    async def start(self) -> None:
+        """Listen on cfg.host:cfg.port. Raises ConfigError when that address cannot be used."""
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._cfg.host, self._cfg.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"health: cannot listen on {self._cfg.host}:{self._cfg.port}: {exc.strerror or exc}"
+            ) from None
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        log.info("health.started", url=self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            log.info("health.stopped")
+
+    async def _health(self, request: web.Request) -> web.Response:
+        try:
+            snapshot = self._snapshot()
+        except Exception:  # a health check must answer, even about a broken snapshot
+            log.exception("health.snapshot_failed")
+            return web.json_response({"error": "snapshot_failed"}, status=500)
+        armed = snapshot.get("trading", {}).get("armed") is True
+        return web.Response(
+            body=orjson.dumps(snapshot, default=str),
+            status=200 if armed else 503,
+            content_type="application/json",
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+
+async def run_status_log(
+    snapshot: Snapshot, interval: float, stop: asyncio.Event, *, sleep: Sleep = asyncio.sleep
+) -> None:
+    """Log `daemon.status` with the snapshot's fields every `interval` seconds until `stop` is set
+    (interval 0: never), so the journal shows the daemon's state even without the HTTP endpoint."""
+    if interval <= 0:
+        return
+    while not await _sleep_or_stop(sleep, interval, stop):
+        try:
+            log.info("daemon.status", **snapshot())
+        except Exception:  # the status line is informational: never let it end the daemon
+            log.exception("daemon.status_failed")
+
+
+async def _sleep_or_stop(sleep: Sleep, delay: float, stop: asyncio.Event) -> bool:
+    """Sleep for `delay` unless `stop` is set first; True when stopped."""
+    if stop.is_set():
+        return True
+    sleeper = asyncio.ensure_future(sleep(delay))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, stopper):
+            task.cancel()
+        await asyncio.gather(sleeper, stopper, return_exceptions=True)
+    return stop.is_set()
