@@ -1,12 +1,17 @@
 """Logging set-up: structlog for bridge's own events, stdlib loggers (aiohttp, ccxt, asyncio, tenacity)
-routed through the same processors, secrets scrubbed from every line, tracebacks without frame locals.
+routed through the same processors, secrets scrubbed from every line, tracebacks without frame locals,
+and journald-friendly output: `<N>` priority prefixes, bounded line length, a flood guard.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import orjson
@@ -16,6 +21,22 @@ from structlog.types import EventDict, Processor, WrappedLogger
 from bridge import secrets
 
 _SECRET_FIELDS = frozenset({"api_key", "apikey", "secret", "password", "token", "x-api-key"})
+
+# journald splits lines longer than LineMax (48K by default) into separate entries, which breaks one
+# JSON object per line. Fields are cut long before that; a whole line is capped below it.
+MAX_FIELD_CHARS = 8192
+MAX_LINE_BYTES = 32 * 1024
+_SHRUNK_FIELD_CHARS = 256
+
+# Flood guard: at most FLOOD_LIMIT records per (event, logger) per FLOOD_WINDOW seconds. journald
+# drops *every* line of a service that logs more than 10,000 lines per 30 s, order lines included.
+FLOOD_LIMIT = 30
+FLOOD_WINDOW = 60.0
+# Never suppressed, whatever their rate: the audit trail of what the bot did and why.
+NEVER_SUPPRESS = ("trading.", "order.", "daemon.", "log.")
+
+# syslog priorities journald reads from a `<N>` line prefix (it assumes 6, info, without one).
+_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
 
 def _json_dumps(obj: Any, **_: Any) -> str:
@@ -41,6 +62,230 @@ def _scrub(key: str, value: Any) -> Any:
     return value
 
 
+def truncate_long_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Cut any string longer than MAX_FIELD_CHARS (nested ones too) and say how much was cut. A
+    rendered traceback keeps its end, where the failing call is."""
+    return {k: _truncate(v, MAX_FIELD_CHARS, keep_tail=k == "exception") for k, v in event_dict.items()}
+
+
+def _truncate(value: Any, limit: int, *, keep_tail: bool = False) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        cut = len(value) - limit
+        if keep_tail:
+            return f"[truncated {cut} chars]…{value[-limit:]}"
+        return f"{value[:limit]}…[truncated {cut} chars]"
+    if isinstance(value, dict):
+        return {k: _truncate(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_truncate(v, limit) for v in value]
+    return value
+
+
+class LineRenderer:
+    """The last processor: renders with `renderer`, caps the line at `max_bytes` (JSON: one line per
+    event) and, for journald, prefixes every physical line with the event's syslog priority."""
+
+    def __init__(self, renderer: Processor, *, journald: bool, max_bytes: int | None) -> None:
+        self._renderer = renderer
+        self._journald = journald
+        self._max_bytes = max_bytes
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        line = self._render(logger, name, event_dict)
+        # Four bytes per character at most: the exact byte count is needed only for long lines.
+        if self._max_bytes is not None and len(line) * 4 > self._max_bytes:
+            size = len(line.encode())
+            if size > self._max_bytes:
+                line = self._render(logger, name, _shrunk(event_dict, size))
+        if not self._journald:
+            return line
+        prefix = f"<{_PRIORITY.get(str(event_dict.get('level')), 6)}>"
+        return "\n".join(prefix + part for part in line.split("\n"))
+
+    def _render(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        out = self._renderer(logger, name, dict(event_dict))
+        return out.decode() if isinstance(out, bytes | bytearray) else str(out)
+
+
+def _shrunk(event_dict: EventDict, size: int) -> EventDict:
+    """Still too long after field truncation (many big fields, a deep chained traceback): keep the
+    short scalar fields, drop containers, and record what was dropped."""
+    kept: EventDict = {}
+    dropped = []
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            kept[key] = _truncate(value, _SHRUNK_FIELD_CHARS)
+        elif value is None or isinstance(value, bool | int | float):
+            kept[key] = value
+        else:
+            dropped.append(key)
+    kept["log_truncated_bytes"] = size
+    if dropped:
+        kept["log_dropped"] = dropped
+    return kept
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """`count` records of `event` from `logger` were dropped in one window of `window_s` seconds."""
+
+    event: str
+    logger: str
+    count: int
+    window_s: float
+
+
+class _Window:
+    __slots__ = ("seen", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.seen = 0
+
+
+class FloodGuard:
+    """Lets at most `limit` records per key through in each `window` seconds and counts the rest, so a
+    reconnect storm cannot push the lines that matter out of the journal. Not thread-safe: the
+    handler calls it under its lock."""
+
+    def __init__(self, limit: int, window: float, *, max_keys: int = 1024) -> None:
+        self.limit = limit
+        self.window = window
+        self._max_keys = max_keys
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._owed: list[Suppressed] = []
+        self._next_sweep = -math.inf
+
+    def admit(self, key: tuple[str, str], now: float) -> bool:
+        """Count one record for `key`; False if it must be dropped."""
+        window = self._windows.get(key)
+        if window is not None and now - window.started >= self.window:
+            self._close(key, window)
+            window = None
+        if window is None:
+            if len(self._windows) >= self._max_keys:
+                self._sweep(now)
+                if len(self._windows) >= self._max_keys:
+                    return True  # too many distinct keys to track: fail open, never drop blindly
+            window = self._windows[key] = _Window(now)
+        window.seen += 1
+        return window.seen <= self.limit
+
+    def due(self, now: float) -> list[Suppressed]:
+        """Summaries of windows that have ended with records dropped (checked about once a second)."""
+        if now >= self._next_sweep:
+            self._sweep(now)
+        owed, self._owed = self._owed, []
+        return owed
+
+    def drain(self) -> list[Suppressed]:
+        """Every summary still owed, windows open or not (the handler is closing)."""
+        for key, window in list(self._windows.items()):
+            self._close(key, window)
+        owed, self._owed = self._owed, []
+        return owed
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + min(1.0, self.window)
+        for key, window in list(self._windows.items()):
+            if now - window.started >= self.window:
+                self._close(key, window)
+
+    def _close(self, key: tuple[str, str], window: _Window) -> None:
+        del self._windows[key]
+        if window.seen > self.limit:
+            self._owed.append(Suppressed(key[0], key[1], window.seen - self.limit, self.window))
+
+
+class GuardedStreamHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler that runs every record past a FloodGuard (if any) and writes a `log.suppressed`
+    summary for each window in which records were dropped. Error records and NEVER_SUPPRESS events
+    always pass."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        guard: FloodGuard | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(stream)
+        self.guard = guard
+        self._clock = clock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.guard is None:
+            super().emit(record)
+            return
+        try:
+            now = self._clock()
+            event = _event_name(record)
+            admit = (
+                record.levelno >= logging.ERROR
+                or event.startswith(NEVER_SUPPRESS)
+                or self.guard.admit((event, record.name), now)
+            )
+            summaries = self.guard.due(now)
+        except Exception:  # noqa: BLE001 - logging must never raise into the code that logs
+            self.handleError(record)
+            return
+        for summary in summaries:
+            super().emit(_summary_record(summary))
+        if admit:
+            super().emit(record)
+
+    def close(self) -> None:
+        """Write the summaries still owed before the handler goes away (shutdown, reconfigure)."""
+        self.acquire()
+        try:
+            for summary in self.guard.drain() if self.guard is not None else []:
+                super().emit(_summary_record(summary))
+        finally:
+            self.release()
+        super().close()
+
+
+def _event_name(record: logging.LogRecord) -> str:
+    # structlog records carry the event dict as msg; stdlib records are keyed by their message
+    # template, so "Unclosed %s" with changing arguments still counts as one event.
+    msg = record.msg
+    return str(msg.get("event")) if isinstance(msg, dict) else str(msg)
+
+
+def _summary_record(summary: Suppressed) -> logging.LogRecord:
+    """A record shaped like one from structlog, so ProcessorFormatter renders its fields as keys."""
+    logger = logging.getLogger(__name__)
+    event: EventDict = {
+        "event": "log.suppressed",
+        "suppressed_event": summary.event,
+        "suppressed_logger": summary.logger,
+        "count": summary.count,
+        "window_s": summary.window_s,
+    }
+    for processor in (
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ):
+        event = processor(logger, "warning", event)
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, event, (), None)
+    record.__dict__.update(_logger=logger, _name="warning")
+    return record
+
+
+def is_journal_stream(stream: TextIO) -> bool:
+    """True if `stream` is the journald stream systemd connected (JOURNAL_STREAM is `device:inode`).
+    Comparing the inode, not just the variable's presence, keeps a redirected stdout prefix-free."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError):  # StringIO, a closed stream
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -50,9 +295,21 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Configure logging once at start-up. `fmt` auto means console on a terminal, JSON otherwise."""
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    *,
+    journald: bool | None = None,
+    flood_limit: int | None = FLOOD_LIMIT,
+    flood_window: float = FLOOD_WINDOW,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Configure logging once at start-up. `fmt` auto means console on a terminal, JSON otherwise.
+    `journald` None detects the journal from JOURNAL_STREAM; `flood_limit` None turns the guard off."""
     stream = stream or sys.stdout
+    if journald is None:
+        journald = is_journal_stream(stream)
     if fmt == "auto":
         fmt = "console" if stream.isatty() and not os.environ.get("JOURNAL_STREAM") else "json"
     renderer: Processor
@@ -63,22 +320,29 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
     else:
         exceptions = structlog.processors.format_exc_info
-        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
 
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             exceptions,
+            # Scrub before truncating: a cut through the middle of a secret would no longer match.
             scrub_secrets,
-            renderer,
+            truncate_long_fields,
+            LineRenderer(renderer, journald=journald, max_bytes=MAX_LINE_BYTES if fmt == "json" else None),
         ],
     )
-    handler = logging.StreamHandler(stream)
+    guard = FloodGuard(flood_limit, flood_window) if flood_limit is not None else None
+    handler = GuardedStreamHandler(stream, guard, clock=clock)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(old, GuardedStreamHandler):
+            old.close()  # writes the suppression summaries it still owes
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Library chatter below warning is noise for an operator; bridge's own loggers follow `level`.
