@@ -276,6 +276,7 @@ class Notifier:
         if not self._channels:
             await stop.wait()
             return
+        log.info("alert.started", channels=[c.name for c in self._channels])
         session = self._ensure_session()
         tasks = [
             asyncio.create_task(self._send_loop(session, c), name=f"alerts:{c.name}") for c in self._channels

@@ -294,7 +294,7 @@ async def test_hanging_attempt_is_bounded_by_channel_timeout(
     hook = await endpoints()
     hook.hold.clear()
     sleep = RecordingSleep()
-    notifier = Notifier(AlertsConfig(webhook=webhook(hook, timeout=0.05)), sleep=sleep, flush_timeout=0.05)
+    notifier = Notifier(AlertsConfig(webhook=webhook(hook, timeout=0.1)), sleep=sleep, flush_timeout=0.1)
     with capture_logs() as logs:
         async with running(notifier):
             notifier.notify("started", "one")
