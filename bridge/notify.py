@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 import structlog
 
-from bridge import metrics
+from bridge import metrics, secrets
 from bridge.codec import Welcome
 from bridge.config import AlertsConfig, TelegramConfig, WebhookConfig
 from bridge.gate import TradingGate
@@ -100,6 +100,20 @@ def telegram_text(alert: Alert) -> str:
     return "\n".join(lines)[:TELEGRAM_MAX_TEXT]
 
 
+def _scrubbed(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: _scrub(v) for k, v in fields.items()}
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return secrets.scrub(value)
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    return value
+
+
 def _plain(value: Any) -> str:
     if isinstance(value, list | tuple | set | frozenset):
         return ", ".join(str(v) for v in value)
@@ -166,7 +180,11 @@ class Notifier:
         channel's queue is full its oldest alert is dropped (logged and counted)."""
         if not self._channels or not self._cfg.wants(event):
             return
-        alert = Alert(event, text, fields, datetime.now(UTC).isoformat(timespec="seconds"))
+        # Alerts leave the machine without passing the log scrubber: a secret that found its way into
+        # an error message must not reach a chat.
+        alert = Alert(
+            event, secrets.scrub(text), _scrubbed(fields), datetime.now(UTC).isoformat(timespec="seconds")
+        )
         for channel in self._channels:
             if len(channel.pending) >= self._max_queued:
                 self._dropped(channel, channel.pending.popleft(), "queue_full")

@@ -374,6 +374,24 @@ async def test_secrets_never_logged(
     assert HOOK_TOKEN not in text and BOT_TOKEN not in text
 
 
+async def test_secrets_scrubbed_from_alerts(endpoints: Callable[[], Awaitable[Endpoint]]) -> None:
+    """A registered secret inside an alert's text or fields (say, in an error message) is sent as ***."""
+    hook = await endpoints()
+    leaked = Secret("sk_live_" + "Zq8" * 8).reveal()
+    notifier = Notifier(AlertsConfig(webhook=webhook(hook)))
+    notifier.stopping(error=f"auth failed for key {leaked}", keys=[leaked], nested={"k": leaked}, code=77)
+    notifier.notify("trading_halted", f"halted: {leaked}")
+    await asyncio.wait_for(notifier.close(), WAIT)
+    assert leaked not in repr([r.body for r in hook.received])
+    assert hook.received[0].body["fields"] == {
+        "error": "auth failed for key ***",
+        "keys": ["***"],
+        "nested": {"k": "***"},
+        "code": 77,
+    }
+    assert hook.received[1].body["text"] == "halted: ***"
+
+
 # ---- daemon events -> alerts ------------------------------------------------------------------------
 
 
