@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -18,10 +19,13 @@ from bridge.dispatch import Dispatcher, StrategyRunner
 from bridge.errors import BridgeError, ExchangeAuthError, ExchangeError
 from bridge.exchange import Exchange
 from bridge.gate import TradingGate
+from bridge.health import HealthServer, build_snapshot, run_status_log
 from bridge.journal import OPEN_STATES, Journal
+from bridge.notify import Notifier
 from bridge.orders import OrderRouter
 from bridge.plugins import load_strategies
 from bridge.risk import RiskLimits
+from bridge.sdnotify import SystemdNotifier, run_watchdog
 from bridge.strategy import Context, Strategy
 from bridge.supervisor import Supervisor
 
@@ -51,9 +55,19 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.supervisor: Supervisor | None = None
         self.ready = asyncio.Event()  # startup finished (not gated on the feed)
+        self.started_at = time.monotonic()
+        # Alerts and systemd run on the real clock whatever `sleep` tests inject for the feed.
+        self.notifier = Notifier(config.alerts)
+        self.notifier.attach(self.gate)
+        self.systemd = SystemdNotifier.from_env()
+        self.gate.subscribe(lambda *_: self._report_status())
+        self.health: HealthServer | None = None
         self._stop = asyncio.Event()
         self._sleep = sleep
         self._tasks: list[asyncio.Task[None]] = []
+        self._aux_stop = asyncio.Event()
+        self._aux_tasks: list[asyncio.Task[None]] = []
+        self._dispatch_mark: tuple[int, float] = (0, time.monotonic())
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (signal handlers call this). Safe to call more than once."""
@@ -61,15 +75,43 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until stopped. Raises BridgeError (with an exit code) on a fatal condition."""
+        self._aux_tasks.append(asyncio.create_task(self.notifier.run(self._aux_stop), name="alerts"))
+        fatal: BaseException | None = None
         try:
             await self.startup()
             await self.main_loop()
+        except BaseException as exc:
+            fatal = exc
+            raise
         finally:
-            await self.shutdown()
+            self.systemd.stopping()
+            if fatal is not None and not isinstance(fatal, asyncio.CancelledError):
+                error = str(fatal) if isinstance(fatal, BridgeError) else type(fatal).__name__
+                self.notifier.stopping(error=error)
+            else:
+                self.notifier.stopping()
+            try:
+                await self.shutdown()
+            finally:
+                await self._stop_aux()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The daemon's state for /health and the periodic `daemon.status` line."""
+        return build_snapshot(
+            gate=self.gate, supervisor=self.supervisor, runners=self.runners, started_at=self.started_at
+        )
 
     async def startup(self) -> None:
         started = time.perf_counter()
         cfg = self.config
+        if cfg.health.enabled:  # first, so /health answers 503 during a slow warm-up
+            self.health = HealthServer(cfg.health, self.snapshot)
+            await self.health.start()
+        self._aux_tasks.append(
+            asyncio.create_task(
+                run_status_log(self.snapshot, cfg.health.status_interval, self._aux_stop), name="status-log"
+            )
+        )
         log.info(
             "daemon.starting",
             dry_run=cfg.trading.dry_run,
@@ -98,9 +140,25 @@ class Daemon:
             if await self._call_hook(strategy.name, "on_start", strategy.on_start(ctx)):
                 self.runners.append(StrategyRunner(strategy, ctx))
         self.dispatcher = Dispatcher(self.queue, self.runners, self.journal)
-        self.supervisor = Supervisor(cfg.feed, self.gate, self.queue, sleep=self._sleep)
+        self.supervisor = Supervisor(
+            cfg.feed, self.gate, self.queue, sleep=self._sleep, on_welcome=self.notifier.on_welcome
+        )
         self.gate.resume("starting")
         self.ready.set()
+        # READY=1 once config, strategies, exchanges and markets are ready; not gated on the feed,
+        # which may be down at boot (the gate, not systemd, keeps trading off until it is up).
+        self.systemd.ready()
+        self._aux_tasks.append(
+            asyncio.create_task(
+                run_watchdog(self.systemd, progress=self._making_progress, stop=self._aux_stop),
+                name="watchdog",
+            )
+        )
+        self.notifier.started(
+            dry_run=cfg.trading.dry_run,
+            strategies=[r.name for r in self.runners],
+            exchanges=list(self.exchanges),
+        )
         log.info("daemon.ready", elapsed_ms=round((time.perf_counter() - started) * 1000, 1))
 
     async def main_loop(self) -> None:
@@ -108,6 +166,7 @@ class Daemon:
         stop = asyncio.Event()
         supervisor = asyncio.create_task(self.supervisor.run(), name="feed-supervisor")
         self._tasks = [
+            supervisor,
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             *(asyncio.create_task(r.run(), name=f"strategy:{r.name}") for r in self.runners),
             *(
@@ -153,6 +212,38 @@ class Daemon:
             self.journal.close()
             self.journal = None
         log.info("daemon.stopped")
+
+    async def _stop_aux(self) -> None:
+        self._aux_stop.set()
+        await asyncio.gather(*self._aux_tasks, return_exceptions=True)
+        if self.health is not None:
+            await self.health.stop()
+        await self.notifier.close()  # sends what is still queued (e.g. `stopping`), bounded
+
+    def _report_status(self) -> None:
+        state = self.supervisor.state if self.supervisor is not None else "starting"
+        if self.gate.armed:
+            text = f"trading armed; feed {state}"
+        else:
+            text = f"trading halted ({', '.join(sorted(self.gate.reasons))}); feed {state}"
+        self.systemd.status(text)
+
+    def _making_progress(self) -> bool:
+        """For the systemd watchdog: the feed supervisor and the dispatcher are alive and the
+        dispatcher is not stuck behind a full queue. A feed outage is progress (the supervisor is
+        backing off as it should); a wedged loop never gets here at all."""
+        by_name = {t.get_name(): t for t in self._tasks}
+        if any(by_name[name].done() for name in ("feed-supervisor", "dispatcher") if name in by_name):
+            return False
+        if self.dispatcher is None:
+            return True
+        handled = self.dispatcher.seen + self.dispatcher.duplicates
+        count, since = self._dispatch_mark
+        now = time.monotonic()
+        if handled != count or self.queue.empty():
+            self._dispatch_mark = (handled, now)
+            return True
+        return now - since < 60.0  # queued announcements untouched for a minute: wedged
 
     async def _start_exchange(self, ex: Exchange) -> None:
         check_keys = not self.config.trading.dry_run

@@ -60,8 +60,10 @@ class Supervisor:
         *,
         sleep: Sleep = asyncio.sleep,
         session: aiohttp.ClientSession | None = None,
+        on_welcome: Callable[[Welcome], None] | None = None,
     ) -> None:
         self._cfg = cfg
+        self._welcome_listener = on_welcome
         self._gate = gate
         self._sleep = sleep
         self._session = session
@@ -185,6 +187,11 @@ class Supervisor:
         log.info("feed.connected", url=self._cfg.url, tier=welcome.tier)
         self._gate.resume("disconnected")
         self._gate.resume("feed_stale")
+        if self._welcome_listener is not None:
+            try:
+                self._welcome_listener(welcome)
+            except Exception:  # a listener (alerts) must never break the feed
+                log.exception("feed.welcome_listener_failed")
 
     def _rejected(self, exc: feed.HandshakeRejected) -> None:
         metrics.DISCONNECTS.labels(cause=exc.cause).inc()

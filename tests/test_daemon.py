@@ -37,6 +37,7 @@ def make_config(
     dry_run: bool,
     extra: str = "",
     heartbeat_timeout: float = 5,
+    top: str = "",
 ) -> config_mod.Config:
     ccxt = fake.ccxt_config()
     text = f"""
@@ -58,6 +59,7 @@ strategies:
     module: {STRATEGIES}/listing_buy.py
     params: {{exchange: binance, quote: USDT, cost: 20, publishers: [upbit, binance]}}
 {textwrap.indent(extra, "  ")}
+{top}
 """
     return config_mod.loads(text, source="test.yaml")
 
