@@ -51,13 +51,14 @@ def test_python_itself_is_the_notifying_main_process() -> None:
 
 
 def test_restart_policy_matches_the_exit_codes() -> None:
-    """Restarts on failure, but never for the two exit codes a restart cannot fix (77 credentials,
-    78 config), and not in a tight loop."""
+    """Restarts on failure, but never for an exit a restart cannot fix: 77 (credentials rejected), 78
+    (config) and systemd's own 243 (a credential file missing), and not in a tight loop."""
     unit = settings(UNIT)
     assert unit["Restart"] == ["on-failure"]
     assert {int(code) for code in unit["RestartPreventExitStatus"][0].split()} == {
         ExitCode.CREDENTIALS,
         ExitCode.CONFIG,
+        243,  # systemd's EXIT_CREDENTIALS
     }
     assert seconds(unit["RestartSec"][0]) >= 5  # the feed refuses same-key reconnects within 5 s
     assert unit["StartLimitBurst"] and unit["StartLimitIntervalSec"]
