@@ -349,13 +349,20 @@ def configure(
     for noisy in ("aiohttp", "ccxt", "asyncio", "tenacity"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
+    chain: list[Processor] = [
+        *_shared_processors(),
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        structlog.processors.StackInfoRenderer(),
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ]
+    if structlog.is_configured():
+        # Loggers cached on first use keep the list object they saw: update it in place, so a second
+        # configure() (and structlog.testing.capture_logs) reaches every logger, cached or not.
+        current: list[Processor] = structlog.get_config()["processors"]
+        current[:] = chain
+        chain = current
     structlog.configure(
-        processors=[
-            *_shared_processors(),
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=chain,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from bridge import logs, secrets
 
@@ -64,6 +65,19 @@ def events(stream: io.StringIO) -> list[dict[str, object]]:
 def secret_value() -> str:
     # Built at run time so it can never appear in a traceback's source line.
     return f"sk-{uuid.uuid4().hex}"
+
+
+def test_reconfigure_reaches_loggers_cached_before_it() -> None:
+    """A logger cached on first use before configure() runs again follows the new configuration,
+    capture_logs included: a second configure never splits loggers between two pipelines."""
+    cached = structlog.get_logger("bridge.test_logs.cached")
+    cached.info("t.warm")  # cached from here on
+    stream = configure()
+    cached.info("t.after")
+    assert events(stream)[-1]["event"] == "t.after"
+    with capture_logs() as captured:
+        cached.info("t.captured")
+    assert [e["event"] for e in captured] == ["t.captured"]
 
 
 # ---- journald priority ---------------------------------------------------------------------------
