@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except BridgeError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
+        # Under journald, mark the one-line reason as an error (<3>) so `journalctl -p err` shows it.
+        prefix = "<3>" if logs.is_journal_stream(sys.stderr) else ""
+        print(f"{prefix}bridge: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.OK)

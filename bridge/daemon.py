@@ -66,6 +66,7 @@ class Daemon:
         self._sleep = sleep
         self._tasks: list[asyncio.Task[None]] = []
         self._aux_stop = asyncio.Event()
+        self._watchdog_stop = asyncio.Event()
         self._aux_tasks: list[asyncio.Task[None]] = []
         self._dispatch_mark: tuple[int, float] = (0, time.monotonic())
 
@@ -85,6 +86,8 @@ class Daemon:
             raise
         finally:
             self.systemd.stopping()
+            # A stopping daemon's tasks end on purpose: pings would be withheld with an error line.
+            self._watchdog_stop.set()
             if fatal is not None and not isinstance(fatal, asyncio.CancelledError):
                 error = str(fatal) if isinstance(fatal, BridgeError) else type(fatal).__name__
                 self.notifier.stopping(error=error)
@@ -150,7 +153,7 @@ class Daemon:
         self.systemd.ready()
         self._aux_tasks.append(
             asyncio.create_task(
-                run_watchdog(self.systemd, progress=self._making_progress, stop=self._aux_stop),
+                run_watchdog(self.systemd, progress=self._making_progress, stop=self._watchdog_stop),
                 name="watchdog",
             )
         )
@@ -215,6 +218,7 @@ class Daemon:
 
     async def _stop_aux(self) -> None:
         self._aux_stop.set()
+        self._watchdog_stop.set()
         await asyncio.gather(*self._aux_tasks, return_exceptions=True)
         if self.health is not None:
             await self.health.stop()
