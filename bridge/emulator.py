@@ -85,6 +85,7 @@ class _Client:
     ws: web.WebSocketResponse
     transport: asyncio.Transport | None
     exchanges: frozenset[str] | None  # None: all
+    key: str = field(default="", repr=False)  # the API key it connected with, for targeted sends
     heartbeat_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def wants(self, publisher: str) -> bool:
@@ -214,9 +215,22 @@ class FeedEmulator:
     def resume_heartbeats(self) -> None:
         self._heartbeats_on.set()
 
-    async def send(self, message: dict[str, Any] | bytes | str, *, binary: bool = True) -> int:
-        """Send one frame to every client; returns how many clients it reached."""
-        return await self._broadcast(_encode(message), binary=binary, publisher=None)
+    async def send(
+        self, message: dict[str, Any] | bytes | str, *, binary: bool = True, key: str | None = None
+    ) -> int:
+        """Send one frame to every client (only those connected with API key `key`, if given); returns
+        how many clients it reached."""
+        return len(await self.send_stamped(message, binary=binary, key=key))
+
+    async def send_stamped(
+        self, message: dict[str, Any] | bytes | str, *, binary: bool = True, key: str | None = None
+    ) -> list[int]:
+        """Like `send`, but returns for each client reached the time.time_ns() taken right before its
+        frame was written to the socket: the start of an announcement-to-order latency measurement."""
+        data = _encode(message)
+        targets = [c for c in self._clients if key is None or c.key == key]
+        sent = await asyncio.gather(*(_send_to(c, data, binary) for c in targets))
+        return [stamp for stamp in sent if stamp is not None]
 
     async def announce(self, **fields: Any) -> int:
         """Send an announcement (wire field names, e.g. `ticker="ABC"`, `listingType=...`) to the
@@ -266,7 +280,7 @@ class FeedEmulator:
             return _rejection_response(rejection)
         assert key is not None and grant is not None  # _check accepted it
         self._last_connect[key] = time.monotonic()
-        return await self._serve_client(request, grant)
+        return await self._serve_client(request, key, grant)
 
     def _check(self, request: web.Request, key: str | None, grant: KeyGrant | None) -> _Rejection | None:
         if self._rejections:
@@ -285,7 +299,7 @@ class FeedEmulator:
             return _Rejection(429, math.ceil(self._cooldown - since), "connection_cooldown", None)
         return None
 
-    async def _serve_client(self, request: web.Request, grant: KeyGrant) -> web.WebSocketResponse:
+    async def _serve_client(self, request: web.Request, key: str, grant: KeyGrant) -> web.WebSocketResponse:
         exchanges = _allowed(grant.exchanges, request.query.get("cex"))
         ws = web.WebSocketResponse(
             heartbeat=self._ping_interval,
@@ -295,7 +309,7 @@ class FeedEmulator:
         )
         transport = request.transport
         await ws.prepare(request)
-        client = _Client(ws, transport, exchanges)
+        client = _Client(ws, transport, exchanges, key)
         await ws.send_bytes(_encode(_welcome(grant, exchanges)))
         # Registered only after the welcome, so every broadcast reaches a client after its welcome.
         self._clients.add(client)
@@ -327,13 +341,13 @@ class FeedEmulator:
         while True:
             await self._heartbeats_on.wait()
             await asyncio.sleep(interval)  # the server's own cadence, not test synchronisation
-            if self._heartbeats_on.is_set() and not await _send_to(client, _encode(_heartbeat()), True):
+            if self._heartbeats_on.is_set() and await _send_to(client, _encode(_heartbeat()), True) is None:
                 return
 
     async def _broadcast(self, data: bytes, *, binary: bool, publisher: str | None) -> int:
         targets = [c for c in self._clients if publisher is None or c.wants(publisher)]
         sent = await asyncio.gather(*(_send_to(c, data, binary) for c in targets))
-        return sum(sent)
+        return sum(stamp is not None for stamp in sent)
 
     async def _play_script(self) -> None:
         """Play the script once, starting when the first client is connected."""
@@ -381,14 +395,17 @@ async def run_emulator(
 # ---- helpers -------------------------------------------------------------------------------------
 
 
-async def _send_to(client: _Client, data: bytes, binary: bool) -> bool:
+async def _send_to(client: _Client, data: bytes, binary: bool) -> int | None:
+    """Write one frame; the wall-clock ns taken right before the write, or None if it was not sent."""
     if client.ws.closed:
-        return False
+        return None
+    kind = aiohttp.WSMsgType.BINARY if binary else aiohttp.WSMsgType.TEXT
+    stamp = time.time_ns()
     try:
-        await client.ws.send_frame(data, aiohttp.WSMsgType.BINARY if binary else aiohttp.WSMsgType.TEXT)
+        await client.ws.send_frame(data, kind)
     except (ConnectionError, aiohttp.ClientError, RuntimeError):
-        return False  # the client went away mid-broadcast; the others still get the frame
-    return True
+        return None  # the client went away mid-broadcast; the others still get the frame
+    return stamp
 
 
 def _encode(message: dict[str, Any] | bytes | str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,24 @@ async def test_send_raw_frames_and_test_announcements(
         await ws.send_str('{"type":"test"}')
         assert (await next_json(ws))["type"] == "test_announcement"
         assert emu.received == [b'{"type":"test"}']
+
+
+async def test_send_to_one_key_returns_write_times(emu: FeedEmulator, session: aiohttp.ClientSession) -> None:
+    """`send_stamped(key=...)` reaches only the clients connected with that key and returns, per client,
+    the wall-clock time taken right before its frame was written (the benchmark's start mark)."""
+    async with (
+        session.ws_connect(emu.url, headers={"X-API-Key": KEY}) as a,
+        session.ws_connect(emu.url, headers={"X-API-Key": LIMITED_KEY}) as b,
+    ):
+        await next_json(a), await next_json(b)  # welcomes
+        await emu.wait_connected(2)
+        before = time.time_ns()
+        stamps = await emu.send_stamped({"type": "heartbeat", "n": 1}, key=LIMITED_KEY)
+        assert len(stamps) == 1 and before <= stamps[0] <= time.time_ns()
+        assert (await next_json(b))["n"] == 1
+        assert await emu.send({"type": "heartbeat", "n": 2}, key=KEY) == 1
+        assert (await next_json(a))["n"] == 2  # `a` never saw n=1
+        assert await emu.send({"type": "heartbeat", "n": 3}, key="dsk_nobody") == 0
 
 
 async def test_script_plays_with_meta_keys_stripped(tmp_path: Path, session: aiohttp.ClientSession) -> None:
