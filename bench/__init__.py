@@ -1,0 +1,1 @@
+"""The latency benchmark (bench/latency.py) and its helpers; not part of the installed package."""
