@@ -32,17 +32,28 @@ from bridge.errors import (
     RateLimited,
     UnknownSymbol,
 )
+from bridge.ratelimit import Budget, TokenBucket
 
 log = structlog.get_logger(__name__)
 
 Side = Literal["buy", "sell"]
 Phase = Literal["order", "read"]
+# Who keeps requests within the exchange's limits. "bridge": bridge.ratelimit (the default; lets orders
+# out at once while within budget). "ccxt": ccxt's own throttle, chosen by setting `enableRateLimit:
+# true` in the ccxt block (~10 ms per order on binance). "off": `enableRateLimit: false`.
+Limiter = Literal["bridge", "ccxt", "off"]
 
 ORDER_TIMEOUT_MS = 5_000  # ccxt's per-request timeout; its own default (10 s) is too long for an order
 SYMBOL_REFRESH_TIMEOUT_S = 3.0  # bound on one targeted market refresh
 SYMBOL_REFRESH_BURST = 5  # targeted refreshes allowed back to back ...
 SYMBOL_REFRESH_PER_S = 1.0  # ... then this many per second, across all symbols
 SYMBOL_REFRESH_MIN_INTERVAL_S = 1.0  # and at most one per symbol per interval
+# A pooled connection idle for aiohttp's keep-alive (15 s) is closed, and the next order would pay a
+# TCP (and on the real exchange TLS) handshake. Every KEEP_WARM_S this many concurrent cheap requests
+# (fetch_time, binance weight 1 each) keep that many connections open for concurrent orders.
+KEEP_WARM_S = 10.0
+KEEP_WARM_CONNECTIONS = 4
+_EXCHANGE_INFO_COST = 4  # binance GET exchangeInfo: weight 20, in ccxt's units of 5 weight
 _DETAIL_MAX = 300
 
 
@@ -72,6 +83,9 @@ class OrderRequest:
     client_order_id: str
     cost: float | None = None
     amount: float | None = None
+    # Its request budget was taken by Exchange.reserve_order() (and waited for) before the last gate
+    # check, so the request itself does not wait again.
+    prepaid: bool = False
 
     def __post_init__(self) -> None:
         sizes = [v for v in (self.cost, self.amount) if v is not None]
@@ -205,16 +219,49 @@ class _FailedResponse:
 _failed_response: ContextVar[_FailedResponse | None] = ContextVar("bridge_failed_response", default=None)
 
 
+@dataclass
+class _OrderCall:
+    """One create_order in progress. `reserved`: the budget OrderRouter took for it before its last
+    gate check (None if it did not), so its request charges only the difference."""
+
+    reserved: float | None
+    charged: float | None = None  # the order request's real cost, once its throttle call has seen it
+
+
+# Set by Exchange.create_order around its ccxt call; read by the throttle of that call's request.
+_order_call: ContextVar[_OrderCall | None] = ContextVar("bridge_order_call", default=None)
+
+
 @functools.cache
 def _recording(cls: Any) -> Any:
-    """A subclass of a ccxt exchange class that notes each error response in the task's context."""
+    """A subclass of a ccxt exchange class that notes each error response in the task's context and,
+    when given a `bridge_bucket`, keeps to that budget instead of ccxt's throttle."""
 
     def on_rest_response(self: Any, code: int, reason: str, url: str, method: str, *rest: Any) -> Any:
         headers, body = rest[0], rest[1]
         _failed_response.set(_FailedResponse(headers, body) if code >= 400 else None)
         return cls.on_rest_response(self, code, reason, url, method, *rest)
 
-    return type(cls.__name__, (cls,), {"on_rest_response": on_rest_response})
+    async def throttle(self: Any, cost: Any = None) -> Any:
+        bucket: TokenBucket | None = getattr(self, "bridge_bucket", None)
+        if bucket is None:
+            return await cls.throttle(self, cost)
+        units = float((self.tokenBucket or {}).get("cost", 1) if cost is None else cost)
+        call = _order_call.get()
+        if call is not None and call.charged is None:  # the order's own request
+            call.charged = units
+            if call.reserved is not None:
+                if units > call.reserved:
+                    bucket.reserve(units - call.reserved)  # a debt later requests wait for; this goes
+                else:
+                    bucket.refund(call.reserved - units)
+                return None
+        delay = bucket.reserve(units)
+        if delay > 0:
+            await asyncio.sleep(delay)  # over the exchange's budget: this request waits its turn
+        return None
+
+    return type(cls.__name__, (cls,), {"on_rest_response": on_rest_response, "throttle": throttle})
 
 
 # ----- client order ids -----
@@ -254,12 +301,21 @@ class Exchange:
         *,
         dry_run: bool,
         clock: Callable[[], float] = time.monotonic,
+        keep_warm_s: float = KEEP_WARM_S,
     ) -> None:
         self._id = exchange_id
         self._cfg = cfg
         self._dry_run = dry_run
         self._clock = clock
+        self._keep_warm_s = keep_warm_s
         self._ex: Any = None
+        user_limit = cfg.ccxt.get("enableRateLimit")
+        self.limiter: Limiter = "bridge" if user_limit is None else ("ccxt" if user_limit else "off")
+        self._bucket: TokenBucket | None = None
+        self._order_cost = 1.0  # ccxt cost units of one order request; learned from the first order
+        self._keep_warm: asyncio.Task[None] | None = None
+        self._market_cache: dict[str, Market] = {}
+        self._market_cache_of: dict[str, Any] | None = None  # the ccxt map the cache was built from
         self._tokens = float(SYMBOL_REFRESH_BURST)
         self._tokens_at = clock()
         self._last_lookup: dict[str, float] = {}
@@ -299,6 +355,8 @@ class Exchange:
         except BaseException:
             await self.close()
             raise
+        if self._keep_warm_s > 0 and self._ex.has.get("fetchTime"):
+            self._keep_warm = asyncio.create_task(self._run_keep_warm(), name=f"keep-warm:{self._id}")
         log.info(
             "exchange.started",
             exchange=self._id,
@@ -307,13 +365,22 @@ class Exchange:
             elapsed_ms=round((time.perf_counter() - began) * 1000, 1),
             sandbox=self._cfg.sandbox,
             dry_run=self._dry_run,
+            rate_limiter=self.limiter,
         )
+        if self.limiter == "off":
+            log.warning(
+                "exchange.rate_limit_off",
+                exchange=self._id,
+                hint="enableRateLimit: false in the ccxt block; nothing keeps requests within the exchange's limits",
+            )
 
     async def close(self) -> None:
         """Release the HTTP session. Safe to call twice."""
-        for task in list(self._inflight.values()):
+        tasks = [*self._inflight.values(), *([self._keep_warm] if self._keep_warm is not None else [])]
+        self._keep_warm = None
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         ex, self._ex = self._ex, None
         if ex is not None:
             await ex.close()
@@ -330,11 +397,16 @@ class Exchange:
             raise ConfigError(f"exchanges.{self._id}: unknown exchange id {self._id!r} (not a ccxt exchange)")
         ex = _recording(getattr(ccxt_async, self._id))(self._ccxt_config())
         self._limit_market_loading(ex)
+        if self.limiter == "bridge":
+            # ccxt keeps calling throttle() with each endpoint's cost; the bucket decides
+            self._bucket = ex.bridge_bucket = TokenBucket(
+                Budget.for_exchange(self._id, float(ex.rateLimit)), clock=self._clock
+            )
         return ex
 
     def _ccxt_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
-            # keep ccxt's rate limiter for now; it costs ~10 ms per order (see library facts)
+            # on, so ccxt calls throttle() with every request's cost; who decides: see `Limiter`
             "enableRateLimit": True,
             "timeout": ORDER_TIMEOUT_MS,
         }
@@ -397,13 +469,33 @@ class Exchange:
                 await ex.fetch_balance()
         log.info("exchange.keys_accepted", exchange=self._id)
 
+    async def _run_keep_warm(self) -> None:
+        """Every keep_warm_s, a few concurrent cheap requests, so the order after a quiet hour finds
+        open connections. Failures are logged at debug level: the next order reconnects anyway."""
+        while True:
+            await asyncio.sleep(self._keep_warm_s)
+            pings = [self._ex.fetch_time() for _ in range(KEEP_WARM_CONNECTIONS)]
+            for outcome in await asyncio.gather(*pings, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.debug("exchange.keep_warm_failed", exchange=self._id, error=_describe(outcome))
+
     # ----- markets -----
 
     def market(self, symbol: str) -> Market | None:
-        """The cached market, without I/O."""
-        markets = self._ex.markets if self._ex is not None else None
-        raw = markets.get(symbol) if markets else None
-        return _to_market(raw) if raw else None
+        """The cached market, without I/O. Market objects are built once per symbol and map: the order
+        path asks for the same one several times per order."""
+        markets: dict[str, Any] | None = self._ex.markets if self._ex is not None else None
+        if not markets:
+            return None
+        if markets is not self._market_cache_of:  # every (re)load replaces ccxt's map
+            self._market_cache, self._market_cache_of = {}, markets
+        found = self._market_cache.get(symbol)
+        if found is None:
+            raw = markets.get(symbol)
+            if not raw:
+                return None
+            found = self._market_cache[symbol] = _to_market(raw)
+        return found
 
     async def find_market(self, symbol: str) -> Market | None:
         """The cached market, else one bounded, rate-limited targeted refresh (shared by concurrent
@@ -473,7 +565,11 @@ class Exchange:
             # The spot exchangeInfo endpoint, directly: fetch_markets would also query every other
             # configured market type, which ignores `symbol`. Cost 0 for ccxt's limiter: its cost of 4
             # would make the order that typically follows wait 200 ms; _may_refresh bounds these calls.
-            response = await ex.request("exchangeInfo", ["public"], "GET", {"symbol": market_id}, {"cost": 0})
+            # bridge's limiter charges the real cost: within budget nothing waits for it.
+            cost = 0 if self.limiter == "ccxt" else _EXCHANGE_INFO_COST
+            response = await ex.request(
+                "exchangeInfo", ["public"], "GET", {"symbol": market_id}, {"cost": cost}
+            )
         except ccxt_async.BadSymbol:  # -1121 Invalid symbol: not listed (yet)
             return []
         parsed = (ex.parse_market(raw) for raw in response.get("symbols") or [])
@@ -532,6 +628,22 @@ class Exchange:
         prefix, limit = _client_id_rule(self._id)
         return prefix + base_id[-(limit - len(prefix)) :]
 
+    @property
+    def budget(self) -> TokenBucket | None:
+        """This account's request budget (None when ccxt's own limiter, or none, is in charge)."""
+        return self._bucket
+
+    def reserve_order(self) -> float:
+        """Reserve the request budget of one order: the seconds to wait before sending it, 0.0 while
+        within the exchange's limits. Then `create_order` with `OrderRequest(prepaid=True)`, or
+        `refund_order()`."""
+        return 0.0 if self._bucket is None else self._bucket.reserve(self._order_cost)
+
+    def refund_order(self) -> None:
+        """Give back a reservation whose order will not be sent."""
+        if self._bucket is not None:
+            self._bucket.refund(self._order_cost)
+
     async def create_order(self, req: OrderRequest) -> OrderResult:
         """Place one market order. Never retried, except once after a refused timestamp (binance
         -1021), which proves it was not executed. Raises OrderRejected, OrderStatusUnknown,
@@ -544,13 +656,20 @@ class Exchange:
                 f"{self._id}: dry run: orders are never sent", exchange=self._id, code="dry_run"
             )
         began = time.perf_counter()
-        with self._translated("order"):
-            try:
-                order = await self._send(ex, req)
-            except ccxt_async.InvalidNonce:
-                # the timestamp was refused, so nothing executed: resync and send exactly once more
-                await self._resync_after_clock_skew(req)
-                order = await self._send(ex, req)
+        call = _OrderCall(self._order_cost if req.prepaid else None)
+        token = _order_call.set(call)
+        try:
+            with self._translated("order"):
+                try:
+                    order = await self._send(ex, req)
+                except ccxt_async.InvalidNonce:
+                    # the timestamp was refused, so nothing executed: resync and send exactly once more
+                    await self._resync_after_clock_skew(req)
+                    order = await self._send(ex, req)
+        finally:
+            _order_call.reset(token)
+            if call.charged is not None:
+                self._order_cost = call.charged
         result = self._to_result(order, req.symbol, req.side, req.client_order_id)
         log.info(
             "exchange.order_created",

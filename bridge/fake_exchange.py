@@ -152,6 +152,7 @@ class FakeBinance:
         self._exchange_info: bytes | None = None  # cached: the big response is rebuilt only on change
         self._released = asyncio.Event()
         self._order_arrived = asyncio.Event()
+        self._request_arrived = asyncio.Event()
         self._runner: web.AppRunner | None = None
         for base, quote, price in markets:
             self.add_market(base, quote, price=price)
@@ -225,6 +226,12 @@ class FakeBinance:
             self._order_arrived.clear()  # no await between the check and here, so no arrival is missed
             await self._order_arrived.wait()
 
+    async def wait_for_requests(self, method: str, path: str, count: int) -> None:
+        """Return once `count` requests `method path` have arrived (any outcome)."""
+        while self.count(method, path) < count:
+            self._request_arrived.clear()  # no await between the check and here, so none is missed
+            await self._request_arrived.wait()
+
     def count(self, method: str, path: str) -> int:
         return self.requests.count((method, path))
 
@@ -239,6 +246,7 @@ class FakeBinance:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        self._request_arrived.set()
         try:
             return await handler(request)
         except _ApiError as exc:

@@ -121,18 +121,34 @@ class OrderRouter:
         if est_cost is None and side == "buy":
             price = await ex.fetch_price(symbol)
             est_cost = None if price is None or amount is None else price * amount
-        refusal = self._risk.check(
-            strategy=strategy,
-            announcement=announcement,
-            symbol=symbol,
-            side=side,
-            quote=market.quote,
-            cost=est_cost,
-        )
+
+        def refused() -> str | None:
+            return self._risk.check(
+                strategy=strategy,
+                announcement=announcement,
+                symbol=symbol,
+                side=side,
+                quote=market.quote,
+                cost=est_cost,
+            )
+
+        refusal = refused()
         if refusal is not None:
             return skipped(refusal)
-
         cid = ex.format_client_order_id(client_order_id(announcement.key, strategy, exchange, symbol, side))
+        # The exchange's request budget, before the last gate check: within budget this is arithmetic
+        # and the order goes at once; over it, the order waits here, never after the gate check.
+        prepaid = not self._dry_run
+        if prepaid and (wait := ex.reserve_order()) > 0:
+            left = self._risk.seconds_left(announcement)
+            if left is not None and wait > left:  # it would be too old by the time it may go
+                ex.refund_order()
+                return skipped("rate_limited", cid)
+            await self._sleep(wait)
+            refusal = refused()  # the world moved on while it waited
+            if refusal is not None:
+                ex.refund_order()
+                return skipped(refusal, cid)
         intent = OrderIntent(
             cid, announcement.key, strategy, exchange, symbol, side, market.quote, cost, amount, self._dry_run
         )
@@ -144,7 +160,9 @@ class OrderRouter:
         if not self._journal.reserve(intent):
             return skipped("duplicate", cid)
         self._risk.count(strategy, announcement)
-        request = OrderRequest(symbol=symbol, side=side, client_order_id=cid, cost=cost, amount=amount)
+        request = OrderRequest(
+            symbol=symbol, side=side, client_order_id=cid, cost=cost, amount=amount, prepaid=prepaid
+        )
         if self._dry_run:
             return await self._paper_fill(ex, request, intent, announcement)
         return await self._send(ex, request, intent, announcement)

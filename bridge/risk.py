@@ -60,6 +60,12 @@ class RiskLimits:
                     return "over_daily_max_cost"
         return None
 
+    def seconds_left(self, announcement: Announcement) -> float | None:
+        """How long an order for `announcement` may still wait before it is too old to send (None if
+        the announcement carries no timestamp, which check() refuses anyway)."""
+        age_ms = announcement.age_ms(self._clock_ns())
+        return None if age_ms is None else self._cfg.max_event_age - age_ms / 1000
+
     def count(self, strategy: str, announcement: Announcement | None) -> None:
         """Note that an order for this announcement was reserved (for max_orders_per_announcement)."""
         if announcement is not None:

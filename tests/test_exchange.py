@@ -45,9 +45,8 @@ class FrozenClock:
         return self.now
 
 
-# ccxt's limiter makes every call after an exchangeInfo wait 200 ms; only
-# test_targeted_refresh_leaves_no_rate_limit_debt needs it, the rest would just be slow.
-FAST = {"enableRateLimit": False, "timeout_on_exit": 0}
+# No `enableRateLimit`: the production default, bridge's own limiter (nothing waits within budget).
+FAST = {"timeout_on_exit": 0}
 
 
 def config(
@@ -236,7 +235,7 @@ async def test_targeted_refresh_leaves_no_rate_limit_debt(fake: FakeBinance) -> 
     the order that follows a new listing does not wait 200 ms behind exchangeInfo's cost of 4."""
     ex = Exchange("binance", config(fake, enableRateLimit=True), dry_run=False)
     await ex.start(check_keys=False)
-    assert ex.ccxt.enableRateLimit
+    assert ex.ccxt.enableRateLimit and ex.limiter == "ccxt"
     costs: list[float | None] = []
     throttle = ex.ccxt.throttle
 
@@ -252,6 +251,82 @@ async def test_targeted_refresh_leaves_no_rate_limit_debt(fake: FakeBinance) -> 
     finally:
         await ex.close()
     assert costs == [0, 0.2]  # exchangeInfo?symbol=, then the order's own cost
+
+
+async def test_orders_go_at_once_within_budget_at_ccxts_cost(exchange: Exchange, fake: FakeBinance) -> None:
+    """With no `enableRateLimit` in the ccxt block, bridge's limiter is in charge: orders within
+    budget go without waiting, each charged ccxt's cost for the endpoint (binance order: 0.2 units),
+    and a reservation after the first order costs what that order cost."""
+    budget = exchange.budget
+    assert exchange.limiter == "bridge" and budget is not None
+    before = budget.available  # the frozen clock never refills it
+    for n in range(3):
+        await exchange.create_order(OrderRequest("BTC/USDT", "buy", f"budget{n}", cost=10))
+    assert budget.available == pytest.approx(before - 0.6)
+    assert exchange.reserve_order() == 0.0
+    assert budget.available == pytest.approx(before - 0.8)
+    exchange.refund_order()
+    assert budget.available == pytest.approx(before - 0.6)
+
+
+async def test_prepaid_order_is_not_charged_twice(exchange: Exchange, fake: FakeBinance) -> None:
+    """An order whose budget was reserved (OrderRequest(prepaid=True)) does not pay again in its
+    request; a reservation above the real cost is given back."""
+    budget = exchange.budget
+    assert budget is not None
+    before = budget.available
+    assert exchange.reserve_order() == 0.0  # no order yet: reserves a conservative 1 unit
+    await exchange.create_order(OrderRequest("BTC/USDT", "buy", "prepaid1", cost=10, prepaid=True))
+    assert budget.available == pytest.approx(before - 0.2)
+    assert len(fake.orders) == 1
+
+
+async def test_over_budget_request_waits_its_turn(fake: FakeBinance) -> None:
+    """In debt, a reservation returns the wait until its cost has refilled: the budget is kept, not
+    switched off."""
+    ex = Exchange("binance", config(fake), dry_run=False, clock=FrozenClock())
+    await ex.start(check_keys=False)
+    try:
+        budget = ex.budget
+        assert budget is not None
+        budget.reserve(budget.available + 19.0)  # one second of binance's budget in debt
+        assert ex.reserve_order() == pytest.approx(1.0 + 1 / 19, rel=0.01)
+    finally:
+        await ex.close()
+
+
+@pytest.mark.parametrize(("setting", "limiter"), [(True, "ccxt"), (False, "off")])
+async def test_enable_rate_limit_in_the_ccxt_block_selects_ccxts_limiter_or_none(
+    fake: FakeBinance, caplog: pytest.LogCaptureFixture, setting: bool, limiter: str
+) -> None:
+    """`enableRateLimit: true` hands throttling back to ccxt (its default behaviour, for comparison);
+    `false` turns throttling off, which is logged as a warning."""
+    caplog.set_level("WARNING")
+    ex = Exchange("binance", config(fake, enableRateLimit=setting), dry_run=False)
+    await ex.start(check_keys=False)
+    try:
+        assert ex.limiter == limiter and ex.budget is None and ex.reserve_order() == 0.0
+        assert ex.ccxt.enableRateLimit is setting
+    finally:
+        await ex.close()
+    warned = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+    assert any(e.get("event") == "exchange.rate_limit_off" for e in warned) is (not setting)
+
+
+async def test_keep_warm_pings_with_several_connections(fake: FakeBinance) -> None:
+    """Every keep_warm_s the exchange sends KEEP_WARM_CONNECTIONS concurrent cheap requests (GET
+    /time), so pooled connections never reach aiohttp's keep-alive expiry; close() stops it."""
+    ex = Exchange("binance", config(fake), dry_run=False, keep_warm_s=0.001)
+    await ex.start(check_keys=False)
+    try:
+        wanted = 1 + 2 * exchange_module.KEEP_WARM_CONNECTIONS  # start-up's /time, then two rounds
+        await asyncio.wait_for(fake.wait_for_requests(*TIME, wanted), 5)
+    finally:
+        await ex.close()
+    after_close = fake.count(*TIME)
+    await asyncio.sleep(0)
+    assert fake.count(*TIME) == after_close
+    assert set(fake.requests) == {EXCHANGE_INFO, TIME}
 
 
 async def test_refresh_markets_picks_up_new_listings(exchange: Exchange, fake: FakeBinance) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,16 @@ class Rig:
     sleeps: list[float]
 
 
-async def make_rig(fake: FakeBinance, state: Path, *, dry_run: bool, **trading: object) -> Rig:
+async def make_rig(
+    fake: FakeBinance,
+    state: Path,
+    *,
+    dry_run: bool,
+    clock: Callable[[], float] = time.monotonic,
+    **trading: object,
+) -> Rig:
     cfg = ExchangeConfig(api_key=Secret(fake.api_key), secret=Secret(fake.secret), ccxt=fake.ccxt_config())
-    exchange = Exchange("binance", cfg, dry_run=dry_run)
+    exchange = Exchange("binance", cfg, dry_run=dry_run, clock=clock)
     await exchange.start(check_keys=not dry_run)
     journal = Journal.open(state, dry_run=dry_run)
     gate = TradingGate()
@@ -253,3 +261,72 @@ async def test_multi_ticker_orders_each_symbol(live: Rig) -> None:
     assert [o.status for o in outcomes] == ["placed", "placed"]
     assert sorted(o.params["symbol"] for o in live.fake.orders) == ["ABCUSDT", "DEFUSDT"]
     assert len({o.client_order_id for o in outcomes}) == 2
+
+
+def drain_budget(rig: Rig, seconds: float) -> None:
+    """Leave the exchange's request budget `seconds` in debt (the next order must wait about that)."""
+    budget = rig.exchange.budget
+    assert budget is not None
+    budget.reserve(budget.available + seconds * budget.budget.rate)
+
+
+async def test_order_over_budget_waits_before_the_last_gate_check(live: Rig) -> None:
+    """Over the exchange's request budget the order waits for its turn before the gate check, the
+    intent and the request, so a halt during the wait stops it; the request itself never waits."""
+    drain_budget(live, 0.5)
+
+    async def halting_sleep(delay: float) -> None:
+        live.sleeps.append(delay)
+        live.gate.halt("feed_stale")
+
+    live.router._sleep = halting_sleep
+    a = announcement("ABC")
+    outcome = await live.router.submit(
+        strategy="s", announcement=a, exchange="binance", symbol="ABC/USDT", side="buy", cost=20
+    )
+    assert outcome.status == "skipped" and outcome.reason == "trading_halted:feed_stale"
+    assert len(live.sleeps) == 1 and 0.4 < live.sleeps[0] < 0.6
+    assert order_posts(live.fake) == 0
+    assert live.journal.get(outcome.client_order_id or "") is None
+
+
+async def test_order_over_budget_is_sent_after_its_wait(live: Rig) -> None:
+    """An order that had to wait for the budget is sent once its turn comes, without paying again."""
+    drain_budget(live, 0.5)
+    budget = live.exchange.budget
+    assert budget is not None
+    outcome = await live.router.submit(
+        strategy="s",
+        announcement=announcement("ABC"),
+        exchange="binance",
+        symbol="ABC/USDT",
+        side="buy",
+        cost=20,
+    )
+    assert outcome.status == "placed"
+    assert len(live.sleeps) == 1 and order_posts(live.fake) == 1
+
+
+async def test_order_that_would_wait_past_max_event_age_is_skipped(fake: FakeBinance, tmp_path: Path) -> None:
+    """When the budget would let the order go only after the announcement is too old to trade, it is
+    skipped at once as rate_limited, nothing waits, and its reservation is given back."""
+    rig = await make_rig(fake, tmp_path, dry_run=False, clock=lambda: 1000.0)  # no refill
+    try:
+        drain_budget(rig, 30)
+        budget = rig.exchange.budget
+        assert budget is not None
+        debt = budget.available
+        outcome = await rig.router.submit(
+            strategy="s",
+            announcement=announcement("ABC"),
+            exchange="binance",
+            symbol="ABC/USDT",
+            side="buy",
+            cost=20,
+        )
+        assert outcome.status == "skipped" and outcome.reason == "rate_limited"
+        assert rig.sleeps == [] and order_posts(fake) == 0
+        assert budget.available == debt
+    finally:
+        await rig.exchange.close()
+        rig.journal.close()
