@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge import metrics
+from bridge.aio import Sleep, sleep_or_stop
 from bridge.codec import Welcome
 from bridge.config import HealthConfig
 from bridge.errors import ConfigError
@@ -23,7 +24,6 @@ from bridge.gate import TradingGate
 log = structlog.get_logger(__name__)
 
 Snapshot = Callable[[], dict[str, Any]]
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class FeedStatus(Protocol):
@@ -161,23 +161,8 @@ async def run_status_log(
     (interval 0: never), so the journal shows the daemon's state even without the HTTP endpoint."""
     if interval <= 0:
         return
-    while not await _sleep_or_stop(sleep, interval, stop):
+    while not await sleep_or_stop(sleep, interval, stop):
         try:
             log.info("daemon.status", **snapshot())
         except Exception:  # the status line is informational: never let it end the daemon
             log.exception("daemon.status_failed")
-
-
-async def _sleep_or_stop(sleep: Sleep, delay: float, stop: asyncio.Event) -> bool:
-    """Sleep for `delay` unless `stop` is set first; True when stopped."""
-    if stop.is_set():
-        return True
-    sleeper = asyncio.ensure_future(sleep(delay))
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeper, stopper):
-            task.cancel()
-        await asyncio.gather(sleeper, stopper, return_exceptions=True)
-    return stop.is_set()

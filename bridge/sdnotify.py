@@ -8,13 +8,13 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 
-log = structlog.get_logger(__name__)
+from bridge.aio import Sleep, sleep_or_stop
 
-Sleep = Callable[[float], Awaitable[None]]
+log = structlog.get_logger(__name__)
 
 
 class SystemdNotifier:
@@ -114,7 +114,7 @@ async def run_watchdog(
     log.info("systemd.watchdog_started", interval_s=interval)
     while True:
         started = clock()
-        if await _sleep_or_stop(sleep, interval, stop):
+        if await sleep_or_stop(sleep, interval, stop):
             return
         late = clock() - started - interval
         if late > interval:
@@ -134,18 +134,3 @@ def _made_progress(progress: Callable[[], bool]) -> bool:
     except Exception:  # a broken check counts as no progress; it must never kill the pinger
         log.exception("systemd.progress_check_failed")
         return False
-
-
-async def _sleep_or_stop(sleep: Sleep, delay: float, stop: asyncio.Event) -> bool:
-    """Sleep `delay` seconds (with the injected sleep) or until `stop` is set; True if stopped."""
-    if stop.is_set():
-        return True
-    sleeper = asyncio.ensure_future(sleep(delay))
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeper, stopper):
-            task.cancel()
-        await asyncio.gather(sleeper, stopper, return_exceptions=True)
-    return stop.is_set()
