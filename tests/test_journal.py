@@ -86,3 +86,46 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert rec is not None and rec.state == "sending"
     j.close()
     assert os.path.exists(tmp_path / "journal-live.sqlite")
+
+
+def other_connection_count(path: Path, table: str) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_announcement_rows_commit_with_the_next_intent(tmp_path: Path) -> None:
+    """An announcement row is not committed on its own (its disk write is off the order path): the
+    next order intent commits it along with the intent, or commit() does; close() commits the rest.
+    Duplicates are recognised at once either way."""
+    j = Journal.open(tmp_path, dry_run=False)
+    a, b = announcement("ABC"), announcement("DEF")
+    assert j.record_announcement(a) is True and j.record_announcement(a) is False
+    assert other_connection_count(j.path, "announcements") == 0
+    assert j.reserve(intent("bxA")) is True
+    assert other_connection_count(j.path, "announcements") == 1
+    assert other_connection_count(j.path, "orders") == 1
+    j.record_announcement(b)
+    j.commit()
+    assert other_connection_count(j.path, "announcements") == 2
+    j.record_announcement(announcement("GHI"))
+    j.close()
+    j.commit()  # after close: nothing to do, no error
+    assert other_connection_count(j.path, "announcements") == 3
+
+
+def test_checkpoints_never_run_inside_a_commit(tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint (an fsync inside whichever commit crosses 1000 WAL pages) is
+    off; checkpoint() (the background thread's call) moves every committed page into the file."""
+    j = Journal.open(tmp_path, dry_run=False)
+    try:
+        assert j._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        for n in range(50):
+            j.reserve(intent(f"bx{n}"))
+        j.checkpoint()
+        busy, wal_pages, done = j._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and wal_pages == done
+    finally:
+        j.close()
