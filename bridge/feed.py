@@ -41,6 +41,9 @@ KEY_EXPIRY_WARNING_SECS = 7 * 24 * 3600
 MIN_CLIENT_PING_INTERVAL = 20.0
 CLOSE_TIMEOUT = 1.0
 _MAX_ERROR_BODY = 4096
+# An announcement's metrics and `announcement.received` line wait this long, so they run after the
+# order it causes is on the wire (logging costs more than the rest of the path to the order).
+BOOKKEEPING_DELAY_S = 0.005
 _MAX_UNKNOWN_TYPES_LOGGED = 64
 
 Cause = Literal["closed", "closing", "dropped", "error", "reset", "stale"]
@@ -129,7 +132,8 @@ async def connect(session: aiohttp.ClientSession, cfg: FeedConfig) -> FeedSocket
 
 class FeedReader:
     """Reads connections one at a time. Per frame: stamp the receipt time, decode, enqueue an
-    announcement, then count and log. Nothing here may block: the server drops slow readers."""
+    announcement; its counting and logging are deferred until after the order it causes (see
+    BOOKKEEPING_DELAY_S). Nothing here may block: the server drops slow readers."""
 
     def __init__(
         self,
@@ -195,15 +199,18 @@ class FeedReader:
             return False
         if isinstance(message, Announcement):
             self._queue.put_nowait(message)  # first, before any counting or logging
-            self._announcement(message, received_ns)
+            depth = self._queue.qsize()
+            asyncio.get_running_loop().call_later(
+                BOOKKEEPING_DELAY_S, self._announcement, message, received_ns, depth
+            )
         else:
             self._other(message)
         if self.welcome is not None and message is not self.welcome:
             self._healthy = True
         return True
 
-    def _announcement(self, ann: Announcement, received_ns: int) -> None:
-        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+    def _announcement(self, ann: Announcement, received_ns: int, depth: int) -> None:
+        metrics.QUEUE_DEPTH.set(depth)
         metrics.FRAMES.labels(type="announcement").inc()
         metrics.ANNOUNCEMENTS.labels(publisher=ann.publisher, listing_type=ann.listing_type).inc()
         age_ms = ann.age_ms(received_ns)

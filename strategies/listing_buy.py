@@ -31,9 +31,13 @@ class ListingBuy(Strategy):
         p = self.params
         if announcement.publisher not in p.publishers or announcement.listing_type not in p.listing_types:
             return
+        tickers = announcement.tickers
+        if len(tickers) == 1:  # no task to start: the order leaves in this step of the loop
+            await self._buy(f"{tickers[0]}/{p.quote}", ctx)
+            return
         # One task per ticker, all at once: a ticker that needs a market lookup never delays the
         # orders for tickers already known to trade.
-        await asyncio.gather(*(self._buy(f"{t}/{p.quote}", ctx) for t in announcement.tickers))
+        await asyncio.gather(*(self._buy(f"{t}/{p.quote}", ctx) for t in tickers))
 
     async def _buy(self, symbol: str, ctx: Context) -> OrderOutcome | None:
         p = self.params

@@ -57,9 +57,9 @@ class Live:
 
 
 @asynccontextmanager
-async def reading(cfg: FeedConfig) -> AsyncIterator[Live]:
+async def reading(cfg: FeedConfig, queue: asyncio.Queue[Announcement] | None = None) -> AsyncIterator[Live]:
     """Connect and run a reader in a task; tidy everything up afterwards."""
-    queue: asyncio.Queue[Announcement] = asyncio.Queue()
+    queue = asyncio.Queue() if queue is None else queue
     welcomed = asyncio.Event()
     reader = feed.FeedReader(cfg, queue, on_welcome=lambda _: welcomed.set())
     async with feed.open_session(cfg) as session:
@@ -73,16 +73,30 @@ async def reading(cfg: FeedConfig) -> AsyncIterator[Live]:
             await ws.close()
 
 
-class QueueProbe(logging.Handler):
-    """Records the queue depth at the moment `announcement.received` is logged."""
+class CountingQueue(asyncio.Queue[Announcement]):
+    """Counts what was ever put in, however soon it is taken out."""
 
-    def __init__(self, queue: asyncio.Queue[Announcement], depths: list[int]) -> None:
+    puts = 0
+
+    def put_nowait(self, item: Announcement) -> None:
+        self.puts += 1
+        super().put_nowait(item)
+
+
+class QueueProbe(logging.Handler):
+    """Records, each time `announcement.received` is logged, how many announcements had been queued;
+    sets `done` at the `want`-th such line."""
+
+    def __init__(self, queue: CountingQueue, queued: list[int], want: int) -> None:
         super().__init__()
-        self.queue, self.depths = queue, depths
+        self.queue, self.queued, self.want = queue, queued, want
+        self.done = asyncio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
         if isinstance(record.msg, dict) and record.msg.get("event") == "announcement.received":
-            self.depths.append(self.queue.qsize())
+            self.queued.append(self.queue.puts)
+            if len(self.queued) >= self.want:
+                self.done.set()
 
 
 Events = Callable[[str], list[dict[str, Any]]]
@@ -117,20 +131,25 @@ async def test_binary_and_text_announcements_are_enqueued_with_receipt_time(
     emu: FeedEmulator, events: Events
 ) -> None:
     """Announcements in binary and in text frames are queued in order, stamped with wall-clock and
-    perf-counter receipt times, and logged only after being queued."""
-    depth_when_logged: list[int] = []
-    async with reading(config(emu)) as live:
-        probe = QueueProbe(live.queue, depth_when_logged)
-        logging.getLogger("bridge.feed").addHandler(probe)
-        await emu.wait_connected(1)
-        before_ns, before_mono = time.time_ns(), time.perf_counter_ns()
-        await emu.announce(ticker="ABC, DEF", title="Binance Will List ABC and DEF")
-        await emu.send(
-            {"type": "announcement", "title": "t", "ticker": "XYZ", "publisher": "upbit"}, binary=False
-        )
-        first, second = await live.next(), await live.next()
+    perf-counter receipt times, and logged only after being queued (the line is deferred until after
+    the order an announcement causes)."""
+    queued_when_logged: list[int] = []
+    queue = CountingQueue()
+    probe = QueueProbe(queue, queued_when_logged, want=2)
+    logging.getLogger("bridge.feed").addHandler(probe)
+    try:
+        async with reading(config(emu), queue) as live:
+            await emu.wait_connected(1)
+            before_ns, before_mono = time.time_ns(), time.perf_counter_ns()
+            await emu.announce(ticker="ABC, DEF", title="Binance Will List ABC and DEF")
+            await emu.send(
+                {"type": "announcement", "title": "t", "ticker": "XYZ", "publisher": "upbit"}, binary=False
+            )
+            first, second = await live.next(), await live.next()
+            await asyncio.wait_for(probe.done.wait(), WAIT)
+    finally:
         logging.getLogger("bridge.feed").removeHandler(probe)
-    assert len(depth_when_logged) == 2 and min(depth_when_logged) >= 1  # queued before logged
+    assert queued_when_logged[0] >= 1 and queued_when_logged[1] >= 2  # queued before logged
     assert first.tickers == ("ABC", "DEF") and second.tickers == ("XYZ",)
     assert before_ns <= first.received_ns <= second.received_ns <= time.time_ns()
     assert before_mono <= first.received_mono_ns <= second.received_mono_ns
