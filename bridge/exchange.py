@@ -20,7 +20,7 @@ import ccxt.async_support as ccxt_async
 import orjson
 import structlog
 
-from bridge import secrets
+from bridge import fastpath, secrets
 from bridge.config import ExchangeConfig
 from bridge.errors import (
     ConfigError,
@@ -277,6 +277,9 @@ _CLIENT_ID_RULES: dict[str, tuple[str, int]] = {
 }
 
 
+_CLIENT_ID_BASE = re.compile(r"[A-Za-z0-9]{1,64}")
+
+
 def _client_id_rule(exchange_id: str) -> tuple[str, int]:
     cls = getattr(ccxt_async, exchange_id, None)
     for klass in type.mro(cls) if isinstance(cls, type) else ():
@@ -316,6 +319,8 @@ class Exchange:
         self._keep_warm: asyncio.Task[None] | None = None
         self._market_cache: dict[str, Market] = {}
         self._market_cache_of: dict[str, Any] | None = None  # the ccxt map the cache was built from
+        self._client_id_rule = _client_id_rule(exchange_id)
+        self._fast: fastpath.BinanceSpotOrders | None = None
         self._tokens = float(SYMBOL_REFRESH_BURST)
         self._tokens_at = clock()
         self._last_lookup: dict[str, float] = {}
@@ -402,6 +407,10 @@ class Exchange:
             self._bucket = ex.bridge_bucket = TokenBucket(
                 Budget.for_exchange(self._id, float(ex.rateLimit)), clock=self._clock
             )
+        # ccxt's binance itself (subclasses have other URLs); with ccxt's limiter, all of ccxt's path.
+        if type(ex).__mro__[1] is ccxt_async.binance and self.limiter != "ccxt" and fastpath.can_sign(ex):
+            self._fast = fastpath.BinanceSpotOrders(ex)
+            self._order_cost = self._fast.cost
         return ex
 
     def _ccxt_config(self) -> dict[str, Any]:
@@ -623,10 +632,15 @@ class Exchange:
     def format_client_order_id(self, base_id: str) -> str:
         """Adapt a 1-64 character alphanumeric id to this exchange's client-id format. Too long ids keep
         their tail (the random part of a ULID)."""
-        if not re.fullmatch(r"[A-Za-z0-9]{1,64}", base_id):
+        if not _CLIENT_ID_BASE.fullmatch(base_id):
             raise ValueError(f"client order id base must be 1-64 letters or digits, got {base_id!r}")
-        prefix, limit = _client_id_rule(self._id)
+        prefix, limit = self._client_id_rule
         return prefix + base_id[-(limit - len(prefix)) :]
+
+    @property
+    def fast_orders(self) -> bool:
+        """Are market orders sent by bridge.fastpath (binance spot, HMAC key, not ccxt's limiter)?"""
+        return self._fast is not None
 
     @property
     def budget(self) -> TokenBucket | None:
@@ -684,6 +698,12 @@ class Exchange:
         return result
 
     async def _send(self, ex: Any, req: OrderRequest) -> dict[str, Any]:
+        fast = self._fast
+        market = ex.markets.get(req.symbol) if fast is not None else None
+        if fast is not None and market is not None and fast.handles(market):
+            if ex.enableRateLimit:
+                await ex.throttle(fast.cost)  # what ccxt's fetch2 would do (free if prepaid)
+            return await fast.create(market, req.side, req.client_order_id, cost=req.cost, amount=req.amount)
         params = {"clientOrderId": req.client_order_id}  # fresh dict: ccxt may write into it
         order: dict[str, Any]
         if req.cost is not None and req.side == "buy":

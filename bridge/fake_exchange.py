@@ -85,7 +85,8 @@ class _Listing:
 
 @dataclass(frozen=True)
 class ReceivedOrder:
-    """One POST /api/v3/order as it reached the server, before any check."""
+    """One POST /api/v3/order as it reached the server, before any check. `params` are the query
+    string's and the body's together, as Binance reads them."""
 
     params: dict[str, str]
     received_ns: int  # time.time_ns(): comparable with the client's wall clock
@@ -439,7 +440,9 @@ class FakeBinance:
     async def _post_order(self, request: web.Request) -> web.Response:
         received_ns, received_mono_ns = time.time_ns(), time.perf_counter_ns()
         body = await request.text()
-        self.orders.append(ReceivedOrder(dict(parse_qsl(body)), received_ns, received_mono_ns))
+        _, _, query = request.raw_path.partition("?")
+        params = dict(parse_qsl(query)) | dict(parse_qsl(body))
+        self.orders.append(ReceivedOrder(params, received_ns, received_mono_ns))
         self._order_arrived.set()
         params = self._authenticate(request, body)
         fault = self._faults.pop(0) if self._faults else None

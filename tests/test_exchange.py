@@ -275,7 +275,7 @@ async def test_prepaid_order_is_not_charged_twice(exchange: Exchange, fake: Fake
     budget = exchange.budget
     assert budget is not None
     before = budget.available
-    assert exchange.reserve_order() == 0.0  # no order yet: reserves a conservative 1 unit
+    assert exchange.reserve_order() == 0.0
     await exchange.create_order(OrderRequest("BTC/USDT", "buy", "prepaid1", cost=10, prepaid=True))
     assert budget.available == pytest.approx(before - 0.2)
     assert len(fake.orders) == 1
@@ -290,7 +290,7 @@ async def test_over_budget_request_waits_its_turn(fake: FakeBinance) -> None:
         budget = ex.budget
         assert budget is not None
         budget.reserve(budget.available + 19.0)  # one second of binance's budget in debt
-        assert ex.reserve_order() == pytest.approx(1.0 + 1 / 19, rel=0.01)
+        assert ex.reserve_order() == pytest.approx(1.0 + 0.2 / 19, rel=0.01)  # an order costs 0.2
     finally:
         await ex.close()
 
@@ -327,6 +327,50 @@ async def test_keep_warm_pings_with_several_connections(fake: FakeBinance) -> No
     await asyncio.sleep(0)
     assert fake.count(*TIME) == after_close
     assert set(fake.requests) == {EXCHANGE_INFO, TIME}
+
+
+@pytest.mark.parametrize(
+    ("side", "size"),
+    [
+        ("buy", {"cost": 10.123456789}),
+        ("sell", {"cost": 10}),
+        ("buy", {"amount": 2.00123456789}),
+        ("sell", {"amount": 2}),
+    ],
+)
+async def test_fast_path_sends_what_ccxt_would(fake: FakeBinance, side: str, size: dict[str, float]) -> None:
+    """Binance spot market orders skip ccxt's per-order work, but the exchange receives exactly the
+    parameters ccxt's own create_order sends for the same order (same precision, response type,
+    recvWindow), correctly signed; only the timestamp and signature differ."""
+    fake.add_market("PREC", "USDT", price=3.0)
+    fast = Exchange("binance", config(fake), dry_run=False)
+    plain = Exchange("binance", config(fake, enableRateLimit=True), dry_run=False)  # all of ccxt's path
+    await asyncio.gather(fast.start(check_keys=False), plain.start(check_keys=False))
+    try:
+        assert fast.fast_orders and not plain.fast_orders
+        results = []
+        for ex in (fast, plain, fast):  # the second fast order comes from the cached request
+            req = OrderRequest("PREC/USDT", side, "samecid1", **size)  # type: ignore[arg-type]
+            results.append(await ex.create_order(req))
+    finally:
+        await asyncio.gather(fast.close(), plain.close())
+    sent = [{k: v for k, v in o.params.items() if k not in ("timestamp", "signature")} for o in fake.orders]
+    assert sent[0] == sent[1] == sent[2]
+    assert sent[0]["symbol"] == "PRECUSDT" and sent[0]["newClientOrderId"] == "samecid1"
+    assert results[0].filled == results[1].filled and results[0].status == results[1].status == "closed"
+    assert results[0].raw.keys() == results[1].raw.keys()
+
+
+async def test_fast_path_only_for_hmac_keys_on_binance_itself(fake: FakeBinance) -> None:
+    """An RSA/Ed25519 key (ccxt signs those) and binance's subclasses (other URLs) keep ccxt's path."""
+    pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----"
+    ed = Exchange("binance", config(fake, secret=pem), dry_run=False)
+    us = Exchange("binanceus", config(fake), dry_run=False)
+    await asyncio.gather(ed.start(check_keys=False), us.start(check_keys=False))
+    try:
+        assert not ed.fast_orders and not us.fast_orders
+    finally:
+        await asyncio.gather(ed.close(), us.close())
 
 
 async def test_refresh_markets_picks_up_new_listings(exchange: Exchange, fake: FakeBinance) -> None:
