@@ -360,6 +360,7 @@ class Exchange:
         except BaseException:
             await self.close()
             raise
+        self._fast = self._fast_path()
         if self._keep_warm_s > 0 and self._ex.has.get("fetchTime"):
             self._keep_warm = asyncio.create_task(self._run_keep_warm(), name=f"keep-warm:{self._id}")
         log.info(
@@ -407,10 +408,6 @@ class Exchange:
             self._bucket = ex.bridge_bucket = TokenBucket(
                 Budget.for_exchange(self._id, float(ex.rateLimit)), clock=self._clock
             )
-        # ccxt's binance itself (subclasses have other URLs); with ccxt's limiter, all of ccxt's path.
-        if type(ex).__mro__[1] is ccxt_async.binance and self.limiter != "ccxt" and fastpath.can_sign(ex):
-            self._fast = fastpath.BinanceSpotOrders(ex)
-            self._order_cost = self._fast.cost
         return ex
 
     def _ccxt_config(self) -> dict[str, Any]:
@@ -477,6 +474,29 @@ class Exchange:
             else:
                 await ex.fetch_balance()
         log.info("exchange.keys_accepted", exchange=self._id)
+
+    def _fast_path(self) -> fastpath.BinanceSpotOrders | None:
+        """bridge.fastpath for ccxt's binance itself (its subclasses have other URLs), unless ccxt's
+        limiter was asked for (then all of ccxt's path), once it has proved to build ccxt's request."""
+        ex = self._ex
+        if (
+            type(ex).__mro__[1] is not ccxt_async.binance
+            or self.limiter == "ccxt"
+            or not fastpath.can_sign(ex)
+        ):
+            return None
+        fast = fastpath.BinanceSpotOrders(ex)
+        sample = next((m for m in (ex.markets or {}).values() if fast.handles(m)), None)
+        try:
+            same = sample is not None and fast.matches_ccxt(sample)
+        except Exception as exc:  # noqa: BLE001 - any surprise in ccxt means: keep ccxt's own path
+            log.warning("exchange.fast_path_off", exchange=self._id, error=_describe(exc))
+            return None
+        if not same:
+            log.warning("exchange.fast_path_off", exchange=self._id, reason="request differs from ccxt's")
+            return None
+        self._order_cost = fast.cost
+        return fast
 
     async def _run_keep_warm(self) -> None:
         """Every keep_warm_s, a few concurrent cheap requests, so the order after a quiet hour finds

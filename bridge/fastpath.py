@@ -1,10 +1,12 @@
-"""Binance spot market orders without ccxt's per-order overhead, with ccxt's own request and answers.
+"""Binance spot market orders without ccxt's per-order overhead, with ccxt's own formatting and answers.
 
-ccxt builds the order request (market id, precision, response type) once per symbol, side and size;
-each order then only adds its client id, timestamp and HMAC signature, and goes out through ccxt's
-`fetch` (so errors, the failed-response hook and the answer's parsing are ccxt's, unchanged). The
-signed parameters travel in the query string, which Binance accepts for POST: a request without a
-body is written in the same step of the event loop instead of by a task one step later.
+A spot market order's request is four fixed fields and one size; the size is formatted by ccxt's own
+precision helpers, the answer goes through ccxt's `fetch` (errors, the failed-response hook) and
+`parse_order`, unchanged. At start the request built here is compared with ccxt's create_order_request
+for the same orders: any difference (a new ccxt version, an option such as selfTradePrevention)
+switches the fast path off. The signed parameters travel in the query string, which Binance accepts
+for POST: a request without a body is written in the same step of the event loop instead of by a
+task one step later.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import hashlib
 import hmac
 from typing import Any, Literal
 
-# Templates are per (symbol, side, cost, amount); strategies use a few fixed sizes. Cleared when
-# full, and whenever the markets are reloaded (precision may have changed).
-MAX_TEMPLATES = 4096
+Side = Literal["buy", "sell"]
+# Formatted sizes are kept per (kind, size, precision): ccxt's precision functions are pure, Decimal
+# based and slow (~0.1 ms cold), and a new listing's symbol shares its tick size with many others.
+MAX_FORMATTED = 4096
 
 
 def can_sign(ex: Any) -> bool:
@@ -36,18 +39,69 @@ class BinanceSpotOrders:
         self._ex = ex
         self._secret = ex.secret.encode()
         self._headers = {"X-MBX-APIKEY": ex.apiKey}
-        self._templates: dict[tuple[str, str, float | None, float | None], dict[str, Any]] = {}
-        self._markets_of: Any = None
-        cost = ex.api["private"]["post"]["order"]
-        self.cost = float(ex.calculate_rate_limiter_cost(["private"], "POST", "order", {}, cost))
+        self._response_type = ex.safe_string(ex.options.get("newOrderRespType") or {}, "market", "FULL")
+        self._formatted: dict[tuple[str, float, Any], str] = {}
+        config = ex.api["private"]["post"]["order"]
+        self.cost = float(ex.calculate_rate_limiter_cost(["private"], "POST", "order", {}, config))
 
     def handles(self, market: dict[str, Any]) -> bool:
-        return market.get("spot") is True and not market.get("stock")
+        """Spot, not a tokenized stock, and MARKET among the market's order types (as ccxt checks)."""
+        info = market.get("info") or {}
+        return (
+            market.get("spot") is True and not market.get("stock") and "MARKET" in info.get("orderTypes", ())
+        )
+
+    def request(
+        self, market: dict[str, Any], side: Side, *, cost: float | None, amount: float | None
+    ) -> dict[str, Any]:
+        """What ccxt's create_order_request returns for this market order, minus the client id."""
+        request: dict[str, Any] = {
+            "symbol": market["id"],
+            "side": side.upper(),
+            "newOrderRespType": self._response_type,
+            "type": "MARKET",
+        }
+        if cost is not None:
+            request["quoteOrderQty"] = self._format("cost", market, cost)
+        else:
+            assert amount is not None
+            request["quantity"] = self._format("amount", market, amount)
+        return request
+
+    def _format(self, kind: Literal["cost", "amount"], market: dict[str, Any], size: float) -> str:
+        # the inputs of ccxt's cost_to_precision ("cost" else "price" precision) and amount_to_precision
+        digits = market["precision"]
+        precision = (digits.get("cost"), digits.get("price")) if kind == "cost" else digits.get("amount")
+        key = (kind, size, precision)
+        text = self._formatted.get(key)
+        if text is None:
+            convert = self._ex.cost_to_precision if kind == "cost" else self._ex.amount_to_precision
+            text = str(convert(market["symbol"], size))
+            if len(self._formatted) >= MAX_FORMATTED:
+                self._formatted.clear()
+            self._formatted[key] = text
+        return text
+
+    def matches_ccxt(self, market: dict[str, Any]) -> bool:
+        """Does `request` build what ccxt's create_order_request builds, for each side and size kind?"""
+        ex = self._ex
+        for side in ("buy", "sell"):
+            for cost, amount in ((12.3456789123, None), (None, 1.23456789123)):
+                extra: dict[str, Any] = {}
+                if cost is not None:
+                    extra = {"cost": cost} if side == "buy" else {"quoteOrderQty": cost}
+                size = cost if cost is not None else amount
+                params = {**extra, "clientOrderId": "_", "isAlgoOrder": False}
+                theirs = ex.create_order_request(market["symbol"], "market", side, size, None, params)
+                theirs.pop("newClientOrderId", None)
+                if theirs != self.request(market, side, cost=cost, amount=amount):
+                    return False
+        return True
 
     async def create(
         self,
         market: dict[str, Any],
-        side: Literal["buy", "sell"],
+        side: Side,
         client_order_id: str,
         *,
         cost: float | None,
@@ -56,8 +110,11 @@ class BinanceSpotOrders:
         """Send one market order (exactly one of `cost`, `amount`) and return ccxt's unified order for
         the answer. Raises what ccxt's own create_order would raise for the same answer."""
         ex = self._ex
-        template = self._template(market["symbol"], side, cost, amount)
-        params = {"timestamp": ex.nonce(), **template, "newClientOrderId": client_order_id}
+        params = {
+            "timestamp": ex.nonce(),
+            **self.request(market, side, cost=cost, amount=amount),
+            "newClientOrderId": client_order_id,
+        }
         recv_window = ex.safe_integer(ex.options, "recvWindow")
         if recv_window is not None:
             params["recvWindow"] = recv_window
@@ -67,26 +124,3 @@ class BinanceSpotOrders:
         response = await ex.fetch(url, "POST", dict(self._headers), None)
         order: dict[str, Any] = ex.parse_order(response, market)
         return order
-
-    def _template(self, symbol: str, side: str, cost: float | None, amount: float | None) -> dict[str, Any]:
-        ex = self._ex
-        if ex.markets is not self._markets_of or len(self._templates) >= MAX_TEMPLATES:
-            self._templates, self._markets_of = {}, ex.markets
-        key = (symbol, side, cost, amount)
-        template = self._templates.get(key)
-        if template is None:
-            # The arguments ccxt's create_market_{buy,sell}_order_with_cost / create_order pass on.
-            extra: dict[str, Any] = {}
-            if cost is not None:
-                extra = {"cost": cost} if side == "buy" else {"quoteOrderQty": cost}
-            request = ex.create_order_request(
-                symbol,
-                "market",
-                side,
-                cost if cost is not None else amount,
-                None,
-                {**extra, "clientOrderId": "_", "isAlgoOrder": False},
-            )
-            request.pop("newClientOrderId", None)
-            template = self._templates[key] = request
-        return template

@@ -361,6 +361,25 @@ async def test_fast_path_sends_what_ccxt_would(fake: FakeBinance, side: str, siz
     assert results[0].raw.keys() == results[1].raw.keys()
 
 
+async def test_fast_path_turns_itself_off_when_ccxt_would_send_more(
+    fake: FakeBinance, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An option that changes ccxt's order request (here a default selfTradePrevention) makes the
+    start-up comparison fail: the fast path is off (logged) and orders carry ccxt's extra field."""
+    caplog.set_level("WARNING")
+    options = {"options": {"createOrder": {"selfTradePrevention": "expire_taker"}}}
+    ex = Exchange("binance", config(fake, **options), dry_run=False)
+    await ex.start(check_keys=False)
+    try:
+        assert not ex.fast_orders
+        await ex.create_order(OrderRequest("BTC/USDT", "buy", "stp1", cost=10))
+    finally:
+        await ex.close()
+    assert fake.orders[-1].params["selfTradePreventionMode"] == "EXPIRE_TAKER"
+    warned = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+    assert any(e.get("event") == "exchange.fast_path_off" for e in warned)
+
+
 async def test_fast_path_only_for_hmac_keys_on_binance_itself(fake: FakeBinance) -> None:
     """An RSA/Ed25519 key (ccxt signs those) and binance's subclasses (other URLs) keep ccxt's path."""
     pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----"
