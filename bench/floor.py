@@ -3,7 +3,9 @@
 Reads the feed over the same aiohttp WebSocket stack as the daemon, decodes each announcement and at
 once POSTs one signed Binance market order per ticker over a kept-alive HTTP connection. No ccxt, no
 journal, no gate, no risk checks, no logging. Run by bench/latency.py as its own process, like the
-daemon, so both sides pay the same process and socket hops.
+daemon, so both sides pay the same process and socket hops. The signed parameters go in the query
+string, as the daemon sends them: with a body, aiohttp on Python 3.11 writes the request one loop
+step later, from a task.
 """
 
 from __future__ import annotations
@@ -24,17 +26,17 @@ async def run(ws_url: str, feed_key: str, rest_url: str, api_key: str, secret: b
     # measure a TCP connect instead of the request.
     connector = aiohttp.TCPConnector(keepalive_timeout=3600)
     order_url = rest_url + "/api/v3/order"
-    headers = {"X-MBX-APIKEY": api_key, "Content-Type": "application/x-www-form-urlencoded"}
+    headers = {"X-MBX-APIKEY": api_key}
     ids = itertools.count(1)
     async with aiohttp.ClientSession(connector=connector) as http:
 
         async def post(ticker: str) -> None:
-            body = (
+            query = (
                 f"symbol={ticker}USDT&side=BUY&type=MARKET&quoteOrderQty={cost}"
                 f"&newClientOrderId=floor{next(ids)}&timestamp={time.time_ns() // 1_000_000}"
             )
-            signature = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
-            async with http.post(order_url, data=f"{body}&signature={signature}", headers=headers) as resp:
+            signature = hmac.new(secret, query.encode(), hashlib.sha256).hexdigest()
+            async with http.post(f"{order_url}?{query}&signature={signature}", headers=headers) as resp:
                 await resp.read()
 
         # Warm the pool with a few connections, as the daemon's keep-warm does.
