@@ -1,6 +1,6 @@
 """bridge: cryptolisting.ws announcements -> strategy plugins -> ccxt orders.
 
-The public plugin API: `Strategy`, `Context`, `Announcement`, `OrderOutcome`. Imported lazily, so
+The public plugin API: `Strategy`, `Context`, `Announcement`, `ExitPlan`, `OrderOutcome`. Imported lazily, so
 commands that never trade (emulate, show-config) do not pay for importing ccxt.
 """
 
@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bridge.codec import Announcement
+    from bridge.journal import ExitPlan
     from bridge.orders import OrderOutcome
     from bridge.strategy import Context, Strategy
 
-__all__ = ["Announcement", "Context", "OrderOutcome", "Strategy"]
+__all__ = ["Announcement", "Context", "ExitPlan", "OrderOutcome", "Strategy"]
 
 _WHERE = {
     "Announcement": "bridge.codec",
+    "ExitPlan": "bridge.journal",
     "OrderOutcome": "bridge.orders",
     "Context": "bridge.strategy",
     "Strategy": "bridge.strategy",

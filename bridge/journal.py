@@ -62,11 +62,51 @@ CREATE TABLE IF NOT EXISTS orders (
     result_cost REAL,
     error_code TEXT,
     error_message TEXT,
-    raw TEXT
+    raw TEXT,
+    take_profit REAL,
+    stop_loss REAL,
+    exit_after REAL,
+    exit_of TEXT
 );
 CREATE INDEX IF NOT EXISTS orders_state ON orders(state);
 CREATE INDEX IF NOT EXISTS orders_created ON orders(created_ns);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ExitPlan:
+    """When to sell a position an entry opened: `take_profit` / `stop_loss` as fractions of the entry
+    price (0.5 = +50 %, 0.2 = -20 %), `after` in seconds from the entry. Any may be None (off)."""
+
+    take_profit: float | None = None
+    stop_loss: float | None = None
+    after: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("take_profit", "stop_loss", "after"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.stop_loss is not None and self.stop_loss >= 1:
+            raise ValueError("stop_loss is a fraction below 1 (0.2 = sell 20 % under the entry price)")
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.take_profit, self.stop_loss, self.after))
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An entry buy that filled, carries an exit plan, and has no exit order yet."""
+
+    client_order_id: str
+    strategy: str
+    exchange: str
+    symbol: str
+    filled: float
+    average: float | None
+    opened_ns: int
+    plan: ExitPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +121,8 @@ class OrderIntent:
     cost: float | None
     amount: float | None
     dry_run: bool
+    plan: ExitPlan | None = None  # entries: when to exit the position
+    exit_of: str | None = None  # exits: the entry's client order id
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +151,7 @@ class Journal:
             self._db.execute("PRAGMA busy_timeout=2000")
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"state_dir: cannot open journal {path}: {exc}") from None
         self._closed = False
@@ -180,14 +223,23 @@ class Journal:
         )
         return cur.rowcount == 1
 
+    def _migrate(self) -> None:
+        """Add the exit columns to a journal written by an older bridge."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(orders)")}
+        for column, kind in _EXIT_COLUMNS:
+            if column not in have:
+                self._db.execute(f"ALTER TABLE orders ADD COLUMN {column} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS orders_exit_of ON orders(exit_of)")
+
     def reserve(self, intent: OrderIntent) -> bool:
         """Record an order's intent before it is sent. False if this client order id exists already:
         the order was placed (or attempted) before and must not be sent again."""
         now = time.time_ns()
         cur = self._db.execute(
             "INSERT OR IGNORE INTO orders (client_order_id, announcement_key, strategy, exchange, symbol,"
-            " side, quote, cost, amount, dry_run, state, created_ns, updated_ns)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?)",
+            " side, quote, cost, amount, dry_run, state, created_ns, updated_ns,"
+            " take_profit, stop_loss, exit_after, exit_of)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?,?,?,?,?)",
             (
                 intent.client_order_id,
                 intent.announcement_key,
@@ -201,6 +253,10 @@ class Journal:
                 int(intent.dry_run),
                 now,
                 now,
+                None if intent.plan is None else intent.plan.take_profit,
+                None if intent.plan is None else intent.plan.stop_loss,
+                None if intent.plan is None else intent.plan.after,
+                intent.exit_of,
             ),
         )
         self.commit()  # durable before the request is sent (with any announcement rows pending)
@@ -263,6 +319,34 @@ class Journal:
         cur.row_factory = sqlite3.Row
         return cur.execute(sql, params).fetchall()
 
+    def open_positions(self) -> list[Position]:
+        """Filled entries with an exit plan and no exit order yet (whatever became of that exit: a
+        rejected exit is not retried automatically; it is logged for a human)."""
+        rows = self._rows(
+            "SELECT e.* FROM orders e WHERE e.side='buy' AND e.exit_of IS NULL AND e.state IN ('placed','paper')"
+            " AND COALESCE(e.filled, 0) > 0"
+            " AND (e.take_profit IS NOT NULL OR e.stop_loss IS NOT NULL OR e.exit_after IS NOT NULL)"
+            " AND NOT EXISTS (SELECT 1 FROM orders x WHERE x.exit_of = e.client_order_id)"
+            " ORDER BY e.created_ns",
+            (),
+        )
+        return [
+            Position(
+                client_order_id=r["client_order_id"],
+                strategy=r["strategy"],
+                exchange=r["exchange"],
+                symbol=r["symbol"],
+                filled=r["filled"],
+                average=r["average"] or (r["result_cost"] / r["filled"] if r["result_cost"] else None),
+                opened_ns=r["created_ns"],
+                plan=ExitPlan(r["take_profit"], r["stop_loss"], r["exit_after"]),
+            )
+            for r in rows
+        ]
+
+
+_EXIT_COLUMNS = (("take_profit", "REAL"), ("stop_loss", "REAL"), ("exit_after", "REAL"), ("exit_of", "TEXT"))
+
 
 def _record(r: sqlite3.Row) -> OrderRecord:
     intent = OrderIntent(
@@ -276,6 +360,8 @@ def _record(r: sqlite3.Row) -> OrderRecord:
         cost=r["cost"],
         amount=r["amount"],
         dry_run=bool(r["dry_run"]),
+        plan=_plan(r),
+        exit_of=r["exit_of"],
     )
     return OrderRecord(
         intent=intent,
@@ -288,3 +374,8 @@ def _record(r: sqlite3.Row) -> OrderRecord:
         error_code=r["error_code"],
         error_message=r["error_message"],
     )
+
+
+def _plan(r: sqlite3.Row) -> ExitPlan | None:
+    plan = ExitPlan(r["take_profit"], r["stop_loss"], r["exit_after"])
+    return plan if plan.active else None

@@ -26,7 +26,7 @@ from bridge.errors import (
 )
 from bridge.exchange import Exchange, OrderRequest, OrderResult
 from bridge.gate import TradingGate
-from bridge.journal import Journal, OrderIntent
+from bridge.journal import ExitPlan, Journal, OrderIntent, Position
 from bridge.paper import PaperBroker
 from bridge.risk import RiskLimits
 
@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 
 Side = Literal["buy", "sell"]
 Status = Literal["placed", "paper", "rejected", "skipped", "unknown", "not_found"]
+# Halt reasons that do not stop an exit: selling a position reduces risk and needs no feed.
+EXIT_ALLOWED_WHILE = frozenset({"disconnected", "feed_stale", "key_expired"})
 # Delays between look-ups of an order whose outcome is unknown: about 10 s in all, enough for an
 # exchange to have processed a request that timed out on our side.
 LOOKUP_DELAYS = (0.25, 0.5, 1.0, 2.0, 3.0, 3.0)
@@ -73,7 +75,9 @@ class OrderRouter:
         exchanges: Mapping[str, Exchange],
         dry_run: bool,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_outcome: Callable[[OrderOutcome], None] | None = None,
     ) -> None:
+        self._on_outcome = on_outcome
         self._gate = gate
         self._risk = risk
         self._journal = journal
@@ -92,8 +96,32 @@ class OrderRouter:
         side: Side,
         cost: float | None = None,
         amount: float | None = None,
+        exit: ExitPlan | None = None,
     ) -> OrderOutcome:
-        """Place one market order, or say why not. Never raises for an exchange or risk refusal."""
+        """Place one market order, or say why not. Never raises for an exchange or risk refusal.
+        `exit` (entries): when to sell the position it opens; watched by bridge.exits."""
+        outcome = await self._submit(strategy, announcement, exchange, symbol, side, cost, amount, exit)
+        self._emit(outcome)
+        return outcome
+
+    def _emit(self, outcome: OrderOutcome) -> None:
+        if self._on_outcome is not None:
+            try:
+                self._on_outcome(outcome)
+            except Exception:  # a listener (alerts) must never break the order path
+                log.exception("order.listener_failed")
+
+    async def _submit(
+        self,
+        strategy: str,
+        announcement: Announcement | None,
+        exchange: str,
+        symbol: str,
+        side: Side,
+        cost: float | None,
+        amount: float | None,
+        plan: ExitPlan | None,
+    ) -> OrderOutcome:
         base = {"exchange": exchange, "symbol": symbol, "side": side}
 
         def skipped(reason: str, cid: str | None = None) -> OrderOutcome:
@@ -150,7 +178,17 @@ class OrderRouter:
                 ex.refund_order()
                 return skipped(refusal, cid)
         intent = OrderIntent(
-            cid, announcement.key, strategy, exchange, symbol, side, market.quote, cost, amount, self._dry_run
+            cid,
+            announcement.key,
+            strategy,
+            exchange,
+            symbol,
+            side,
+            market.quote,
+            cost,
+            amount,
+            self._dry_run,
+            plan=plan if plan is not None and plan.active else None,
         )
         # Gate again right before the intent: the awaits above may have let a halt in.
         try:
@@ -168,7 +206,7 @@ class OrderRouter:
         return await self._send(ex, request, intent, announcement)
 
     async def _send(
-        self, ex: Exchange, req: OrderRequest, intent: OrderIntent, announcement: Announcement
+        self, ex: Exchange, req: OrderRequest, intent: OrderIntent, announcement: Announcement | None
     ) -> OrderOutcome:
         started = time.perf_counter_ns()
         try:
@@ -203,7 +241,7 @@ class OrderRouter:
         return OrderOutcome("placed", ex.id, req.symbol, req.side, req.client_order_id, result=result)
 
     async def _paper_fill(
-        self, ex: Exchange, req: OrderRequest, intent: OrderIntent, announcement: Announcement
+        self, ex: Exchange, req: OrderRequest, intent: OrderIntent, announcement: Announcement | None
     ) -> OrderOutcome:
         started = time.perf_counter_ns()
         result = await self._paper.fill(ex, req)
@@ -219,8 +257,10 @@ class OrderRouter:
         self._placed(intent, announcement, started, result)
         return OrderOutcome("paper", ex.id, req.symbol, req.side, req.client_order_id, result=result)
 
-    def _placed(self, intent: OrderIntent, a: Announcement, started_ns: int, result: OrderResult) -> None:
-        latency_ms = (started_ns - a.received_mono_ns) / 1e6 if a.received_mono_ns else None
+    def _placed(
+        self, intent: OrderIntent, a: Announcement | None, started_ns: int, result: OrderResult
+    ) -> None:
+        latency_ms = (started_ns - a.received_mono_ns) / 1e6 if a is not None and a.received_mono_ns else None
         if latency_ms is not None:
             metrics.LATENCY.observe(latency_ms / 1000)
         metrics.ORDERS.labels(intent.exchange, "placed", str(intent.dry_run).lower()).inc()
@@ -263,6 +303,67 @@ class OrderRouter:
         return OrderOutcome(
             "rejected", intent.exchange, intent.symbol, intent.side, intent.client_order_id, reason
         )
+
+    async def submit_exit(self, position: Position, reason: str) -> OrderOutcome:
+        """Sell a position that reached its exit. Allowed while trading is halted for feed reasons only
+        (an exit reduces risk and needs no feed); never twice for one position (the exit's client id
+        derives from the entry's)."""
+        outcome = await self._submit_exit(position, reason)
+        self._emit(outcome)
+        return outcome
+
+    async def _submit_exit(self, position: Position, reason: str) -> OrderOutcome:
+        exchange, symbol = position.exchange, position.symbol
+        ex = self._exchanges.get(exchange)
+
+        def skipped(why: str, cid: str | None = None) -> OrderOutcome:
+            log.info(
+                "order.skipped",
+                strategy=position.strategy,
+                exchange=exchange,
+                symbol=symbol,
+                side="sell",
+                reason=why,
+                exit=reason,
+                client_order_id=cid,
+            )
+            return OrderOutcome("skipped", exchange, symbol, "sell", cid, why)
+
+        if ex is None:
+            return skipped("exchange_not_configured")
+        blocking = self._gate.reasons - EXIT_ALLOWED_WHILE
+        if blocking:
+            return skipped("trading_halted:" + ",".join(sorted(blocking)))
+        market = ex.market(symbol) or await ex.find_market(symbol)
+        if market is None:
+            return skipped("unknown_symbol")
+        cid = ex.format_client_order_id(
+            client_order_id(position.client_order_id, position.strategy, exchange, symbol, "exit")
+        )
+        intent = OrderIntent(
+            cid,
+            None,
+            position.strategy,
+            exchange,
+            symbol,
+            "sell",
+            market.quote,
+            None,
+            position.filled,
+            self._dry_run,
+            exit_of=position.client_order_id,
+        )
+        if self._gate.reasons - EXIT_ALLOWED_WHILE:
+            return skipped("trading_halted:" + ",".join(sorted(self._gate.reasons)), cid)
+        if not self._journal.reserve(intent):
+            return skipped("duplicate", cid)
+        request = OrderRequest(symbol=symbol, side="sell", client_order_id=cid, amount=position.filled)
+        log.info(
+            "exit.sending", strategy=position.strategy, symbol=symbol, reason=reason, client_order_id=cid
+        )
+        if self._dry_run:
+            return await self._paper_fill(ex, request, intent, None)
+        return await self._send(ex, request, intent, None)
 
     async def reconcile(self, ex: Exchange, intent: OrderIntent) -> OrderOutcome:
         """Find out what happened to an order whose request outcome is unknown, by its client id.

@@ -15,6 +15,7 @@ from bridge.codec import Announcement
 
 if TYPE_CHECKING:
     from bridge.exchange import Exchange, Market
+    from bridge.journal import ExitPlan
     from bridge.orders import OrderOutcome, OrderRouter
 
 
@@ -99,9 +100,17 @@ class Context:
         return self._exchanges[exchange].ccxt
 
     async def buy(
-        self, exchange: str, symbol: str, *, cost: float | None = None, amount: float | None = None
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        cost: float | None = None,
+        amount: float | None = None,
+        exit: ExitPlan | None = None,
     ) -> OrderOutcome:
-        """Market-buy spending `cost` of the quote currency, or buying `amount` of the base currency."""
+        """Market-buy spending `cost` of the quote currency, or buying `amount` of the base currency.
+        With `exit`, the position is sold on take-profit, stop-loss or after a time (bridge.exits),
+        also after a restart."""
         return await self._router.submit(
             strategy=self.strategy,
             announcement=self.announcement,
@@ -110,6 +119,7 @@ class Context:
             side="buy",
             cost=cost,
             amount=amount,
+            exit=exit,
         )
 
     async def sell(
