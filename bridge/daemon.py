@@ -18,11 +18,12 @@ from bridge.config import Config
 from bridge.dispatch import Dispatcher, StrategyRunner
 from bridge.errors import BridgeError, ExchangeAuthError, ExchangeError
 from bridge.exchange import Exchange
+from bridge.exits import ExitManager
 from bridge.gate import TradingGate
 from bridge.health import HealthServer, build_snapshot, run_status_log
 from bridge.journal import OPEN_STATES, Journal
 from bridge.notify import Notifier
-from bridge.orders import OrderRouter
+from bridge.orders import OrderOutcome, OrderRouter
 from bridge.plugins import load_strategies
 from bridge.risk import RiskLimits
 from bridge.sdnotify import SystemdNotifier, run_watchdog
@@ -52,6 +53,7 @@ class Daemon:
         self.runners: list[StrategyRunner] = []
         self.journal: Journal | None = None
         self.router: OrderRouter | None = None
+        self.exits: ExitManager | None = None
         self.dispatcher: Dispatcher | None = None
         self.supervisor: Supervisor | None = None
         self.ready = asyncio.Event()  # startup finished (not gated on the feed)
@@ -132,7 +134,9 @@ class Daemon:
             exchanges=self.exchanges,
             dry_run=cfg.trading.dry_run,
             sleep=self._sleep,
+            on_outcome=self._order_alert,
         )
+        self.exits = ExitManager(journal=self.journal, router=self.router, exchanges=self.exchanges)
         for strategy in self.strategies:
             ctx = Context(
                 strategy=strategy.name,
@@ -179,6 +183,8 @@ class Daemon:
         ]
         if not self.config.trading.dry_run:
             self._tasks.append(asyncio.create_task(self._reconcile_open_orders(), name="reconcile"))
+        if self.exits is not None:
+            self._tasks.append(asyncio.create_task(self.exits.run(stop), name="exits"))
         stopper = asyncio.create_task(self._stop.wait(), name="stop-wait")
         try:
             await asyncio.wait({supervisor, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -223,6 +229,18 @@ class Daemon:
         if self.health is not None:
             await self.health.stop()
         await self.notifier.close()  # sends what is still queued (e.g. `stopping`), bounded
+
+    def _order_alert(self, outcome: OrderOutcome) -> None:
+        if outcome.status != "skipped":
+            self.notifier.on_order(
+                outcome.status,
+                exchange=outcome.exchange,
+                symbol=outcome.symbol,
+                side=outcome.side,
+                client_order_id=outcome.client_order_id,
+                reason=outcome.reason,
+                dry_run=self.config.trading.dry_run,
+            )
 
     def _report_status(self) -> None:
         state = self.supervisor.state if self.supervisor is not None else "starting"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -141,8 +142,15 @@ class OrderRecord:
 class Journal:
     """Synchronous on purpose: each call is one small indexed statement and at most one commit."""
 
-    def __init__(self, path: Path, *, checkpoint_interval: float = CHECKPOINT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL_S,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.path = path
+        self._clock_ns = clock_ns  # replay passes the stream's clock: positions age on event time
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -162,8 +170,9 @@ class Journal:
         self._checkpointer.start()
 
     @classmethod
-    def open(cls, state_dir: Path, *, dry_run: bool) -> Journal:
-        return cls(state_dir / ("journal-paper.sqlite" if dry_run else "journal-live.sqlite"))
+    def open(cls, state_dir: Path, *, dry_run: bool, clock_ns: Callable[[], int] = time.time_ns) -> Journal:
+        name = "journal-paper.sqlite" if dry_run else "journal-live.sqlite"
+        return cls(state_dir / name, clock_ns=clock_ns)
 
     def close(self) -> None:
         if self._closed:
@@ -212,7 +221,7 @@ class Journal:
             "INSERT OR IGNORE INTO announcements VALUES (?,?,?,?,?,?,?,?)",
             (
                 a.key,
-                a.received_ns or time.time_ns(),
+                a.received_ns or self._clock_ns(),
                 a.publisher,
                 a.listing_type,
                 a.title,
@@ -234,7 +243,7 @@ class Journal:
     def reserve(self, intent: OrderIntent) -> bool:
         """Record an order's intent before it is sent. False if this client order id exists already:
         the order was placed (or attempted) before and must not be sent again."""
-        now = time.time_ns()
+        now = self._clock_ns()
         cur = self._db.execute(
             "INSERT OR IGNORE INTO orders (client_order_id, announcement_key, strategy, exchange, symbol,"
             " side, quote, cost, amount, dry_run, state, created_ns, updated_ns,"
@@ -280,7 +289,7 @@ class Journal:
             " error_code=?, error_message=?, raw=? WHERE client_order_id=?",
             (
                 state,
-                time.time_ns(),
+                self._clock_ns(),
                 order_id,
                 filled,
                 average,

@@ -27,8 +27,9 @@ from bridge.codec import Announcement, DecodeError, TestAnnouncement, decode
 from bridge.config import Config, ExchangeConfig
 from bridge.errors import ConfigError
 from bridge.exchange import Exchange, Market, OrderRequest, OrderResult
+from bridge.exits import ExitManager
 from bridge.gate import TradingGate
-from bridge.journal import Journal
+from bridge.journal import Journal, Position
 from bridge.orders import OrderOutcome, OrderRouter
 from bridge.plugins import load_strategies
 from bridge.risk import RiskLimits
@@ -151,6 +152,7 @@ class ReplayRow:
     outcome: OrderOutcome
     cost: float | None
     amount: float | None
+    exit: str | None = None  # for exit sells: take_profit, stop_loss or time
 
 
 class RecordingRouter(OrderRouter):
@@ -165,6 +167,13 @@ class RecordingRouter(OrderRouter):
             ReplayRow(
                 self.clock.now_ns, kwargs["strategy"], outcome, kwargs.get("cost"), kwargs.get("amount")
             )
+        )
+        return outcome
+
+    async def submit_exit(self, position: Position, reason: str) -> OrderOutcome:
+        outcome = await super().submit_exit(position, reason)
+        self.rows.append(
+            ReplayRow(self.clock.now_ns, position.strategy, outcome, None, position.filled, reason)
         )
         return outcome
 
@@ -192,6 +201,7 @@ class ReplayReport:
                 f"  {_iso(row.t_ns):<26} {row.strategy:<14} {o.symbol:<12} {o.side:<4} "
                 f"{_num(row.cost):>9} {_num(amount):>12} {_num(price):>11}  "
                 f"{o.status}{'' if o.reason is None else ': ' + o.reason}"
+                f"{'' if row.exit is None else ' (exit: ' + row.exit + ')'}"
             )
         if not self.rows:
             out.append("  (none)")
@@ -240,7 +250,7 @@ async def replay(
     gate.resume("starting")
     gate.resume("disconnected")
     with tempfile.TemporaryDirectory(prefix="bridge-replay-") as state:
-        journal = Journal.open(Path(state), dry_run=True)
+        journal = Journal.open(Path(state), dry_run=True, clock_ns=clock)
         try:
             router = RecordingRouter(
                 gate=gate,
@@ -255,6 +265,7 @@ async def replay(
                 s.name: Context(strategy=s.name, router=router, exchanges=exchanges, dry_run=True)
                 for s in strategies
             }
+            exits = ExitManager(journal=journal, router=router, exchanges=exchanges, clock_ns=clock)
             for s in strategies:
                 await s.on_start(contexts[s.name])
             previous: int | None = None
@@ -264,6 +275,7 @@ async def replay(
                 previous = event.t_ns
                 clock.now_ns = event.t_ns
                 await _apply(event, exchanges, strategies, contexts, journal, report)
+                await exits.check()  # at every event: price moves and time exits on the file's clock
             for s in strategies:
                 await s.on_stop()
         finally:
