@@ -50,7 +50,18 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon with a config file")
     run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    run.add_argument("--record", type=Path, help="also record every feed frame to this JSONL file")
+    _recording_options(run)
     run.set_defaults(func=_cmd_run)
+
+    rec = sub.add_parser("record", help="hold the feed and record every frame for replay (no trading)")
+    rec.add_argument("--out", type=Path, required=True, help="JSONL file to write (rotated)")
+    rec.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    rec.add_argument(
+        "--markets", action="store_true", help="first snapshot the configured exchanges' markets and prices"
+    )
+    _recording_options(rec)
+    rec.set_defaults(func=_cmd_record)
 
     demo = sub.add_parser(
         "demo", help="run the whole path offline: local feed emulator + local fake exchange, paper trading"
@@ -108,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _recording_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-mb", type=float, default=100.0, help="rotate the recording at this size")
+    p.add_argument("--keep", type=int, default=5, help="rotated recordings to keep")
+
+
 Command = Callable[[asyncio.Event], Coroutine[Any, Any, int]]
 
 
@@ -145,8 +161,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     from bridge.daemon import Daemon
 
+    recorder = None
+    if args.record is not None:
+        from bridge.recorder import Recorder
+
+        recorder = Recorder(args.record, max_bytes=int(args.max_mb * 1024 * 1024), keep=args.keep)
+
     async def go(stop: asyncio.Event) -> int:
-        daemon = Daemon(config)  # loads the strategies: a plugin mistake is a config error, before I/O
+        # Loads the strategies: a plugin mistake is a config error, before any I/O.
+        daemon = Daemon(config, recorder=recorder)
         waiter = asyncio.create_task(stop.wait())
         waiter.add_done_callback(lambda _: daemon.request_stop())
         try:
@@ -207,6 +230,25 @@ async def _check_exchanges(config: config_mod.Config) -> int:
         finally:
             await ex.close()
     return int(code)
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from bridge.recorder import record
+
+    config = _load(args.config)
+
+    async def go(stop: asyncio.Event) -> int:
+        await record(
+            config,
+            args.out,
+            stop=stop,
+            max_bytes=int(args.max_mb * 1024 * 1024),
+            keep=args.keep,
+            markets=args.markets,
+        )
+        return int(ExitCode.OK)
+
+    return _guarded(go)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

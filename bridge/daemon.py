@@ -25,6 +25,7 @@ from bridge.journal import OPEN_STATES, Journal
 from bridge.notify import Notifier
 from bridge.orders import OrderOutcome, OrderRouter
 from bridge.plugins import load_strategies
+from bridge.recorder import Recorder
 from bridge.risk import RiskLimits
 from bridge.sdnotify import SystemdNotifier, run_watchdog
 from bridge.strategy import Context, Strategy
@@ -44,8 +45,10 @@ class Daemon:
         *,
         strategies: list[Strategy] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        recorder: Recorder | None = None,
     ) -> None:
         self.config = config
+        self.recorder = recorder
         self.gate = TradingGate()
         self.queue: asyncio.Queue[Announcement] = asyncio.Queue()
         self.strategies = strategies if strategies is not None else load_strategies(config)
@@ -148,8 +151,16 @@ class Daemon:
                 self.runners.append(StrategyRunner(strategy, ctx))
         self.dispatcher = Dispatcher(self.queue, self.runners, self.journal)
         self.supervisor = Supervisor(
-            cfg.feed, self.gate, self.queue, sleep=self._sleep, on_welcome=self.notifier.on_welcome
+            cfg.feed,
+            self.gate,
+            self.queue,
+            sleep=self._sleep,
+            on_welcome=self.notifier.on_welcome,
+            on_frame=None if self.recorder is None else self.recorder.frame,
         )
+        if self.recorder is not None:
+            await self._record_markets(self.recorder)
+            self._aux_tasks.append(asyncio.create_task(self.recorder.run(self._aux_stop), name="recorder"))
         self.gate.resume("starting")
         self.ready.set()
         # READY=1 once config, strategies, exchanges and markets are ready; not gated on the feed,
@@ -229,6 +240,16 @@ class Daemon:
         if self.health is not None:
             await self.health.stop()
         await self.notifier.close()  # sends what is still queued (e.g. `stopping`), bounded
+
+    async def _record_markets(self, recorder: Recorder) -> None:
+        """Start a recording with what the exchanges list and their prices, so its replay knows them."""
+        snapshot: dict[str, dict[str, float | None]] = {}
+        for ex in self.exchanges.values():
+            prices = await ex.last_prices()
+            snapshot[ex.id] = {
+                symbol: prices.get(symbol) for symbol, m in ex.ccxt.markets.items() if m.get("active", True)
+            }
+        recorder.note(time.time_ns(), {"markets": snapshot})
 
     def _order_alert(self, outcome: OrderOutcome) -> None:
         if outcome.status != "skipped":

@@ -772,6 +772,17 @@ class Exchange:
         price = _float(ticker.get("last")) or _float(ticker.get("close"))
         return price if price is not None and price > 0 else None
 
+    async def last_prices(self) -> dict[str, float]:
+        """Last prices of every market in one request (fetch_tickers); {} if the exchange cannot say."""
+        ex = self._started()
+        try:
+            tickers = await ex.fetch_tickers()
+        except Exception as exc:  # noqa: BLE001 - a snapshot without prices is still useful
+            log.warning("exchange.prices_failed", exchange=self._id, error=_describe(exc))
+            return {}
+        prices = {s: _float(t.get("last")) or _float(t.get("close")) for s, t in tickers.items()}
+        return {s: p for s, p in prices.items() if p is not None and p > 0}
+
     def _to_result(self, order: dict[str, Any], symbol: str, side: Side, client_order_id: str) -> OrderResult:
         order_id = order.get("id")
         return OrderResult(

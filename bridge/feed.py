@@ -141,10 +141,12 @@ class FeedReader:
         queue: asyncio.Queue[Announcement],
         *,
         on_welcome: Callable[[Welcome], None] | None = None,
+        on_frame: Callable[[bytes, int], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._queue = queue
         self._on_welcome = on_welcome
+        self._on_frame = on_frame  # the recorder: every raw frame with its receipt time, O(1)
         self._unknown_logged: set[str] = set()
         self.welcome: Welcome | None = None  # of the current connection
         self.last_message_at: float | None = None  # event-loop clock (monotonic seconds)
@@ -194,6 +196,8 @@ class FeedReader:
                 received_mono_ns=received_mono_ns,
             )
         except DecodeError as exc:
+            if self._on_frame is not None:
+                self._on_frame(data, received_ns)
             metrics.BAD_FRAMES.labels(reason=exc.reason).inc()
             log.warning("feed.bad_frame", reason=exc.reason, detail=exc.detail[:200], size=len(data))
             return False
@@ -205,6 +209,8 @@ class FeedReader:
             )
         else:
             self._other(message)
+        if self._on_frame is not None:
+            self._on_frame(data, received_ns)
         if self.welcome is not None and message is not self.welcome:
             self._healthy = True
         return True

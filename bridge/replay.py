@@ -48,7 +48,7 @@ class StreamEvent:
 @dataclass
 class Stream:
     events: list[StreamEvent]
-    markets: dict[str, dict[str, float]]  # exchange -> symbol -> starting price
+    markets: dict[str, dict[str, float | None]]  # exchange -> symbol -> starting price (None: unknown)
 
 
 def read_stream(path: Path) -> Stream:
@@ -58,7 +58,7 @@ def read_stream(path: Path) -> Stream:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read stream file: {exc.strerror or exc}") from None
     events: list[StreamEvent] = []
-    markets: dict[str, dict[str, float]] = {}
+    markets: dict[str, dict[str, float | None]] = {}
     last_t = 0
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -73,11 +73,15 @@ def read_stream(path: Path) -> Stream:
 
 
 def _event(
-    obj: dict[str, Any], last_t: int, markets: dict[str, dict[str, float]]
+    obj: Any, last_t: int, markets: dict[str, dict[str, float | None]]
 ) -> tuple[int, StreamEvent | None]:
+    if not isinstance(obj, dict):
+        raise TypeError("not a JSON object")
     if "markets" in obj:
         for ex_id, symbols in obj["markets"].items():
-            markets.setdefault(ex_id, {}).update({s: float(p) for s, p in symbols.items()})
+            markets.setdefault(ex_id, {}).update(
+                {s: None if p is None else float(p) for s, p in symbols.items()}
+            )
         return last_t, None
     t = obj.get("t")
     if "frame" in obj:
@@ -112,7 +116,7 @@ class ReplayClock:
 class ReplayExchange(Exchange):
     """An in-memory exchange for replay: markets and prices from the stream, no network, no ccxt."""
 
-    def __init__(self, exchange_id: str, prices: dict[str, float]) -> None:
+    def __init__(self, exchange_id: str, prices: dict[str, float | None]) -> None:
         super().__init__(exchange_id, ExchangeConfig(), dry_run=True)
         self.prices = dict(prices)
 

@@ -61,13 +61,14 @@ class Supervisor:
         sleep: Sleep = asyncio.sleep,
         session: aiohttp.ClientSession | None = None,
         on_welcome: Callable[[Welcome], None] | None = None,
+        on_frame: Callable[[bytes, int], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._welcome_listener = on_welcome
         self._gate = gate
         self._sleep = sleep
         self._session = session
-        self._reader = feed.FeedReader(cfg, queue, on_welcome=self._on_welcome)
+        self._reader = feed.FeedReader(cfg, queue, on_welcome=self._on_welcome, on_frame=on_frame)
         self._task: asyncio.Task[NoReturn] | None = None
         self._stop_requested = False
         self._state: State = "connecting"

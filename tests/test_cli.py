@@ -145,3 +145,37 @@ exchanges:
     assert result == code
     assert ("binance: OK" in out) is secret_ok
     assert "wrong-secret-123456" not in out
+
+
+async def test_record_command_writes_frames_until_sigterm(emu: FeedEmulator, tmp_path: Path) -> None:
+    """`bridge record --out FILE` holds the feed, records every frame with its receipt time, and on
+    SIGTERM flushes, exits 0, and leaves a file that replay reads."""
+    from bridge.replay import read_stream
+
+    out = tmp_path / "rec.jsonl"
+    env = {**os.environ, "FEED_KEY": KEY}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "record",
+        "--out",
+        str(out),
+        "-c",
+        str(write_config(tmp_path, emu)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    p = Proc(proc)
+    await asyncio.wait_for(p.wait_event("feed.connected"), 30)
+    await emu.announce(title="Binance Will List REC", ticker="REC")
+    await asyncio.wait_for(p.wait_event("announcement.received"), 10)
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = await p.finish(5.0)
+    assert code == 0, err
+    stream = read_stream(out)
+    frames = [orjson.loads(e.frame) for e in stream.events if e.frame]
+    assert [f["type"] for f in frames][:1] == ["welcome"]
+    assert any(f.get("ticker") == "REC" for f in frames)
+    assert all(e.t_ns > 0 for e in stream.events)

@@ -54,3 +54,49 @@ async def test_full_buffer_drops_recording_not_the_feed(tmp_path: Path) -> None:
     stop.set()
     await rec.run(stop)
     assert rec.written == 3
+
+
+async def test_record_then_replay_gives_the_live_orders(tmp_path: Path) -> None:
+    """A live session recorded by the daemon (`run --record`), replayed through the same strategy,
+    yields the same orders: same symbols, sides, costs and client order ids."""
+    from bridge.daemon import Daemon
+    from bridge.emulator import FeedEmulator
+    from bridge.fake_exchange import FakeBinance
+    from bridge.replay import replay
+    from tests.test_daemon import KEY, Running, make_config
+
+    path = tmp_path / "session.jsonl"
+    markets = [("ABC", "USDT", 2.0), ("DEF", "USDT", 0.5), ("GHI", "USDT", 10.0)]
+    async with (
+        FakeBinance(markets=markets) as fake,
+        FeedEmulator(api_keys={KEY}, heartbeat_interval=1.0) as emu,
+    ):
+        cfg = make_config(emu, fake, tmp_path / "state", dry_run=False)
+        r = Running(Daemon(cfg, recorder=Recorder(path)))
+        await r.armed()
+        try:
+            await emu.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
+            await emu.send_garbage()
+            await emu.announce(title="Binance Will List DEF, GHI and NOPE", ticker="DEF,GHI,NOPE")
+            await emu.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
+            await r.settle(3)
+        finally:
+            await r.stop()
+        live = sorted(
+            (
+                o.params["symbol"],
+                o.params["side"],
+                float(o.params["quoteOrderQty"]),
+                o.params["newClientOrderId"],
+            )
+            for o in fake.orders
+        )
+    report = await replay(path, cfg)
+    replayed = sorted(
+        (r.outcome.symbol.replace("/", ""), r.outcome.side.upper(), r.cost, r.outcome.client_order_id)
+        for r in report.rows
+        if r.outcome.ok
+    )
+    assert live == replayed
+    assert len(live) == 3
+    assert (report.duplicates, report.bad_frames) == (1, 1)
