@@ -93,3 +93,16 @@ def test_cli_replay_needs_no_secrets(
     monkeypatch.chdir(ROOT)
     assert cli.main(["replay", str(STREAM), "-c", "config.yaml"]) == 0
     assert "ABC/USDT" in capsys.readouterr().out
+
+
+async def test_example_exits_stream() -> None:
+    """The shipped exits example: take-profit, stop-loss and time exits each sell their position once."""
+    report = await replay(
+        ROOT / "examples/streams/exits.jsonl", config.load(ROOT / "examples/replay-exits.yaml")
+    )
+    exits = [(r.outcome.symbol, r.exit, r.outcome.status) for r in report.rows if r.exit]
+    assert exits == [
+        ("PUMP/USDT", "take_profit", "paper"),
+        ("DUMP/USDT", "stop_loss", "paper"),
+        ("FLAT/USDT", "time", "paper"),
+    ]
