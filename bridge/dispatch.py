@@ -17,10 +17,6 @@ from bridge.strategy import Context, Strategy
 
 log = structlog.get_logger(__name__)
 
-# Announcement rows are committed this long after dispatch at the latest (an order intent commits
-# them sooner): the commit's disk write stays off the way from frame to order.
-ANNOUNCEMENT_COMMIT_DELAY_S = 0.05
-
 
 class StrategyRunner:
     def __init__(self, strategy: Strategy, ctx: Context) -> None:
@@ -62,7 +58,6 @@ class Dispatcher:
         self._source = source
         self._runners = runners
         self._journal = journal
-        self._commit_due = False
         self.seen = 0
         self.duplicates = 0
 
@@ -85,11 +80,4 @@ class Dispatcher:
         self.seen += 1
         for runner in self._runners:
             runner.queue.put_nowait(a)
-        if not self._commit_due:
-            self._commit_due = True
-            asyncio.get_running_loop().call_later(ANNOUNCEMENT_COMMIT_DELAY_S, self._commit)
         return True
-
-    def _commit(self) -> None:
-        self._commit_due = False
-        self._journal.commit()

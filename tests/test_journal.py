@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bridge.errors import ConfigError
 from bridge.journal import Journal, OrderIntent
 from tests.factories import announcement
 
@@ -96,23 +99,25 @@ def other_connection_count(path: Path, table: str) -> int:
         db.close()
 
 
-def test_announcement_rows_commit_with_the_next_intent(tmp_path: Path) -> None:
-    """An announcement row is not committed on its own (its disk write is off the order path): the
-    next order intent commits it along with the intent, or commit() does; close() commits the rest.
-    Duplicates are recognised at once either way."""
+async def test_rows_reach_sqlite_after_the_order_path(tmp_path: Path) -> None:
+    """With an event loop running, announcement and intent rows wait in memory (the order goes out
+    first; the intent is already durable in the intent log), and reach SQLite in one flush: the
+    scheduled one, or before any read. Duplicates are recognised at once either way; close() writes
+    whatever is left."""
     j = Journal.open(tmp_path, dry_run=False)
     a, b = announcement("ABC"), announcement("DEF")
     assert j.record_announcement(a) is True and j.record_announcement(a) is False
+    assert j.reserve(intent("bxA")) is True and j.reserve(intent("bxA")) is False
     assert other_connection_count(j.path, "announcements") == 0
-    assert j.reserve(intent("bxA")) is True
+    assert other_connection_count(j.path, "orders") == 0
+    assert j.get("bxA") is not None  # a read writes what is pending first
     assert other_connection_count(j.path, "announcements") == 1
-    assert other_connection_count(j.path, "orders") == 1
     j.record_announcement(b)
-    j.commit()
+    j.flush()
     assert other_connection_count(j.path, "announcements") == 2
     j.record_announcement(announcement("GHI"))
     j.close()
-    j.commit()  # after close: nothing to do, no error
+    j.flush()  # after close: nothing to do, no error
     assert other_connection_count(j.path, "announcements") == 3
 
 
@@ -127,5 +132,78 @@ def test_checkpoints_never_run_inside_a_commit(tmp_path: Path) -> None:
         j.checkpoint()
         busy, wal_pages, done = j._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert busy == 0 and wal_pages == done
+    finally:
+        j.close()
+
+
+def test_logged_intent_survives_kill_9_before_reaching_sqlite(tmp_path: Path) -> None:
+    """Inside the event loop an intent is durable as one intent-log line before its SQLite row is
+    written; a process killed in between leaves the line, and the next start inserts it as
+    `sending` (to be looked up, never resent) and empties the log."""
+    code = f"""
+import asyncio, os, signal, sys
+sys.path.insert(0, {str(Path.cwd())!r})
+from bridge.journal import Journal, OrderIntent
+async def main():
+    j = Journal.open(__import__('pathlib').Path({str(tmp_path)!r}), dry_run=False)
+    assert j.reserve(OrderIntent("bxLOGGED", "k", "s", "binance", "ABC/USDT", "buy", "USDT", 20.0, None, False))
+    os.kill(os.getpid(), signal.SIGKILL)  # before the scheduled flush
+asyncio.run(main())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], check=False, timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert other_connection_count(tmp_path / "journal-live.sqlite", "orders") == 0
+    j = Journal.open(tmp_path, dry_run=False)
+    try:
+        rec = j.get("bxLOGGED")
+        assert rec is not None and rec.state == "sending" and rec.intent.cost == 20.0
+        assert j.reserve(intent("bxLOGGED")) is False  # and never sent twice
+    finally:
+        j.close()
+    assert (tmp_path / "journal-live.intents").stat().st_size == 0
+
+
+def test_torn_intent_log_line_is_skipped(tmp_path: Path) -> None:
+    """A last line cut short (its write never completed, so its order was never sent) is skipped;
+    the complete lines before it are replayed."""
+    j = Journal.open(tmp_path, dry_run=False)
+    j.close()
+    whole = b'["bxWHOLE","k","s","binance","ABC/USDT","buy","USDT",20.0,null,false,1,null,null,null,null]\n'
+    (tmp_path / "journal-live.intents").write_bytes(whole + b'["bxTORN","k","s","bin')
+    j = Journal.open(tmp_path, dry_run=False)
+    try:
+        assert j.get("bxWHOLE") is not None and j.get("bxTORN") is None
+    finally:
+        j.close()
+
+
+def test_two_processes_cannot_share_a_journal(tmp_path: Path) -> None:
+    """The intent log is locked: a second journal on the same file (a second daemon on the same
+    state_dir) is refused with a ConfigError, and allowed again once the first is closed."""
+    first = Journal.open(tmp_path, dry_run=False)
+    with pytest.raises(ConfigError, match="in use"):
+        Journal.open(tmp_path, dry_run=False)
+    first.close()
+    Journal.open(tmp_path, dry_run=False).close()
+
+
+def test_intent_log_is_emptied_once_its_rows_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intent log only holds intents whose rows may not be in SQLite yet: past its size limit it
+    is emptied right after a flush."""
+    from bridge import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "INTENT_LOG_MAX_BYTES", 500)
+    j = Journal.open(tmp_path, dry_run=False)
+    try:
+        log_file = tmp_path / "journal-live.intents"
+        for n in range(3):
+            j.reserve(intent(f"bx{n}"))
+        assert 0 < log_file.stat().st_size < 500  # no loop: each reserve wrote its row at once
+        for n in range(3, 10):
+            j.reserve(intent(f"bx{n}"))
+        assert log_file.stat().st_size < 500
+        assert len(j.orders()) == 10
     finally:
         j.close()
