@@ -41,6 +41,7 @@ class BinanceSpotOrders:
         self._headers = {"X-MBX-APIKEY": ex.apiKey}
         self._response_type = ex.safe_string(ex.options.get("newOrderRespType") or {}, "market", "FULL")
         self._formatted: dict[tuple[str, float, Any], str] = {}
+        self._recv_window = ex.safe_integer(ex.options, "recvWindow")  # what ccxt's sign() adds
         config = ex.api["private"]["post"]["order"]
         self.cost = float(ex.calculate_rate_limiter_cost(["private"], "POST", "order", {}, config))
 
@@ -115,9 +116,8 @@ class BinanceSpotOrders:
             **self.request(market, side, cost=cost, amount=amount),
             "newClientOrderId": client_order_id,
         }
-        recv_window = ex.safe_integer(ex.options, "recvWindow")
-        if recv_window is not None:
-            params["recvWindow"] = recv_window
+        if self._recv_window is not None:
+            params["recvWindow"] = self._recv_window
         query = ex.urlencode(params)
         signature = hmac.new(self._secret, query.encode(), hashlib.sha256).hexdigest()
         url = f"{ex.urls['api']['private']}/order?{query}&signature={signature}"
