@@ -270,9 +270,19 @@ def drain_budget(rig: Rig, seconds: float) -> None:
     budget.reserve(budget.available + seconds * budget.budget.rate)
 
 
-async def test_order_over_budget_waits_before_the_last_gate_check(live: Rig) -> None:
+@pytest.fixture
+async def frozen(fake: FakeBinance, tmp_path: Path) -> AsyncIterator[Rig]:
+    """A live rig whose exchange clock never moves: the request budget never refills by itself."""
+    rig = await make_rig(fake, tmp_path, dry_run=False, clock=lambda: 1000.0)
+    yield rig
+    await rig.exchange.close()
+    rig.journal.close()
+
+
+async def test_order_over_budget_waits_before_the_last_gate_check(frozen: Rig) -> None:
     """Over the exchange's request budget the order waits for its turn before the gate check, the
     intent and the request, so a halt during the wait stops it; the request itself never waits."""
+    live = frozen
     drain_budget(live, 0.5)
 
     async def halting_sleep(delay: float) -> None:
@@ -285,16 +295,18 @@ async def test_order_over_budget_waits_before_the_last_gate_check(live: Rig) -> 
         strategy="s", announcement=a, exchange="binance", symbol="ABC/USDT", side="buy", cost=20
     )
     assert outcome.status == "skipped" and outcome.reason == "trading_halted:feed_stale"
-    assert len(live.sleeps) == 1 and 0.4 < live.sleeps[0] < 0.6
+    assert live.sleeps == [pytest.approx(0.5 + 0.2 / 19)]  # the debt, then its own cost (0.2 units)
     assert order_posts(live.fake) == 0
     assert live.journal.get(outcome.client_order_id or "") is None
 
 
-async def test_order_over_budget_is_sent_after_its_wait(live: Rig) -> None:
+async def test_order_over_budget_is_sent_after_its_wait(frozen: Rig) -> None:
     """An order that had to wait for the budget is sent once its turn comes, without paying again."""
+    live = frozen
     drain_budget(live, 0.5)
     budget = live.exchange.budget
     assert budget is not None
+    debt = budget.available
     outcome = await live.router.submit(
         strategy="s",
         announcement=announcement("ABC"),
@@ -305,28 +317,24 @@ async def test_order_over_budget_is_sent_after_its_wait(live: Rig) -> None:
     )
     assert outcome.status == "placed"
     assert len(live.sleeps) == 1 and order_posts(live.fake) == 1
+    assert budget.available == pytest.approx(debt - 0.2)  # reserved once, not charged again
 
 
-async def test_order_that_would_wait_past_max_event_age_is_skipped(fake: FakeBinance, tmp_path: Path) -> None:
+async def test_order_that_would_wait_past_max_event_age_is_skipped(frozen: Rig) -> None:
     """When the budget would let the order go only after the announcement is too old to trade, it is
     skipped at once as rate_limited, nothing waits, and its reservation is given back."""
-    rig = await make_rig(fake, tmp_path, dry_run=False, clock=lambda: 1000.0)  # no refill
-    try:
-        drain_budget(rig, 30)
-        budget = rig.exchange.budget
-        assert budget is not None
-        debt = budget.available
-        outcome = await rig.router.submit(
-            strategy="s",
-            announcement=announcement("ABC"),
-            exchange="binance",
-            symbol="ABC/USDT",
-            side="buy",
-            cost=20,
-        )
-        assert outcome.status == "skipped" and outcome.reason == "rate_limited"
-        assert rig.sleeps == [] and order_posts(fake) == 0
-        assert budget.available == debt
-    finally:
-        await rig.exchange.close()
-        rig.journal.close()
+    drain_budget(frozen, 30)
+    budget = frozen.exchange.budget
+    assert budget is not None
+    debt = budget.available
+    outcome = await frozen.router.submit(
+        strategy="s",
+        announcement=announcement("ABC"),
+        exchange="binance",
+        symbol="ABC/USDT",
+        side="buy",
+        cost=20,
+    )
+    assert outcome.status == "skipped" and outcome.reason == "rate_limited"
+    assert frozen.sleeps == [] and order_posts(frozen.fake) == 0
+    assert budget.available == debt
