@@ -11,7 +11,9 @@ checks use in-memory sets loaded from SQLite at start. Why: on this project's re
 SQLite insert and commit cost ~0.3 ms, most of the journal's share of the path to the order.
 
 WAL mode with synchronous=NORMAL. Checkpoints (which fsync, ~15 ms here) run in a background thread,
-never inside a commit. The intent log is locked (flock): two daemons on one journal refuse to start.
+never inside a commit. The writer holds a lock (flock on the intent log). A second process opening the
+same journal (the demo's summary, a second daemon by mistake) gets it read-only: it reads, and treats
+every announcement and order as already recorded, so it can never send an order (logged as an error).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ FLUSH_DELAY_S = 0.05
 # The intent log is emptied when it passes this size, right after a flush (every intent in it then
 # has its row in SQLite).
 INTENT_LOG_MAX_BYTES = 1 << 20
+# Journals this process has open for writing: a second Journal on one of them (the demo's summary
+# while its daemon runs) is a reader, without the cross-process warning.
+_WRITERS: set[Path] = set()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS announcements (
@@ -180,12 +185,16 @@ class Journal:
             raise ConfigError(f"state_dir: cannot open journal {path}: {exc}") from None
         self._intent_log = path.with_name(path.stem + ".intents")
         self._intent_fd = self._open_intent_log()
+        self.writable = self._intent_fd is not None
         try:
-            self._replay_intent_log()
+            if self._intent_fd is not None:
+                self._replay_intent_log(self._intent_fd)
             self._cids = {row[0] for row in self._db.execute("SELECT client_order_id FROM orders")}
             self._keys = {row[0] for row in self._db.execute("SELECT key FROM announcements")}
         except (OSError, sqlite3.Error) as exc:
-            os.close(self._intent_fd)
+            if self._intent_fd is not None:
+                os.close(self._intent_fd)
+                _WRITERS.discard(self.path.resolve())
             raise ConfigError(f"state_dir: cannot open journal {path}: {exc}") from None
         self._intent_log_bytes = 0
         self._pending_announcements: list[tuple[Announcement, int]] = []
@@ -209,9 +218,11 @@ class Journal:
         self._closing.set()
         self._checkpointer.join(timeout=10)
         self.flush()
-        os.ftruncate(self._intent_fd, 0)  # every logged intent has its row now
+        if self._intent_fd is not None:
+            os.ftruncate(self._intent_fd, 0)  # every logged intent has its row now
+            os.close(self._intent_fd)  # releases the lock
+            _WRITERS.discard(self.path.resolve())
         self._closed = True
-        os.close(self._intent_fd)  # releases the lock
         self._db.close()  # the last connection to close checkpoints the WAL itself
 
     def flush(self) -> None:
@@ -228,7 +239,7 @@ class Journal:
                 [_announcement_row(a, seen_ns) for a, seen_ns in announcements],
             )
             self._db.executemany(_INSERT_INTENT, [_intent_row(i, now) for i, now in intents])
-        if self._intent_log_bytes > INTENT_LOG_MAX_BYTES:
+        if self._intent_fd is not None and self._intent_log_bytes > INTENT_LOG_MAX_BYTES:
             os.ftruncate(self._intent_fd, 0)
             self._intent_log_bytes = 0
 
@@ -247,22 +258,31 @@ class Journal:
         self._flush_due = False
         self.flush()
 
-    def _open_intent_log(self) -> int:
+    def _open_intent_log(self) -> int | None:
+        """The intent log, locked for this process; None (read-only) if another holder has it."""
+        if self.path.resolve() in _WRITERS:
+            log.debug("journal.read_only", path=str(self.path), reason="open for writing in this process")
+            return None
         try:
             fd = os.open(self._intent_log, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise ConfigError(f"state_dir: cannot open intent log {self._intent_log}: {exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
-            raise ConfigError(
-                f"state_dir: journal {self.path} is in use by another bridge process; "
-                "two daemons must not share a state_dir"
-            ) from None
-        return fd
+        else:
+            _WRITERS.add(self.path.resolve())
+            return fd
+        log.error(
+            "journal.locked",
+            path=str(self.path),
+            action="read-only: this process records nothing and sends no order",
+            hint="another bridge process uses this state_dir; two daemons must not share one",
+        )
+        return None
 
-    def _replay_intent_log(self) -> None:
+    def _replay_intent_log(self, fd: int) -> None:
         """Insert intents a previous process logged but did not get to write to SQLite (kill -9 between
         the log line and the flush), then empty the log."""
         data = self._intent_log.read_bytes()
@@ -294,7 +314,7 @@ class Journal:
                 self._db.execute("BEGIN")
                 self._db.executemany(_INSERT_INTENT, rows)
             log.warning("journal.intents_replayed", count=len(rows), path=str(self._intent_log))
-        os.ftruncate(self._intent_fd, 0)
+        os.ftruncate(fd, 0)
 
     def checkpoint(self) -> None:
         """Move the WAL into the database file now (the background thread does this every few s)."""
@@ -321,7 +341,7 @@ class Journal:
         The row is written with the next flush. It need not be durable before any order: after a
         crash, a redelivered announcement's order is still refused by its logged intent (same client
         order id)."""
-        if a.key in self._keys:
+        if a.key in self._keys or not self.writable:
             return False
         self._keys.add(a.key)
         self._pending_announcements.append((a, a.received_ns or self._clock_ns()))
@@ -341,7 +361,7 @@ class Journal:
         if this client order id exists already: the order was placed (or attempted) before and must
         not be sent again. An OSError (disk full) propagates: then nothing may be sent."""
         cid = intent.client_order_id
-        if cid in self._cids:
+        if cid in self._cids or self._intent_fd is None:  # read-only: never send
             return False
         now = self._clock_ns()
         plan = intent.plan
@@ -371,6 +391,7 @@ class Journal:
         return True
 
     def _append(self, line: bytes) -> None:
+        assert self._intent_fd is not None  # reserve() checked
         view = memoryview(line)
         while view:  # a regular file takes it in one write unless the disk is full
             view = view[os.write(self._intent_fd, view) :]
@@ -389,6 +410,8 @@ class Journal:
         error_message: str | None = None,
         raw: dict[str, Any] | None = None,
     ) -> None:
+        if not self.writable:  # only the writer records results (this process sent nothing)
+            return
         self.flush()
         self._db.execute(
             "UPDATE orders SET state=?, updated_ns=?, order_id=?, filled=?, average=?, result_cost=?,"

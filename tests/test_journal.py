@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ConfigError
 from bridge.journal import Journal, OrderIntent
 from tests.factories import announcement
 
@@ -177,14 +176,57 @@ def test_torn_intent_log_line_is_skipped(tmp_path: Path) -> None:
         j.close()
 
 
-def test_two_processes_cannot_share_a_journal(tmp_path: Path) -> None:
-    """The intent log is locked: a second journal on the same file (a second daemon on the same
-    state_dir) is refused with a ConfigError, and allowed again once the first is closed."""
+def test_a_second_process_gets_the_journal_read_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer holds a lock. A second opener (the demo's summary, or a second daemon on the same
+    state_dir by mistake) can read, but records nothing and reserves nothing: it can never send an
+    order (logged as an error). Once the writer closes, the next opener writes again."""
     first = Journal.open(tmp_path, dry_run=False)
-    with pytest.raises(ConfigError, match="in use"):
-        Journal.open(tmp_path, dry_run=False)
+    first.reserve(intent("bxFIRST"))
+    second = Journal.open(tmp_path, dry_run=False)
+    try:
+        assert first.writable and not second.writable
+        assert second.get("bxFIRST") is not None  # the writer's rows are visible
+        assert second.record_announcement(announcement("NEW")) is False
+        assert second.reserve(intent("bxSECOND")) is False
+        second.record_result("bxFIRST", "rejected")  # ignored: only the writer records results
+    finally:
+        second.close()
+    assert first.get("bxFIRST").state == "sending"  # type: ignore[union-attr]
+    assert first.get("bxSECOND") is None
     first.close()
-    Journal.open(tmp_path, dry_run=False).close()
+    third = Journal.open(tmp_path, dry_run=False)
+    assert third.writable
+    third.close()
+    events = [r.msg.get("event") for r in caplog.records if isinstance(r.msg, dict)]
+    assert "journal.locked" not in events  # a reader in the same process is expected, not an error
+
+
+def test_a_journal_locked_by_another_process_is_read_only_with_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal whose writer is another process (a second daemon on one state_dir) opens read-only
+    and says so at error level: this process will send no order."""
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(Path.cwd())!r})
+from bridge.journal import Journal
+j = Journal.open(__import__('pathlib').Path({str(tmp_path)!r}), dry_run=False)
+print("open", flush=True)
+sys.stdin.read()
+j.close()
+"""
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        second = Journal.open(tmp_path, dry_run=False)
+        assert not second.writable and second.reserve(intent("bxX")) is False
+        second.close()
+    finally:
+        holder.communicate(b"", timeout=30)
+    events = [r.msg.get("event") for r in caplog.records if isinstance(r.msg, dict)]
+    assert "journal.locked" in events
 
 
 def test_intent_log_is_emptied_once_its_rows_are_written(
