@@ -379,6 +379,13 @@ class Exchange:
                 exchange=self._id,
                 hint="enableRateLimit: false in the ccxt block; nothing keeps requests within the exchange's limits",
             )
+        elif self.limiter == "ccxt":
+            log.warning(
+                "exchange.ccxt_rate_limiter",
+                exchange=self._id,
+                hint="enableRateLimit: true in the ccxt block selects ccxt's own limiter (~10 ms per binance "
+                "order); leave it out for bridge's, which sends at once within the same limits",
+            )
 
     async def close(self) -> None:
         """Release the HTTP session. Safe to call twice."""
