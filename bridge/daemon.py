@@ -16,7 +16,7 @@ import structlog
 from bridge.codec import Announcement
 from bridge.config import Config
 from bridge.dispatch import Dispatcher, StrategyRunner
-from bridge.errors import BridgeError, ExchangeAuthError, ExchangeError
+from bridge.errors import BridgeError, ConfigError, ExchangeAuthError, ExchangeError
 from bridge.exchange import Exchange
 from bridge.exits import ExitManager
 from bridge.gate import TradingGate
@@ -127,6 +127,13 @@ class Daemon:
             exchanges=list(cfg.exchanges),
         )
         self.journal = Journal.open(cfg.state_dir, dry_run=cfg.trading.dry_run)
+        if not self.journal.writable:
+            self.journal.close()
+            self.journal = None
+            raise ConfigError(
+                f"state_dir: {cfg.state_dir} is in use by another bridge process; two daemons must not "
+                "share a state_dir (each would trade the same announcements)"
+            )
         for ex_id, ex_cfg in cfg.exchanges.items():
             self.exchanges[ex_id] = Exchange(ex_id, ex_cfg, dry_run=cfg.trading.dry_run)
         await asyncio.gather(*(self._start_exchange(ex) for ex in self.exchanges.values()))

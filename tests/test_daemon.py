@@ -341,3 +341,22 @@ async def test_rejected_exchange_key_stops_before_arming(
     assert err.value.exit_code == ExitCode.CREDENTIALS
     assert True not in armed
     assert emu.connections == 0
+
+
+async def test_second_daemon_on_same_state_dir_refuses_to_start(
+    servers: tuple[FeedEmulator, FakeBinance], tmp_path: Path
+) -> None:
+    """Two daemons sharing a state_dir would trade the same announcements twice: the second one stops
+    at start with a config error (exit 78) and never connects."""
+    from bridge.errors import ConfigError, ExitCode
+
+    emu, fake = servers
+    cfg = make_config(emu, fake, tmp_path, dry_run=False)
+    first = await start(cfg)
+    try:
+        with pytest.raises(ConfigError, match="in use by another bridge process") as err:
+            await asyncio.wait_for(Daemon(cfg).run(), 10)
+        assert err.value.exit_code == ExitCode.CONFIG
+        assert emu.connections == 1
+    finally:
+        await first.stop()
