@@ -217,31 +217,49 @@ class Journal:
             return
         self._closing.set()
         self._checkpointer.join(timeout=10)
-        self.flush()
+        flushed = self._try_flush()
         if self._intent_fd is not None:
-            os.ftruncate(self._intent_fd, 0)  # every logged intent has its row now
+            if flushed:
+                os.ftruncate(self._intent_fd, 0)  # every logged intent has its row now
             os.close(self._intent_fd)  # releases the lock
+            self._intent_fd = None
+            self.writable = False  # a reserve() after close must fail, never write to a stale fd
             _WRITERS.discard(self.path.resolve())
         self._closed = True
         self._db.close()  # the last connection to close checkpoints the WAL itself
 
     def flush(self) -> None:
         """Write the rows still pending (announcements and intents recorded since the last flush) to
-        SQLite in one commit. A no-op once closed: a scheduled flush may fire after shutdown."""
+        SQLite in one commit. A no-op once closed: a scheduled flush may fire after shutdown. On a
+        failure the rows stay pending (and their intents stay in the intent log) and it raises."""
         if self._closed or not (self._pending_announcements or self._pending_intents):
             return
-        announcements, self._pending_announcements = self._pending_announcements, []
-        intents, self._pending_intents = self._pending_intents, []
-        with self._db:  # one transaction
+        announcements, intents = self._pending_announcements, self._pending_intents
+        with self._db:  # one transaction; rolled back on error
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR IGNORE INTO announcements VALUES (?,?,?,?,?,?,?,?)",
                 [_announcement_row(a, seen_ns) for a, seen_ns in announcements],
             )
             self._db.executemany(_INSERT_INTENT, [_intent_row(i, now) for i, now in intents])
+        # Only now, after the commit: a failed flush must leave them to be written again.
+        self._pending_announcements, self._pending_intents = [], []
         if self._intent_fd is not None and self._intent_log_bytes > INTENT_LOG_MAX_BYTES:
             os.ftruncate(self._intent_fd, 0)
             self._intent_log_bytes = 0
+
+    def _try_flush(self) -> bool:
+        try:
+            self.flush()
+        except sqlite3.Error as exc:
+            log.exception(
+                "journal.flush_failed",
+                error=str(exc),
+                pending_intents=len(self._pending_intents),
+                hint="the intents stay in the intent log and are written at the next start",
+            )
+            return False
+        return True
 
     def _flush_soon(self) -> None:
         if self._flush_due:
@@ -249,14 +267,15 @@ class Journal:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (tools, tests): write now
-            self.flush()
+            self._try_flush()
             return
         self._flush_due = True
         loop.call_later(FLUSH_DELAY_S, self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         self._flush_due = False
-        self.flush()
+        if not self._try_flush():
+            self._flush_soon()  # the rows are still pending: try again shortly
 
     def _open_intent_log(self) -> int | None:
         """The intent log, locked for this process; None (read-only) if another holder has it."""
@@ -393,8 +412,13 @@ class Journal:
     def _append(self, line: bytes) -> None:
         assert self._intent_fd is not None  # reserve() checked
         view = memoryview(line)
-        while view:  # a regular file takes it in one write unless the disk is full
-            view = view[os.write(self._intent_fd, view) :]
+        try:
+            while view:  # a regular file takes it in one write unless the disk is full
+                view = view[os.write(self._intent_fd, view) :]
+        except OSError:
+            # A partial line would glue itself to the next intent and hide it at replay: cut it off.
+            os.ftruncate(self._intent_fd, self._intent_log_bytes)
+            raise
         self._intent_log_bytes += len(line)
 
     def record_result(
@@ -412,8 +436,8 @@ class Journal:
     ) -> None:
         if not self.writable:  # only the writer records results (this process sent nothing)
             return
-        self.flush()
-        self._db.execute(
+        self._try_flush()
+        cur = self._db.execute(
             "UPDATE orders SET state=?, updated_ns=?, order_id=?, filled=?, average=?, result_cost=?,"
             " error_code=?, error_message=?, raw=? WHERE client_order_id=?",
             (
@@ -429,13 +453,18 @@ class Journal:
                 client_order_id,
             ),
         )
+        if cur.rowcount != 1:
+            # Its intent row is not in SQLite (a failed flush): the intent log still has it, and the
+            # next start reconciles it by client id. Say so loudly rather than lose the result.
+            log.error("journal.result_not_recorded", client_order_id=client_order_id, state=state)
 
     def spent_since(self, since_ns: int, quote: str) -> float:
-        """Quote currency committed to buys since `since_ns`: every buy not known to have failed."""
-        self.flush()
+        """Quote currency committed to buys since `since_ns`: every buy not known to have failed (an
+        order that lookups could not find still counts: it may exist)."""
+        self._try_flush()
         row = self._db.execute(
             "SELECT COALESCE(SUM(COALESCE(result_cost, cost, 0)), 0) FROM orders"
-            " WHERE side='buy' AND quote=? AND created_ns>=? AND state NOT IN ('rejected','not_found')",
+            " WHERE side='buy' AND quote=? AND created_ns>=? AND state != 'rejected'",
             (quote, since_ns),
         ).fetchone()
         return float(row[0])
@@ -453,7 +482,7 @@ class Journal:
         return _record(rows[0]) if rows else None
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
-        self.flush()
+        self._try_flush()
         cur = self._db.cursor()
         cur.row_factory = sqlite3.Row
         return cur.execute(sql, params).fetchall()

@@ -249,3 +249,54 @@ def test_intent_log_is_emptied_once_its_rows_are_written(
         assert len(j.orders()) == 10
     finally:
         j.close()
+
+
+class _FailingOnce:
+    """Stands in for the journal's SQLite connection: the next executemany fails as a full disk would."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.fail = True
+
+    def executemany(self, sql: str, rows: object) -> sqlite3.Cursor:
+        if self.fail:
+            self.fail = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.executemany(sql, rows)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self._db.__enter__()
+
+    def __exit__(self, *exc: object) -> bool | None:
+        return self._db.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def test_failed_flush_keeps_the_intent(tmp_path: Path) -> None:
+    """If writing pending rows to SQLite fails, the intents stay pending and in the intent log: the
+    result is still recorded once SQLite works again, the daily cap still counts the order, and a
+    restart still knows the client id."""
+    j = Journal.open(tmp_path, dry_run=False)
+    real = j._db
+    failing = _FailingOnce(real)
+    j._db = failing  # type: ignore[assignment]
+    assert j.reserve(intent("bxFLUSH", cost=25.0)) is True  # its flush hits the full disk
+    assert failing.fail is False
+    j._db = real
+    j.record_result("bxFLUSH", "placed", order_id="7", filled=1.0, cost=25.0)
+    rec = j.get("bxFLUSH")
+    assert rec is not None and rec.state == "placed"
+    assert j.spent_since(0, "USDT") == 25.0
+    j.close()
+    j2 = Journal.open(tmp_path, dry_run=False)
+    assert j2.reserve(intent("bxFLUSH")) is False
+    j2.close()
+
+
+def test_closed_journal_refuses_new_intents(tmp_path: Path) -> None:
+    """After close(), reserve() refuses (nothing may be sent without a durable intent)."""
+    j = Journal.open(tmp_path, dry_run=False)
+    j.close()
+    assert j.reserve(intent("bxAFTER")) is False
