@@ -220,7 +220,9 @@ async def _check_exchanges(config: config_mod.Config) -> int:
 
     code = ExitCode.OK
     for ex_id, ex_cfg in config.exchanges.items():
-        ex = Exchange(ex_id, ex_cfg, dry_run=config.trading.dry_run)
+        # Keys are checked even for a paper config (so a switch to live holds no surprise); this
+        # command never places an order.
+        ex = Exchange(ex_id, ex_cfg, dry_run=ex_cfg.api_key is None)
         try:
             await ex.start(check_keys=ex_cfg.api_key is not None)
             print(f"{ex_id}: OK ({len(ex.ccxt.markets)} markets, clock offset {ex.time_offset_ms} ms)")

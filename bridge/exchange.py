@@ -428,7 +428,13 @@ class Exchange:
                 config[key] = value.reveal()
         if self._cfg.password is not None:
             config["password"] = self._cfg.password.reveal()
-        return _deep_merge(config, self._cfg.ccxt)  # the user's ccxt settings win
+        merged = _deep_merge(config, self._cfg.ccxt)  # the user's ccxt settings win
+        if self._dry_run:
+            # Paper mode reads public data only. Without credentials, even a strategy that calls the
+            # raw ccxt object (ctx.exchange) cannot place a real order.
+            for key in _CCXT_CREDENTIALS:
+                merged.pop(key, None)
+        return merged
 
     def _limit_market_loading(self, ex: Any) -> None:
         """Load only the configured market types: binance loads 7 endpoints by default, 1 with this.
@@ -827,6 +833,8 @@ class Exchange:
 
 
 # ----- helpers -----
+
+_CCXT_CREDENTIALS = ("apiKey", "secret", "password", "uid", "login", "privateKey", "walletAddress", "token")
 
 
 def _to_market(raw: dict[str, Any]) -> Market:

@@ -58,6 +58,18 @@ class OrderOutcome:
         return self.status in ("placed", "paper")
 
 
+def held_amount(result: OrderResult, symbol: str) -> float | None:
+    """What a buy left on the account: the filled amount less fees charged in the bought coin (an
+    exit that sold the gross amount would fail for lack of balance)."""
+    if result.filled is None:
+        return None
+    base = symbol.split("/", 1)[0]
+    raw = result.raw or {}
+    fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
+    paid = sum(float(f.get("cost") or 0) for f in fees if isinstance(f, dict) and f.get("currency") == base)
+    return max(result.filled - paid, 0.0)
+
+
 def client_order_id(announcement_key: str, strategy: str, exchange: str, symbol: str, side: str) -> str:
     """Deterministic id: the same announcement, strategy, exchange, symbol and side always give the same
     26 alphanumeric characters, so a duplicate is recognised by the journal (and by the exchange)."""
@@ -194,8 +206,12 @@ class OrderRouter:
         try:
             self._gate.check()
         except TradingHalted as exc:
+            if prepaid:
+                ex.refund_order()  # not sent: give the request budget back
             return skipped("trading_halted:" + ",".join(sorted(exc.reasons)), cid)
         if not self._journal.reserve(intent):
+            if prepaid:
+                ex.refund_order()
             return skipped("duplicate", cid)
         self._risk.count(strategy, announcement)
         request = OrderRequest(
@@ -228,17 +244,28 @@ class OrderRouter:
             if isinstance(exc, ExchangeAuthError):
                 self._gate.halt("credentials_rejected")
             return self._rejected(intent, exc)
+        self._placed(intent, announcement, started, result)  # logged first: the order is out
+        if result.filled is None and intent.plan is not None:
+            # Some exchanges (okx, bybit) answer an order with its id only; an exit needs the fill.
+            result = await self._completed(ex, intent, result)
         self._journal.record_result(
             req.client_order_id,
             "placed",
             order_id=result.order_id,
-            filled=result.filled,
+            filled=held_amount(result, intent.symbol) if intent.side == "buy" else result.filled,
             average=result.average,
             cost=result.cost,
             raw=result.raw,
         )
-        self._placed(intent, announcement, started, result)
         return OrderOutcome("placed", ex.id, req.symbol, req.side, req.client_order_id, result=result)
+
+    async def _completed(self, ex: Exchange, intent: OrderIntent, result: OrderResult) -> OrderResult:
+        try:
+            found = await ex.fetch_order_by_client_id(intent.symbol, intent.client_order_id)
+        except ExchangeError as exc:
+            log.warning("order.fill_lookup_failed", client_order_id=intent.client_order_id, error=str(exc))
+            return result
+        return found if found is not None else result
 
     async def _paper_fill(
         self, ex: Exchange, req: OrderRequest, intent: OrderIntent, announcement: Announcement | None

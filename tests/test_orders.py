@@ -338,3 +338,30 @@ async def test_order_that_would_wait_past_max_event_age_is_skipped(frozen: Rig) 
     assert outcome.status == "skipped" and outcome.reason == "rate_limited"
     assert frozen.sleeps == [] and order_posts(frozen.fake) == 0
     assert budget.available == debt
+
+
+def test_held_amount_subtracts_fees_paid_in_the_bought_coin() -> None:
+    """A position is what the buy left on the account: fees charged in the base coin come off (so an
+    exit can sell it all); fees in other coins do not."""
+    from bridge.exchange import OrderResult
+    from bridge.orders import held_amount
+
+    def result(filled: float | None, fees: list[dict[str, object]]) -> OrderResult:
+        return OrderResult(
+            "binance", "ABC/USDT", "buy", "bx", "1", "closed", filled, 20.0, 2.0, {"fees": fees}
+        )
+
+    assert held_amount(result(10.0, [{"currency": "ABC", "cost": 0.01}]), "ABC/USDT") == pytest.approx(9.99)
+    assert held_amount(result(10.0, [{"currency": "BNB", "cost": 0.001}]), "ABC/USDT") == 10.0
+    assert held_amount(result(None, []), "ABC/USDT") is None
+
+
+async def test_paper_mode_hands_ccxt_no_credentials(fake: FakeBinance, tmp_path: Path) -> None:
+    """In paper mode the ccxt object carries no keys, so even a strategy using ctx.exchange() directly
+    cannot place a real order."""
+    rig = await make_rig(fake, tmp_path, dry_run=True)
+    try:
+        assert not rig.exchange.ccxt.apiKey and not rig.exchange.ccxt.secret
+    finally:
+        await rig.exchange.close()
+        rig.journal.close()
