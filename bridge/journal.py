@@ -307,27 +307,16 @@ class Journal:
         data = self._intent_log.read_bytes()
         rows = []
         for line in data.splitlines():
+            # Each line is the intent's SQLite row, as reserve() wrote it (see _intent_row).
             try:
-                fields = orjson.loads(line)
-                (cid, key, strategy, exchange, symbol, side, quote, cost, amount, dry_run, now) = fields[:11]
-                intent = OrderIntent(
-                    cid,
-                    key,
-                    strategy,
-                    exchange,
-                    symbol,
-                    side,
-                    quote,
-                    cost,
-                    amount,
-                    bool(dry_run),
-                    plan=_plan_of(fields[11:14]),
-                    exit_of=fields[14],
-                )
-                rows.append(_intent_row(intent, int(now)))
-            except (orjson.JSONDecodeError, TypeError, ValueError, IndexError):
-                # a torn last line: its write never completed, so its request was never sent
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                row = None
+            if not isinstance(row, list) or len(row) != _INTENT_ROW_LEN:
+                # a torn last line: its write never completed, so reserve() raised and nothing was sent
                 log.warning("journal.intent_log_bad_line", size=len(line))
+                continue
+            rows.append(tuple(row))
         if rows:
             with self._db:
                 self._db.execute("BEGIN")
@@ -383,27 +372,7 @@ class Journal:
         if cid in self._cids or self._intent_fd is None:  # read-only: never send
             return False
         now = self._clock_ns()
-        plan = intent.plan
-        line = orjson.dumps(
-            [
-                cid,
-                intent.announcement_key,
-                intent.strategy,
-                intent.exchange,
-                intent.symbol,
-                intent.side,
-                intent.quote,
-                intent.cost,
-                intent.amount,
-                intent.dry_run,
-                now,
-                None if plan is None else plan.take_profit,
-                None if plan is None else plan.stop_loss,
-                None if plan is None else plan.after,
-                intent.exit_of,
-            ]
-        )
-        self._append(line + b"\n")
+        self._append(orjson.dumps(_intent_row(intent, now)) + b"\n")
         self._cids.add(cid)
         self._pending_intents.append((intent, now))
         self._flush_soon()
@@ -521,7 +490,11 @@ _INSERT_INTENT = (
 )
 
 
+_INTENT_ROW_LEN = _INSERT_INTENT.count("?")  # the values of one intent row
+
+
 def _intent_row(intent: OrderIntent, now: int) -> tuple[Any, ...]:
+    """The intent as its SQLite row; also, as a JSON array, its line in the intent log."""
     plan = intent.plan
     return (
         intent.client_order_id,
@@ -546,11 +519,6 @@ def _intent_row(intent: OrderIntent, now: int) -> tuple[Any, ...]:
 def _announcement_row(a: Announcement, seen_ns: int) -> tuple[Any, ...]:
     raw = orjson.dumps(a.raw).decode()
     return (a.key, seen_ns, a.publisher, a.listing_type, a.title, ",".join(a.tickers), a.detected_us, raw)
-
-
-def _plan_of(values: list[Any]) -> ExitPlan | None:
-    plan = ExitPlan(*values)
-    return plan if plan.active else None
 
 
 _EXIT_COLUMNS = (("take_profit", "REAL"), ("stop_loss", "REAL"), ("exit_after", "REAL"), ("exit_of", "TEXT"))

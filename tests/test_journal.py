@@ -167,7 +167,7 @@ def test_torn_intent_log_line_is_skipped(tmp_path: Path) -> None:
     the complete lines before it are replayed."""
     j = Journal.open(tmp_path, dry_run=False)
     j.close()
-    whole = b'["bxWHOLE","k","s","binance","ABC/USDT","buy","USDT",20.0,null,false,1,null,null,null,null]\n'
+    whole = b'["bxWHOLE","k","s","binance","ABC/USDT","buy","USDT",20.0,null,0,1,1,null,null,null,null]\n'
     (tmp_path / "journal-live.intents").write_bytes(whole + b'["bxTORN","k","s","bin')
     j = Journal.open(tmp_path, dry_run=False)
     try:
