@@ -248,16 +248,23 @@ class OrderRouter:
         if result.filled is None and intent.plan is not None:
             # Some exchanges (okx, bybit) answer an order with its id only; an exit needs the fill.
             result = await self._completed(ex, intent, result)
+        self._record_fill(intent, "placed", result)
+        return OrderOutcome("placed", ex.id, req.symbol, req.side, req.client_order_id, result=result)
+
+    def _record_fill(
+        self, intent: OrderIntent, state: Literal["placed", "paper"], result: OrderResult
+    ) -> None:
+        """Journal an order that executed. A buy records what it left on the account (see held_amount),
+        which is what its exit will sell, whichever path learned of the fill."""
         self._journal.record_result(
-            req.client_order_id,
-            "placed",
+            intent.client_order_id,
+            state,
             order_id=result.order_id,
             filled=held_amount(result, intent.symbol) if intent.side == "buy" else result.filled,
             average=result.average,
             cost=result.cost,
             raw=result.raw,
         )
-        return OrderOutcome("placed", ex.id, req.symbol, req.side, req.client_order_id, result=result)
 
     async def _completed(self, ex: Exchange, intent: OrderIntent, result: OrderResult) -> OrderResult:
         try:
@@ -272,15 +279,7 @@ class OrderRouter:
     ) -> OrderOutcome:
         started = time.perf_counter_ns()
         result = await self._paper.fill(ex, req)
-        self._journal.record_result(
-            req.client_order_id,
-            "paper",
-            order_id=result.order_id,
-            filled=result.filled,
-            average=result.average,
-            cost=result.cost,
-            raw=result.raw,
-        )
+        self._record_fill(intent, "paper", result)
         self._placed(intent, announcement, started, result)
         return OrderOutcome("paper", ex.id, req.symbol, req.side, req.client_order_id, result=result)
 
@@ -406,15 +405,7 @@ class OrderRouter:
                 continue
             answered = True
             if found is not None:
-                self._journal.record_result(
-                    cid,
-                    "placed",
-                    order_id=found.order_id,
-                    filled=found.filled,
-                    average=found.average,
-                    cost=found.cost,
-                    raw=found.raw,
-                )
+                self._record_fill(intent, "placed", found)
                 metrics.ORDERS.labels(intent.exchange, "placed", str(intent.dry_run).lower()).inc()
                 log.info(
                     "order.reconciled",
