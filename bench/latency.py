@@ -46,10 +46,10 @@ from bench.procs import (
     spawn_daemon,
     spawn_floor,
 )
-from bridge import logs
-from bridge.codec import Announcement, decode
-from bridge.emulator import FeedEmulator
-from bridge.fake_exchange import DEFAULT_MARKETS, FakeBinance
+from bridge.feed.codec import Announcement, decode
+from bridge.ops import logs
+from bridge.sim.emulator import FeedEmulator
+from bridge.sim.fake_exchange import DEFAULT_MARKETS, FakeBinance
 
 FAST_KEY = "dsk_" + "1" * 64
 DEFAULT_KEY = "dsk_" + "2" * 64

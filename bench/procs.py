@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.emulator import FeedEmulator
-from bridge.fake_exchange import FakeBinance
+from bridge.sim.emulator import FeedEmulator
+from bridge.sim.fake_exchange import FakeBinance
 
 REPO = Path(__file__).resolve().parent.parent
 STRATEGIES = REPO / "strategies"

@@ -10,19 +10,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bridge.codec import Announcement
-    from bridge.journal import ExitPlan
-    from bridge.orders import OrderOutcome
-    from bridge.strategy import Context, Strategy
+    from bridge.feed.codec import Announcement
+    from bridge.trading.journal import ExitPlan
+    from bridge.trading.orders import OrderOutcome
+    from bridge.trading.strategy import Context, Strategy
 
 __all__ = ["Announcement", "Context", "ExitPlan", "OrderOutcome", "Strategy"]
 
 _WHERE = {
-    "Announcement": "bridge.codec",
-    "ExitPlan": "bridge.journal",
-    "OrderOutcome": "bridge.orders",
-    "Context": "bridge.strategy",
-    "Strategy": "bridge.strategy",
+    "Announcement": "bridge.feed.codec",
+    "ExitPlan": "bridge.trading.journal",
+    "OrderOutcome": "bridge.trading.orders",
+    "Context": "bridge.trading.strategy",
+    "Strategy": "bridge.trading.strategy",
 }
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 
 from bridge import config as config_mod
-from bridge import logs
 from bridge.errors import BridgeError, ConfigError, ExitCode
+from bridge.ops import logs
 
 log = structlog.get_logger(__name__)
 
@@ -163,7 +163,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     recorder = None
     if args.record is not None:
-        from bridge.recorder import Recorder
+        from bridge.feed.recorder import Recorder
 
         recorder = Recorder(args.record, max_bytes=int(args.max_mb * 1024 * 1024), keep=args.keep)
 
@@ -194,7 +194,7 @@ def _guarded(command: Command) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from bridge.demo import run_demo
+    from bridge.sim.demo import run_demo
 
     logs.configure("info", "auto")
     return _guarded(lambda stop: run_demo(stop_event=stop, forever=args.forever))
@@ -202,7 +202,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = config_mod.load(args.config)
-    from bridge.plugins import load_strategies
+    from bridge.trading.plugins import load_strategies
 
     strategies = load_strategies(config)
     print(
@@ -216,7 +216,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 async def _check_exchanges(config: config_mod.Config) -> int:
     """Connect to every configured exchange: clock offset, markets and (when keys are set) the keys."""
-    from bridge.exchange import Exchange
+    from bridge.venues.exchange import Exchange
 
     code = ExitCode.OK
     for ex_id, ex_cfg in config.exchanges.items():
@@ -235,7 +235,7 @@ async def _check_exchanges(config: config_mod.Config) -> int:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from bridge.recorder import record
+    from bridge.feed.recorder import record
 
     config = _load(args.config)
 
@@ -284,7 +284,7 @@ def _cmd_new_strategy(args: argparse.Namespace) -> int:
 def _cmd_list_strategies(args: argparse.Namespace) -> int:
     import inspect
 
-    from bridge.plugins import load_strategy
+    from bridge.trading.plugins import load_strategy
 
     config = config_mod.load(args.config, offline=True)
     for spec in config.strategies:
@@ -310,8 +310,8 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
-    from bridge.demo import DEMO_API_KEY
-    from bridge.emulator import run_emulator
+    from bridge.sim.demo import DEMO_API_KEY
+    from bridge.sim.emulator import run_emulator
 
     logs.configure("info", "auto")
     return _guarded(
@@ -331,7 +331,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_fake_exchange(args: argparse.Namespace) -> int:
-    from bridge.fake_exchange import run_fake_exchange
+    from bridge.sim.fake_exchange import run_fake_exchange
 
     logs.configure("info", "auto")
     return _guarded(lambda stop: _zero(run_fake_exchange(args.host, args.port, stop)))

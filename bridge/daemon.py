@@ -13,23 +13,23 @@ from typing import Any
 
 import structlog
 
-from bridge.codec import Announcement
 from bridge.config import Config
-from bridge.dispatch import Dispatcher, StrategyRunner
 from bridge.errors import BridgeError, ConfigError, ExchangeAuthError, ExchangeError
-from bridge.exchange import Exchange
-from bridge.exits import ExitManager
-from bridge.gate import TradingGate
-from bridge.health import HealthServer, build_snapshot, run_status_log
-from bridge.journal import OPEN_STATES, Journal
-from bridge.notify import Notifier
-from bridge.orders import OrderOutcome, OrderRouter
-from bridge.plugins import load_strategies
-from bridge.recorder import Recorder
-from bridge.risk import RiskLimits
-from bridge.sdnotify import SystemdNotifier, run_watchdog
-from bridge.strategy import Context, Strategy
-from bridge.supervisor import Supervisor
+from bridge.feed.codec import Announcement
+from bridge.feed.recorder import Recorder
+from bridge.feed.supervisor import Supervisor
+from bridge.ops.health import HealthServer, build_snapshot, run_status_log
+from bridge.ops.notify import Notifier
+from bridge.ops.sdnotify import SystemdNotifier, run_watchdog
+from bridge.trading.dispatch import Dispatcher, StrategyRunner
+from bridge.trading.exits import ExitManager
+from bridge.trading.gate import TradingGate
+from bridge.trading.journal import OPEN_STATES, Journal
+from bridge.trading.orders import OrderOutcome, OrderRouter
+from bridge.trading.plugins import load_strategies
+from bridge.trading.risk import RiskLimits
+from bridge.trading.strategy import Context, Strategy
+from bridge.venues.exchange import Exchange
 
 log = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """The project's exception tree and the process exit codes it maps to.
 
-Each class says who handles it and how. ccxt's own exceptions never leave bridge.exchange:
+Each class says who handles it and how. ccxt's own exceptions never leave bridge.venues.exchange:
 they are translated there into the ExchangeError branch below.
 """
 

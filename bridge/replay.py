@@ -23,17 +23,17 @@ from typing import Any
 import orjson
 import structlog
 
-from bridge.codec import Announcement, DecodeError, TestAnnouncement, decode
 from bridge.config import Config, ExchangeConfig
 from bridge.errors import ConfigError
-from bridge.exchange import Exchange, Market, OrderRequest, OrderResult
-from bridge.exits import ExitManager
-from bridge.gate import TradingGate
-from bridge.journal import Journal, Position
-from bridge.orders import OrderOutcome, OrderRouter
-from bridge.plugins import load_strategies
-from bridge.risk import RiskLimits
-from bridge.strategy import Context, Strategy
+from bridge.feed.codec import Announcement, DecodeError, TestAnnouncement, decode
+from bridge.trading.exits import ExitManager
+from bridge.trading.gate import TradingGate
+from bridge.trading.journal import Journal, Position
+from bridge.trading.orders import OrderOutcome, OrderRouter
+from bridge.trading.plugins import load_strategies
+from bridge.trading.risk import RiskLimits
+from bridge.trading.strategy import Context, Strategy
+from bridge.venues.exchange import Exchange, Market, OrderRequest, OrderResult
 
 log = structlog.get_logger(__name__)
 

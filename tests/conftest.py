@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge import logs
+from bridge.ops import logs
 
 _SESSION_STREAM = io.StringIO()
 

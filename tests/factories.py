@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from bridge.codec import Announcement, decode
+from bridge.feed.codec import Announcement, decode
 
 
 def announcement_frame(

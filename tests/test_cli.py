@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.emulator import FeedEmulator
+from bridge.sim.emulator import FeedEmulator
 
 KEY = "dsk_" + "b" * 64
 STRATEGIES = Path(__file__).resolve().parent.parent / "strategies"
@@ -124,7 +124,7 @@ async def test_check_config_connect_checks_keys(
 ) -> None:
     """`check-config --connect` reaches the exchange: OK with good keys, exit 77 when they are rejected."""
     from bridge import cli
-    from bridge.fake_exchange import FakeBinance
+    from bridge.sim.fake_exchange import FakeBinance
 
     async with FakeBinance() as fake:
         path = tmp_path / "config.yaml"

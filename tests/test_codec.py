@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge import codec  # codec.TestAnnouncement by name would be collected by pytest as tests
-from bridge.codec import (
+from bridge.feed import codec  # codec.TestAnnouncement by name would be collected by pytest as tests
+from bridge.feed.codec import (
     Announcement,
     DecodeError,
     FeedError,

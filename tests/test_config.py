@@ -143,7 +143,7 @@ def test_show_config_redacts(
 
 def test_example_config_is_valid() -> None:
     """The shipped config.yaml loads (with its variables set) and its strategies import."""
-    from bridge.plugins import load_strategies
+    from bridge.trading.plugins import load_strategies
 
     env = {"CRYPTOLISTING_API_KEY": "dsk_x", "BINANCE_API_KEY": "key12345", "BINANCE_SECRET": "secret12345"}
     cfg = config.loads(Path("config.yaml").read_text(), "config.yaml", env=env)

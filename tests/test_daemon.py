@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge import Announcement, Context, OrderOutcome, Strategy, metrics
+from bridge import Announcement, Context, OrderOutcome, Strategy
 from bridge import config as config_mod
+from bridge import telemetry as metrics
 from bridge.daemon import Daemon
-from bridge.emulator import FeedEmulator
-from bridge.fake_exchange import FakeBinance
+from bridge.sim.emulator import FeedEmulator
+from bridge.sim.fake_exchange import FakeBinance
 
 KEY = "dsk_" + "a" * 64
 STRATEGIES = Path(__file__).resolve().parent.parent / "strategies"
@@ -284,9 +285,9 @@ async def test_orders_left_open_by_a_crash_are_looked_up_at_start(
     id at start-up: one the exchange executed ends `placed`, one it never saw ends `not_found`, and
     neither is sent again."""
     from bridge.config import ExchangeConfig
-    from bridge.exchange import Exchange, OrderRequest
-    from bridge.journal import Journal, OrderIntent
     from bridge.secrets import Secret
+    from bridge.trading.journal import Journal, OrderIntent
+    from bridge.venues.exchange import Exchange, OrderRequest
 
     emu, fake = servers
     ex = Exchange(

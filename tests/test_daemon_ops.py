@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 
 from bridge.daemon import Daemon
-from bridge.emulator import FeedEmulator
-from bridge.fake_exchange import FakeBinance
+from bridge.sim.emulator import FeedEmulator
+from bridge.sim.fake_exchange import FakeBinance
 from tests.test_daemon import KEY, Running, make_config
 
 

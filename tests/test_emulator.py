@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 import pytest
 
-from bridge.emulator import FeedEmulator, KeyGrant, run_emulator
 from bridge.errors import ConfigError
+from bridge.sim.emulator import FeedEmulator, KeyGrant, run_emulator
 
 KEY = "dsk_" + "a1" * 32
 LIMITED_KEY = "dsk_" + "b2" * 32

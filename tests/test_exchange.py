@@ -1,4 +1,4 @@
-"""bridge.exchange against FakeBinance over 127.0.0.1: real ccxt code, real HTTP, real signatures."""
+"""bridge.venues.exchange against FakeBinance over 127.0.0.1: real ccxt code, real HTTP, real signatures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import ccxt.async_support as ccxt_async
 import pytest
 from aioresponses import aioresponses
 
-from bridge import exchange as exchange_module
 from bridge.config import ExchangeConfig
 from bridge.errors import (
     ConfigError,
@@ -25,9 +24,10 @@ from bridge.errors import (
     RateLimited,
     UnknownSymbol,
 )
-from bridge.exchange import Exchange, OrderRequest, translate_error
-from bridge.fake_exchange import FakeBinance, FaultKind
 from bridge.secrets import Secret
+from bridge.sim.fake_exchange import FakeBinance, FaultKind
+from bridge.venues import exchange as exchange_module
+from bridge.venues.exchange import Exchange, OrderRequest, translate_error
 
 EXCHANGE_INFO = ("GET", "/api/v3/exchangeInfo")
 TIME = ("GET", "/api/v3/time")
@@ -586,7 +586,7 @@ async def test_fetch_price(exchange: Exchange, fake: FakeBinance) -> None:
 
 
 async def test_dry_run_never_sends(fake: FakeBinance) -> None:
-    """With dry_run the exchange layer refuses to send any order (paper fills happen in bridge.paper),
+    """With dry_run the exchange layer refuses to send any order (paper fills happen in bridge.trading.paper),
     while markets and prices are still read."""
     ex = Exchange("binance", config(fake), dry_run=True)
     await ex.start(check_keys=False)

@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from bridge import config
-from bridge.exits import ExitManager, exit_reason
-from bridge.fake_exchange import FakeBinance
-from bridge.journal import ExitPlan, Position
 from bridge.replay import replay
+from bridge.sim.fake_exchange import FakeBinance
+from bridge.trading.exits import ExitManager, exit_reason
+from bridge.trading.journal import ExitPlan, Position
 from tests.factories import announcement
 from tests.test_orders import Rig, make_rig
 

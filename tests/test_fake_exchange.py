@@ -14,7 +14,7 @@ import aiohttp
 import ccxt.async_support as ccxt_async
 import pytest
 
-from bridge.fake_exchange import FakeBinance, run_fake_exchange
+from bridge.sim.fake_exchange import FakeBinance, run_fake_exchange
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge import feed, metrics
-from bridge.codec import Announcement
+from bridge import telemetry as metrics
 from bridge.config import FeedConfig
-from bridge.emulator import FeedEmulator, KeyGrant
+from bridge.feed import client as feed
+from bridge.feed.codec import Announcement
 from bridge.secrets import Secret
+from bridge.sim.emulator import FeedEmulator, KeyGrant
 
 KEY = "dsk_" + "c3" * 32
 EXPIRING_KEY = "dsk_" + "d4" * 32
@@ -136,7 +137,7 @@ async def test_binary_and_text_announcements_are_enqueued_with_receipt_time(
     queued_when_logged: list[int] = []
     queue = CountingQueue()
     probe = QueueProbe(queue, queued_when_logged, want=2)
-    logging.getLogger("bridge.feed").addHandler(probe)
+    logging.getLogger("bridge.feed.client").addHandler(probe)
     try:
         async with reading(config(emu), queue) as live:
             await emu.wait_connected(1)
@@ -148,7 +149,7 @@ async def test_binary_and_text_announcements_are_enqueued_with_receipt_time(
             first, second = await live.next(), await live.next()
             await asyncio.wait_for(probe.done.wait(), WAIT)
     finally:
-        logging.getLogger("bridge.feed").removeHandler(probe)
+        logging.getLogger("bridge.feed.client").removeHandler(probe)
     assert queued_when_logged[0] >= 1 and queued_when_logged[1] >= 2  # queued before logged
     assert first.tickers == ("ABC", "DEF") and second.tickers == ("XYZ",)
     assert before_ns <= first.received_ns <= second.received_ns <= time.time_ns()

@@ -16,15 +16,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from bridge import metrics
-from bridge.codec import Announcement
+from bridge import telemetry as metrics
 from bridge.config import FeedConfig, HealthConfig
-from bridge.emulator import FeedEmulator, KeyGrant
 from bridge.errors import ConfigError
-from bridge.gate import TradingGate
-from bridge.health import HealthServer, build_snapshot, run_status_log
+from bridge.feed.codec import Announcement
+from bridge.feed.supervisor import Supervisor
+from bridge.ops.health import HealthServer, build_snapshot, run_status_log
 from bridge.secrets import Secret
-from bridge.supervisor import Supervisor
+from bridge.sim.emulator import FeedEmulator, KeyGrant
+from bridge.trading.gate import TradingGate
 
 KEY = "dsk_" + "4b" * 32
 WAIT = 5.0  # safety bound only

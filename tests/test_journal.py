@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.journal import Journal, OrderIntent
+from bridge.trading.journal import Journal, OrderIntent
 from tests.factories import announcement
 
 
@@ -73,7 +73,7 @@ def test_intent_survives_kill_9(tmp_path: Path) -> None:
     code = f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path.cwd())!r})
-from bridge.journal import Journal, OrderIntent
+from bridge.trading.journal import Journal, OrderIntent
 j = Journal.open(__import__('pathlib').Path({str(tmp_path)!r}), dry_run=False)
 j.reserve(OrderIntent("bxKILL", "k", "s", "binance", "ABC/USDT", "buy", "USDT", 20.0, None, False))
 os.kill(os.getpid(), signal.SIGKILL)
@@ -142,7 +142,7 @@ def test_logged_intent_survives_kill_9_before_reaching_sqlite(tmp_path: Path) ->
     code = f"""
 import asyncio, os, signal, sys
 sys.path.insert(0, {str(Path.cwd())!r})
-from bridge.journal import Journal, OrderIntent
+from bridge.trading.journal import Journal, OrderIntent
 async def main():
     j = Journal.open(__import__('pathlib').Path({str(tmp_path)!r}), dry_run=False)
     assert j.reserve(OrderIntent("bxLOGGED", "k", "s", "binance", "ABC/USDT", "buy", "USDT", 20.0, None, False))
@@ -211,7 +211,7 @@ def test_a_journal_locked_by_another_process_is_read_only_with_an_error(
     code = f"""
 import sys, time
 sys.path.insert(0, {str(Path.cwd())!r})
-from bridge.journal import Journal
+from bridge.trading.journal import Journal
 j = Journal.open(__import__('pathlib').Path({str(tmp_path)!r}), dry_run=False)
 print("open", flush=True)
 sys.stdin.read()
@@ -234,7 +234,7 @@ def test_intent_log_is_emptied_once_its_rows_are_written(
 ) -> None:
     """The intent log only holds intents whose rows may not be in SQLite yet: past its size limit it
     is emptied right after a flush."""
-    from bridge import journal as journal_module
+    from bridge.trading import journal as journal_module
 
     monkeypatch.setattr(journal_module, "INTENT_LOG_MAX_BYTES", 500)
     j = Journal.open(tmp_path, dry_run=False)

@@ -14,7 +14,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from bridge import logs, secrets
+from bridge import secrets
+from bridge.ops import logs
 
 log = structlog.get_logger("bridge.test_logs")
 NOISY = ("aiohttp", "ccxt", "asyncio", "tenacity")
@@ -219,7 +220,7 @@ def test_repeated_event_is_capped_per_window_then_summarised() -> None:
     assert summary["suppressed_event"] == "feed.connecting"
     assert summary["suppressed_logger"] == "bridge.test_logs"
     assert summary["level"] == "warning"
-    assert summary["logger"] == "bridge.logs"
+    assert summary["logger"] == "bridge.ops.logs"
     assert "timestamp" in summary
 
 

@@ -17,12 +17,12 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from bridge import metrics
-from bridge.codec import Welcome
+from bridge import telemetry as metrics
 from bridge.config import AlertsConfig, TelegramConfig, WebhookConfig
-from bridge.gate import TradingGate
-from bridge.notify import MAX_ATTEMPTS, Notifier, backoff_delay
+from bridge.feed.codec import Welcome
+from bridge.ops.notify import MAX_ATTEMPTS, Notifier, backoff_delay
 from bridge.secrets import Secret
+from bridge.trading.gate import TradingGate
 
 HOOK_TOKEN = "whk_" + "7f3a" * 8
 BOT_TOKEN = "123456789:AAH" + "q9Zx" * 8

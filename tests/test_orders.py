@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from bridge import metrics
+from bridge import telemetry as metrics
 from bridge.config import ExchangeConfig, TradingConfig
-from bridge.exchange import Exchange
-from bridge.fake_exchange import FakeBinance
-from bridge.gate import TradingGate
-from bridge.journal import Journal
-from bridge.orders import LOOKUP_DELAYS, OrderRouter, client_order_id
-from bridge.risk import RiskLimits
 from bridge.secrets import Secret
+from bridge.sim.fake_exchange import FakeBinance
+from bridge.trading.gate import TradingGate
+from bridge.trading.journal import Journal
+from bridge.trading.orders import LOOKUP_DELAYS, OrderRouter, client_order_id
+from bridge.trading.risk import RiskLimits
+from bridge.venues.exchange import Exchange
 from tests.factories import announcement
 
 
@@ -343,8 +343,8 @@ async def test_order_that_would_wait_past_max_event_age_is_skipped(frozen: Rig) 
 def test_held_amount_subtracts_fees_paid_in_the_bought_coin() -> None:
     """A position is what the buy left on the account: fees charged in the base coin come off (so an
     exit can sell it all); fees in other coins do not."""
-    from bridge.exchange import OrderResult
-    from bridge.orders import held_amount
+    from bridge.trading.orders import held_amount
+    from bridge.venues.exchange import OrderResult
 
     def result(filled: float | None, fees: list[dict[str, object]]) -> OrderResult:
         return OrderResult(

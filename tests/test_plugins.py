@@ -8,7 +8,7 @@ import pytest
 
 from bridge.config import StrategyConfig
 from bridge.errors import ConfigError
-from bridge.plugins import load_strategy
+from bridge.trading.plugins import load_strategy
 
 PLUGIN = """
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""bridge.ratelimit: a burst goes at once, then callers wait their turn; no window ever sees more than
+"""bridge.venues.ratelimit: a burst goes at once, then callers wait their turn; no window ever sees more than
 the exchange's budget."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import bisect
 
 import pytest
 
-from bridge.ratelimit import DEFAULT_BURST, Budget, TokenBucket
+from bridge.venues.ratelimit import DEFAULT_BURST, Budget, TokenBucket
 
 
 class Clock:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from bridge.recorder import Recorder
+from bridge.feed.recorder import Recorder
 from bridge.replay import read_stream
 
 
@@ -60,9 +60,9 @@ async def test_record_then_replay_gives_the_live_orders(tmp_path: Path) -> None:
     """A live session recorded by the daemon (`run --record`), replayed through the same strategy,
     yields the same orders: same symbols, sides, costs and client order ids."""
     from bridge.daemon import Daemon
-    from bridge.emulator import FeedEmulator
-    from bridge.fake_exchange import FakeBinance
     from bridge.replay import replay
+    from bridge.sim.emulator import FeedEmulator
+    from bridge.sim.fake_exchange import FakeBinance
     from tests.test_daemon import KEY, Running, make_config
 
     path = tmp_path / "session.jsonl"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bridge.config import TradingConfig
-from bridge.journal import Journal, OrderIntent
-from bridge.risk import RiskLimits
+from bridge.trading.journal import Journal, OrderIntent
+from bridge.trading.risk import RiskLimits
 from tests.factories import announcement
 
 

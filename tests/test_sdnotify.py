@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from bridge.sdnotify import SystemdNotifier, run_watchdog
+from bridge.ops.sdnotify import SystemdNotifier, run_watchdog
 
 WATCHDOG_30S = str(30_000_000)
 

@@ -14,14 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge import metrics
-from bridge.codec import Announcement
+from bridge import telemetry as metrics
 from bridge.config import FeedConfig, ReconnectConfig
-from bridge.emulator import FeedEmulator
 from bridge.errors import ConfigError, CredentialsRejected
-from bridge.gate import TradingGate
+from bridge.feed.codec import Announcement
+from bridge.feed.supervisor import RATE_LIMIT_WAIT, Supervisor, backoff_delay
 from bridge.secrets import Secret
-from bridge.supervisor import RATE_LIMIT_WAIT, Supervisor, backoff_delay
+from bridge.sim.emulator import FeedEmulator
+from bridge.trading.gate import TradingGate
 
 KEY = "dsk_" + "e5" * 32
 WAIT = 5.0  # safety bound only

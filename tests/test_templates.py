@@ -11,7 +11,7 @@ import pytest
 from bridge import cli
 from bridge.config import StrategyConfig
 from bridge.errors import ConfigError
-from bridge.plugins import load_strategy
+from bridge.trading.plugins import load_strategy
 
 
 def test_template_loads_and_its_test_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from bridge.aio import Sleep, sleep_or_stop
-from bridge.exchange import Exchange
-from bridge.journal import Journal, Position
-from bridge.orders import OrderOutcome, OrderRouter
+from bridge.trading.journal import Journal, Position
+from bridge.trading.orders import OrderOutcome, OrderRouter
+from bridge.venues.exchange import Exchange
 
 log = structlog.get_logger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.exchange import Exchange, OrderRequest, OrderResult
+from bridge.venues.exchange import Exchange, OrderRequest, OrderResult
 
 PRICE_TIMEOUT = 2.0
 

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
-from bridge.codec import Announcement
+from bridge.feed.codec import Announcement
 
 if TYPE_CHECKING:
-    from bridge.exchange import Exchange, Market
-    from bridge.journal import ExitPlan
-    from bridge.orders import OrderOutcome, OrderRouter
+    from bridge.trading.journal import ExitPlan
+    from bridge.trading.orders import OrderOutcome, OrderRouter
+    from bridge.venues.exchange import Exchange, Market
 
 
 class Strategy:
@@ -113,7 +113,7 @@ class Context:
         exit: ExitPlan | None = None,
     ) -> OrderOutcome:
         """Market-buy spending `cost` of the quote currency, or buying `amount` of the base currency.
-        With `exit`, the position is sold on take-profit, stop-loss or after a time (bridge.exits),
+        With `exit`, the position is sold on take-profit, stop-loss or after a time (bridge.trading.exits),
         also after a restart."""
         return await self._router.submit(
             strategy=self.strategy,

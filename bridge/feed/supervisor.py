@@ -14,11 +14,12 @@ import aiohttp
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from bridge import feed, metrics
-from bridge.codec import Announcement, Welcome
+from bridge import telemetry as metrics
 from bridge.config import FeedConfig
 from bridge.errors import ConfigError, CredentialsRejected
-from bridge.gate import TradingGate
+from bridge.feed import client as feed
+from bridge.feed.codec import Announcement, Welcome
+from bridge.trading.gate import TradingGate
 
 log = structlog.get_logger(__name__)
 

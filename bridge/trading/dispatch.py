@@ -10,10 +10,10 @@ import asyncio
 
 import structlog
 
-from bridge import metrics
-from bridge.codec import Announcement
-from bridge.journal import Journal
-from bridge.strategy import Context, Strategy
+from bridge import telemetry as metrics
+from bridge.feed.codec import Announcement
+from bridge.trading.journal import Journal
+from bridge.trading.strategy import Context, Strategy
 
 log = structlog.get_logger(__name__)
 

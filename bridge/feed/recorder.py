@@ -16,9 +16,9 @@ from typing import Any, BinaryIO
 import orjson
 import structlog
 
-from bridge import metrics
-from bridge.codec import Announcement
+from bridge import telemetry as metrics
 from bridge.config import Config
+from bridge.feed.codec import Announcement
 
 log = structlog.get_logger(__name__)
 
@@ -125,8 +125,8 @@ async def record(
     """`bridge record`: hold the feed (reconnecting as the daemon does) and record every frame until
     `stop`. With `markets`, first snapshot each configured exchange's markets and prices, so a replay
     of the recording knows what traded and at what price."""
-    from bridge.gate import TradingGate
-    from bridge.supervisor import Supervisor
+    from bridge.feed.supervisor import Supervisor
+    from bridge.trading.gate import TradingGate
 
     recorder = Recorder(out, max_bytes=max_bytes, keep=keep)
     if markets:
@@ -157,7 +157,7 @@ async def _discard(queue: asyncio.Queue[Announcement]) -> None:
 async def snapshot_markets(config: Config) -> dict[str, dict[str, float | None]]:
     """Active spot markets and last prices of every configured exchange (one tickers request each)."""
     from bridge.errors import ExchangeError
-    from bridge.exchange import Exchange
+    from bridge.venues.exchange import Exchange
 
     out: dict[str, dict[str, float | None]] = {}
     for ex_id, ex_cfg in config.exchanges.items():

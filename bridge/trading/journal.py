@@ -32,8 +32,8 @@ from typing import Any, Literal
 import orjson
 import structlog
 
-from bridge.codec import Announcement
 from bridge.errors import ConfigError
+from bridge.feed.codec import Announcement
 
 log = structlog.get_logger(__name__)
 

@@ -43,7 +43,7 @@ log: {{level: info, format: auto}}
 """
 
 # The bundled example strategies, found next to the package (the demo runs from any directory).
-STRATEGIES_DIR = Path(__file__).resolve().parent.parent / "strategies"
+STRATEGIES_DIR = Path(__file__).resolve().parents[2] / "strategies"
 
 # Markets on the fake exchange: (base, quote, price).
 DEMO_MARKETS = [
@@ -118,8 +118,8 @@ def demo_script(now_us: int) -> list[dict[str, Any]]:
 
 async def run_demo(*, stop_event: asyncio.Event, forever: bool = False) -> int:
     from bridge.daemon import Daemon
-    from bridge.emulator import FeedEmulator
-    from bridge.fake_exchange import FakeBinance
+    from bridge.sim.emulator import FeedEmulator
+    from bridge.sim.fake_exchange import FakeBinance
 
     with tempfile.TemporaryDirectory(prefix="bridge-demo-") as state_dir:
         async with (
@@ -176,7 +176,7 @@ async def _until(condition: Any, run: asyncio.Task[None]) -> None:
 
 
 def _print_summary(state_dir: Path) -> None:
-    from bridge.journal import Journal
+    from bridge.trading.journal import Journal
 
     journal = Journal.open(state_dir, dry_run=True)
     try:

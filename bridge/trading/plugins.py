@@ -15,7 +15,7 @@ from types import ModuleType
 from bridge.config import Config, StrategyConfig
 from bridge.errors import ConfigError
 from bridge.schema import SchemaError, build
-from bridge.strategy import Strategy
+from bridge.trading.strategy import Strategy
 
 
 def load_strategies(config: Config) -> list[Strategy]:

@@ -14,12 +14,12 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge import metrics
+from bridge import telemetry as metrics
 from bridge.aio import Sleep, sleep_or_stop
-from bridge.codec import Welcome
 from bridge.config import HealthConfig
 from bridge.errors import ConfigError
-from bridge.gate import TradingGate
+from bridge.feed.codec import Welcome
+from bridge.trading.gate import TradingGate
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,7 @@ from typing import Literal
 
 import structlog
 
-from bridge import metrics
-from bridge.codec import Announcement
+from bridge import telemetry as metrics
 from bridge.errors import (
     ExchangeAuthError,
     ExchangeError,
@@ -24,11 +23,12 @@ from bridge.errors import (
     RateLimited,
     TradingHalted,
 )
-from bridge.exchange import Exchange, OrderRequest, OrderResult
-from bridge.gate import TradingGate
-from bridge.journal import ExitPlan, Journal, OrderIntent, Position
-from bridge.paper import PaperBroker
-from bridge.risk import RiskLimits
+from bridge.feed.codec import Announcement
+from bridge.trading.gate import TradingGate
+from bridge.trading.journal import ExitPlan, Journal, OrderIntent, Position
+from bridge.trading.paper import PaperBroker
+from bridge.trading.risk import RiskLimits
+from bridge.venues.exchange import Exchange, OrderRequest, OrderResult
 
 log = structlog.get_logger(__name__)
 

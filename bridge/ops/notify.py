@@ -17,10 +17,11 @@ import aiohttp
 import orjson
 import structlog
 
-from bridge import metrics, secrets
-from bridge.codec import Welcome
+from bridge import secrets
+from bridge import telemetry as metrics
 from bridge.config import AlertsConfig, TelegramConfig, WebhookConfig
-from bridge.gate import TradingGate
+from bridge.feed.codec import Welcome
+from bridge.trading.gate import TradingGate
 
 log = structlog.get_logger(__name__)
 

@@ -1,5 +1,5 @@
 """The feed client: opens one cryptolisting.ws connection and reads it with a loop that only decodes,
-enqueues and counts. Whether and when to reconnect is bridge.supervisor's business.
+enqueues and counts. Whether and when to reconnect is bridge.feed.supervisor's business.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import orjson
 import structlog
 from aiohttp.http import WSMessageNoDecodeText
 
-from bridge import metrics
-from bridge.codec import (
+from bridge import telemetry as metrics
+from bridge.config import FeedConfig
+from bridge.feed.codec import (
     Announcement,
     DecodeError,
     FeedError,
@@ -28,7 +29,6 @@ from bridge.codec import (
     Welcome,
     decode,
 )
-from bridge.config import FeedConfig
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +50,7 @@ Cause = Literal["closed", "closing", "dropped", "error", "reset", "stale"]
 
 
 class FeedDown(Exception):
-    """The connection is gone or could not be opened. bridge.supervisor decides whether and when to
+    """The connection is gone or could not be opened. bridge.feed.supervisor decides whether and when to
     connect again; nothing else should catch this."""
 
     cause: str = "down"

@@ -20,7 +20,7 @@ import ccxt.async_support as ccxt_async
 import orjson
 import structlog
 
-from bridge import fastpath, secrets
+from bridge import secrets
 from bridge.config import ExchangeConfig
 from bridge.errors import (
     ConfigError,
@@ -32,13 +32,14 @@ from bridge.errors import (
     RateLimited,
     UnknownSymbol,
 )
-from bridge.ratelimit import Budget, TokenBucket
+from bridge.venues import fastpath
+from bridge.venues.ratelimit import Budget, TokenBucket
 
 log = structlog.get_logger(__name__)
 
 Side = Literal["buy", "sell"]
 Phase = Literal["order", "read"]
-# Who keeps requests within the exchange's limits. "bridge": bridge.ratelimit (the default; lets orders
+# Who keeps requests within the exchange's limits. "bridge": bridge.venues.ratelimit (the default; lets orders
 # out at once while within budget). "ccxt": ccxt's own throttle, chosen by setting `enableRateLimit:
 # true` in the ccxt block (~10 ms per order on binance). "off": `enableRateLimit: false`.
 Limiter = Literal["bridge", "ccxt", "off"]
@@ -295,7 +296,7 @@ def _client_id_rule(exchange_id: str) -> tuple[str, int]:
 class Exchange:
     """One ccxt instance for one exchange account. Create it anywhere, `await start()` inside the
     running loop, `await close()` on shutdown. With `dry_run` it reads markets and prices but refuses
-    to send any order (paper fills are bridge.paper's job): a last line of defence for paper mode."""
+    to send any order (paper fills are bridge.trading.paper's job): a last line of defence for paper mode."""
 
     def __init__(
         self,
@@ -489,7 +490,7 @@ class Exchange:
         log.info("exchange.keys_accepted", exchange=self._id)
 
     def _fast_path(self) -> fastpath.BinanceSpotOrders | None:
-        """bridge.fastpath for ccxt's binance itself (its subclasses have other URLs), unless ccxt's
+        """bridge.venues.fastpath for ccxt's binance itself (its subclasses have other URLs), unless ccxt's
         limiter was asked for (then all of ccxt's path), once it has proved to build ccxt's request."""
         ex = self._ex
         if (
@@ -672,7 +673,7 @@ class Exchange:
 
     @property
     def fast_orders(self) -> bool:
-        """Are market orders sent by bridge.fastpath (binance spot, HMAC key, not ccxt's limiter)?"""
+        """Are market orders sent by bridge.venues.fastpath (binance spot, HMAC key, not ccxt's limiter)?"""
         return self._fast is not None
 
     @property

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bridge.codec import Announcement
 from bridge.config import TradingConfig
-from bridge.journal import Journal
+from bridge.feed.codec import Announcement
+from bridge.trading.journal import Journal
 
 
 class RiskLimits:
