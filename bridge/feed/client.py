@@ -29,6 +29,7 @@ from bridge.feed.codec import (
     Welcome,
     decode,
 )
+from bridge.retry import parse_retry_after, retry_after_header
 
 log = structlog.get_logger(__name__)
 
@@ -122,7 +123,7 @@ async def connect(session: aiohttp.ClientSession, cfg: FeedConfig) -> FeedSocket
     except aiohttp.WSServerHandshakeError as exc:
         retry_after = body.retry_after_s
         if retry_after is None and exc.headers is not None:
-            retry_after = _seconds(exc.headers.get("Retry-After"))
+            retry_after = retry_after_header(exc.headers)
         raise HandshakeRejected(exc.status, retry_after, body.error) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise ConnectFailed(type(exc).__name__) from None
@@ -327,16 +328,5 @@ async def _keep_error_body(
         if isinstance(body, dict):
             error = body.get("error")
             holder.error = error[:80] if isinstance(error, str) else None
-            holder.retry_after_s = _seconds(body.get("retry_after_s"))
+            holder.retry_after_s = parse_retry_after(body.get("retry_after_s"))
     return response
-
-
-def _seconds(value: object) -> float | None:
-    """A non-negative number of seconds from a header or JSON value, else None (HTTP dates are ignored)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds < 86400 * 7 else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Literal, NoReturn
 
 import aiohttp
@@ -15,29 +15,21 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from bridge import telemetry as metrics
+from bridge.aio import Sleep
 from bridge.config import FeedConfig
 from bridge.errors import ConfigError, CredentialsRejected
 from bridge.feed import client as feed
 from bridge.feed.codec import Announcement, Welcome
+from bridge.retry import backoff_delay
 from bridge.trading.gate import TradingGate
 
 log = structlog.get_logger(__name__)
 
 State = Literal["connecting", "connected", "backoff", "stopped"]
-Sleep = Callable[[float], Awaitable[None]]
 
 KEY_DEAD_REASONS = frozenset({"key_expired", "key_revoked", "key_invalidated"})
 # The feed closes a client that sent too much with 1008 rate_limit_exceeded; its docs ask for 60 s.
 RATE_LIMIT_WAIT = 60.0
-_JITTER = 0.25
-
-
-def backoff_delay(failures: int, min_delay: float, max_delay: float, rand: float) -> float:
-    """Delay before retry number `failures` (1-based) of an outage: doubling from min_delay, plus up to
-    25 % jitter (`rand` in [0, 1)), always within [min_delay, max_delay]. The exponential part is capped
-    below max_delay so delays at the cap still spread out instead of all landing on max_delay."""
-    base = min(max_delay / (1 + _JITTER), min_delay * 2.0 ** min(failures - 1, 64))
-    return min(max_delay, max(min_delay, base * (1 + _JITTER * rand)))
 
 
 def required_wait(exc: BaseException | None) -> float:

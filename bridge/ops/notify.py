@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -17,8 +17,9 @@ import aiohttp
 import orjson
 import structlog
 
-from bridge import secrets
+from bridge import retry, secrets
 from bridge import telemetry as metrics
+from bridge.aio import Sleep
 from bridge.config import AlertsConfig, TelegramConfig, WebhookConfig
 from bridge.feed.codec import Welcome
 from bridge.trading.gate import TradingGate
@@ -26,7 +27,6 @@ from bridge.trading.gate import TradingGate
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 Result = Literal["sent", "retry", "rejected"]
 
 QUEUE_SIZE = 100  # per channel; alerts are rare, so a full queue means the endpoint has been gone a while
@@ -123,16 +123,9 @@ def _plain(value: Any) -> str:
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
     """Wait after failed attempt number `attempt` (1-based): doubling from BACKOFF_FIRST, never less
-    than the server's Retry-After, never more than BACKOFF_MAX."""
-    delay = BACKOFF_FIRST * 2.0 ** min(attempt - 1, 16)
+    than the server's Retry-After, never more than BACKOFF_MAX (an alert is not worth a long wait)."""
+    delay = retry.backoff_delay(attempt, BACKOFF_FIRST, BACKOFF_MAX, jitter=0.0)
     return min(BACKOFF_MAX, max(delay, retry_after or 0.0))
-
-
-def _retry_after(header: str | None) -> float | None:
-    try:
-        return float(header) if header else None
-    except ValueError:
-        return None  # an HTTP date: our own backoff is good enough for an alert
 
 
 class Notifier:
@@ -381,7 +374,7 @@ class Notifier:
             ) as resp:
                 await resp.read()  # within the timeout, and lets the connection be reused
                 status = resp.status
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                retry_after = retry.retry_after_header(resp.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._failed(channel, alert, attempt, None, type(exc).__name__)
             return "retry", None

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import ccxt.async_support as ccxt_async
@@ -32,6 +31,7 @@ from bridge.errors import (
     RateLimited,
     UnknownSymbol,
 )
+from bridge.retry import retry_after_header
 from bridge.venues import fastpath
 from bridge.venues.ratelimit import Budget, TokenBucket
 
@@ -166,7 +166,7 @@ def translate_error(
         code = _parse_error_body(body)[0]
     message = f"{exchange}: {type(exc).__name__}: {_clean(msg or text) or 'no detail'}"
     if target is RateLimited:
-        return RateLimited(message, exchange=exchange, code=code, retry_after=_retry_after(headers))
+        return RateLimited(message, exchange=exchange, code=code, retry_after=retry_after_header(headers))
     return target(message, exchange=exchange, code=code)
 
 
@@ -190,20 +190,6 @@ def _parse_error_body(text: str) -> tuple[str | None, str | None]:
 def _clean(text: str) -> str:
     text = re.sub(r"(https?://[^\s?]+)\?\S*", r"\1", text)
     return secrets.scrub(text)[:_DETAIL_MAX]
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    value = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:  # the HTTP-date form
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 # ----- the failed response behind an exception -----

@@ -1,0 +1,54 @@
+"""The one place for waiting after a failure: capped, jittered exponential backoff and the server's
+Retry-After (header or JSON body). Used by the feed supervisor, the venues and the alert senders.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+JITTER = 0.25
+# A server asking for more than a week is not asking for a delay; treat the value as garbage.
+_MAX_RETRY_AFTER = 86400.0 * 7
+
+
+def backoff_delay(
+    attempt: int, first: float, cap: float, rand: float = 0.0, *, jitter: float = JITTER
+) -> float:
+    """Delay before retry number `attempt` (1-based): doubling from `first`, plus up to `jitter`
+    (a fraction) of itself scaled by `rand` in [0, 1), always within [first, cap]. The exponential part
+    is capped below `cap` so delays at the cap still spread out instead of all landing on `cap`."""
+    base = min(cap / (1 + jitter), first * 2.0 ** min(max(attempt, 1) - 1, 64))
+    return min(cap, max(first, base * (1 + jitter * rand)))
+
+
+def parse_retry_after(value: object, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value: delta-seconds (`"7"`, `7`, `0.5`) or an HTTP date.
+    None when absent, unreadable, negative or absurd (over a week); a date in the past gives 0."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:  # the HTTP-date form
+                when = parsedate_to_datetime(value).timestamp()
+            except (TypeError, ValueError, IndexError):
+                return None
+            seconds = max(0.0, when - (time.time() if now is None else now))
+    else:
+        return None
+    if seconds != seconds or not 0.0 <= seconds <= _MAX_RETRY_AFTER:  # NaN, negative, absurd
+        return None
+    return seconds
+
+
+def retry_after_header(headers: Mapping[str, str] | None) -> float | None:
+    """`parse_retry_after` of a response's Retry-After header, looked up case-insensitively."""
+    if not headers:
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    return parse_retry_after(value)
