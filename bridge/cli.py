@@ -235,7 +235,7 @@ async def _check_exchanges(config: config_mod.Config) -> int:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from bridge.feed.recorder import record
+    from bridge.system import record
 
     config = _load(args.config)
 

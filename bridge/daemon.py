@@ -21,14 +21,14 @@ from bridge.feed.supervisor import Supervisor
 from bridge.ops.health import HealthServer, build_snapshot, run_status_log
 from bridge.ops.notify import Notifier
 from bridge.ops.sdnotify import SystemdNotifier, run_watchdog
+from bridge.system import TradingSystem, assemble, market_snapshot, stop_strategies
 from bridge.trading.dispatch import Dispatcher, StrategyRunner
 from bridge.trading.exits import ExitManager
 from bridge.trading.gate import TradingGate
 from bridge.trading.journal import OPEN_STATES, Journal
 from bridge.trading.orders import OrderOutcome, OrderRouter
 from bridge.trading.plugins import load_strategies
-from bridge.trading.risk import RiskLimits
-from bridge.trading.strategy import Context, Strategy
+from bridge.trading.strategy import Strategy
 from bridge.venues.exchange import Exchange
 
 log = structlog.get_logger(__name__)
@@ -58,6 +58,7 @@ class Daemon:
         self.router: OrderRouter | None = None
         self.exits: ExitManager | None = None
         self.dispatcher: Dispatcher | None = None
+        self.system: TradingSystem | None = None
         self.supervisor: Supervisor | None = None
         self.ready = asyncio.Event()  # startup finished (not gated on the feed)
         self.started_at = time.monotonic()
@@ -137,26 +138,21 @@ class Daemon:
         for ex_id, ex_cfg in cfg.exchanges.items():
             self.exchanges[ex_id] = Exchange(ex_id, ex_cfg, dry_run=cfg.trading.dry_run)
         await asyncio.gather(*(self._start_exchange(ex) for ex in self.exchanges.values()))
-        self.router = OrderRouter(
-            gate=self.gate,
-            risk=RiskLimits(cfg.trading, self.journal),
+        self.system = await assemble(
+            cfg,
+            strategies=self.strategies,
             journal=self.journal,
             exchanges=self.exchanges,
-            dry_run=cfg.trading.dry_run,
+            gate=self.gate,
+            queue=self.queue,
             sleep=self._sleep,
             on_outcome=self._order_alert,
+            hook_timeout=STRATEGY_HOOK_TIMEOUT,
         )
-        self.exits = ExitManager(journal=self.journal, router=self.router, exchanges=self.exchanges)
-        for strategy in self.strategies:
-            ctx = Context(
-                strategy=strategy.name,
-                router=self.router,
-                exchanges=self.exchanges,
-                dry_run=cfg.trading.dry_run,
-            )
-            if await self._call_hook(strategy.name, "on_start", strategy.on_start(ctx)):
-                self.runners.append(StrategyRunner(strategy, ctx))
-        self.dispatcher = Dispatcher(self.queue, self.runners, self.journal)
+        self.router = self.system.router
+        self.exits = self.system.exits
+        self.runners = self.system.runners
+        self.dispatcher = self.system.dispatcher
         self.supervisor = Supervisor(
             cfg.feed,
             self.gate,
@@ -232,8 +228,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for runner in self.runners:
-            await self._call_hook(runner.name, "on_stop", runner.strategy.on_stop())
+        if self.system is not None:
+            await stop_strategies(self.system, within=STRATEGY_HOOK_TIMEOUT)
         await asyncio.gather(*(ex.close() for ex in self.exchanges.values()), return_exceptions=True)
         if self.journal is not None:
             self.journal.close()
@@ -250,12 +246,8 @@ class Daemon:
 
     async def _record_markets(self, recorder: Recorder) -> None:
         """Start a recording with what the exchanges list and their prices, so its replay knows them."""
-        snapshot: dict[str, dict[str, float | None]] = {}
-        for ex in self.exchanges.values():
-            prices = await ex.last_prices()
-            snapshot[ex.id] = {
-                symbol: prices.get(symbol) for symbol, m in ex.ccxt.markets.items() if m.get("active", True)
-            }
+        prices = {ex.id: await ex.last_prices() for ex in self.exchanges.values()}
+        snapshot = market_snapshot(self.exchanges, prices)
         recorder.note(time.time_ns(), {"markets": snapshot})
 
     def _order_alert(self, outcome: OrderOutcome) -> None:
@@ -312,18 +304,6 @@ class Daemon:
                 await self._sleep(delay)
             else:
                 return
-
-    async def _call_hook(self, strategy: str, hook: str, call: Awaitable[None]) -> bool:
-        try:
-            await asyncio.wait_for(call, STRATEGY_HOOK_TIMEOUT)
-        except asyncio.CancelledError:
-            raise
-        except BridgeError:
-            raise
-        except Exception:  # plugin code
-            log.exception("strategy.hook_failed", strategy=strategy, hook=hook)
-            return False
-        return True
 
     async def _reconcile_open_orders(self) -> None:
         """Orders left `sending` or `unknown` by an earlier run (crash, kill -9) are looked up by client

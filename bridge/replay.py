@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,14 +27,14 @@ import structlog
 from bridge.config import Config, ExchangeConfig
 from bridge.errors import ConfigError
 from bridge.feed.codec import Announcement, DecodeError, TestAnnouncement, decode
-from bridge.trading.exits import ExitManager
+from bridge.system import TradingSystem, assemble, stop_strategies
 from bridge.trading.gate import TradingGate
 from bridge.trading.journal import Journal, Position
 from bridge.trading.orders import OrderOutcome, OrderRouter
 from bridge.trading.plugins import load_strategies
-from bridge.trading.risk import RiskLimits
-from bridge.trading.strategy import Context, Strategy
-from bridge.venues.exchange import Exchange, Market, OrderRequest, OrderResult
+from bridge.trading.strategy import Strategy
+from bridge.venues.exchange import Exchange
+from bridge.venues.types import Market, OrderRequest, OrderResult
 
 log = structlog.get_logger(__name__)
 
@@ -162,8 +163,10 @@ class ReplayRow:
 class RecordingRouter(OrderRouter):
     """The real order router, noting every outcome for the report."""
 
-    rows: list[ReplayRow]
-    clock: ReplayClock
+    def __init__(self, *, rows: list[ReplayRow], clock: ReplayClock, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows = rows
+        self.clock = clock
 
     async def submit(self, **kwargs: Any) -> OrderOutcome:
         outcome = await super().submit(**kwargs)
@@ -256,44 +259,44 @@ async def replay(
     with tempfile.TemporaryDirectory(prefix="bridge-replay-") as state:
         journal = Journal.open(Path(state), dry_run=True, clock_ns=clock)
         try:
-            router = RecordingRouter(
-                gate=gate,
-                risk=RiskLimits(config.trading, journal, clock_ns=clock),
+            system = await assemble(
+                config,
+                strategies=strategies,
                 journal=journal,
                 exchanges=exchanges,
+                gate=gate,
                 dry_run=True,
+                clock_ns=clock,
+                router_factory=functools.partial(RecordingRouter, rows=report.rows, clock=clock),
             )
-            router.rows = report.rows
-            router.clock = clock
-            contexts = {
-                s.name: Context(strategy=s.name, router=router, exchanges=exchanges, dry_run=True)
-                for s in strategies
-            }
-            exits = ExitManager(journal=journal, router=router, exchanges=exchanges, clock_ns=clock)
-            for s in strategies:
-                await s.on_start(contexts[s.name])
-            previous: int | None = None
-            for event in stream.events:
-                if speed is not None and previous is not None and event.t_ns > previous:
-                    await asyncio.sleep((event.t_ns - previous) / 1e9 / speed)
-                previous = event.t_ns
-                clock.now_ns = event.t_ns
-                await _apply(event, exchanges, strategies, contexts, journal, report)
-                await exits.check()  # at every event: price moves and time exits on the file's clock
-            for s in strategies:
-                await s.on_stop()
+            tasks = [asyncio.create_task(r.run(), name=f"strategy:{r.name}") for r in system.runners]
+            try:
+                previous: int | None = None
+                for event in stream.events:
+                    if speed is not None and previous is not None and event.t_ns > previous:
+                        await asyncio.sleep((event.t_ns - previous) / 1e9 / speed)
+                    previous = event.t_ns
+                    clock.now_ns = event.t_ns
+                    await _apply(event, exchanges, system, report)
+                    await (
+                        system.exits.check()
+                    )  # at every event: price moves and time exits on the file's clock
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for runner in system.runners:
+                report.seen[runner.name] = runner.handled
+                report.errors[runner.name] = runner.errors
+            report.duplicates = system.dispatcher.duplicates
+            await stop_strategies(system)
         finally:
             journal.close()
     return report
 
 
 async def _apply(
-    event: StreamEvent,
-    exchanges: dict[str, ReplayExchange],
-    strategies: list[Strategy],
-    contexts: dict[str, Context],
-    journal: Journal,
-    report: ReplayReport,
+    event: StreamEvent, exchanges: dict[str, ReplayExchange], system: TradingSystem, report: ReplayReport
 ) -> None:
     if event.price is not None:
         ex_id, symbol, price = event.price
@@ -311,14 +314,7 @@ async def _apply(
     if not isinstance(message, Announcement):
         return
     report.announcements += 1
-    if not journal.record_announcement(message):
-        report.duplicates += 1
-        return
-    # One strategy after another, awaited in turn: slower than live, but deterministic.
-    for strategy in strategies:
-        report.seen[strategy.name] += 1
-        try:
-            await strategy.on_announcement(message, contexts[strategy.name].bind(message))
-        except Exception:  # plugin code: counted and shown in the report
-            report.errors[strategy.name] += 1
-            log.exception("strategy.failed", strategy=strategy.name, announcement=message.key)
+    # The live dispatcher and runners, one task per strategy; the next event waits until every
+    # strategy is done with this one, so the report is the same on every run.
+    if system.dispatcher.dispatch(message):
+        await asyncio.gather(*(r.queue.join() for r in system.runners))

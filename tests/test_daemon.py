@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge import Announcement, Context, OrderOutcome, Strategy
+from bridge import Announcement, Context, OrderOutcome, Strategy, telemetry
 from bridge import config as config_mod
-from bridge import telemetry as metrics
 from bridge.daemon import Daemon
 from bridge.sim.emulator import FeedEmulator
 from bridge.sim.fake_exchange import FakeBinance
@@ -203,7 +202,7 @@ async def test_crashing_strategy_is_isolated(
     plugin = tmp_path / "crashing.py"
     plugin.write_text(CRASHING)
     extra = f"- name: crashing\n  module: {plugin}\n"
-    before = metrics.value("bridge_strategy_errors_total", strategy="crashing")
+    before = telemetry.value("bridge_strategy_errors_total", strategy="crashing")
     r = await start(make_config(emu, fake, tmp_path, dry_run=False, extra=extra))
     try:
         await emu.announce(title="Binance Will List ABC", ticker="ABC")
@@ -213,7 +212,7 @@ async def test_crashing_strategy_is_isolated(
         assert crashing.errors == 2 and crashing.handled == 2
     finally:
         await r.stop()
-    assert metrics.value("bridge_strategy_errors_total", strategy="crashing") == before + 2
+    assert telemetry.value("bridge_strategy_errors_total", strategy="crashing") == before + 2
     assert sorted(o.params["symbol"] for o in fake.orders) == ["ABCUSDT", "DEFUSDT"]
 
 
@@ -287,7 +286,8 @@ async def test_orders_left_open_by_a_crash_are_looked_up_at_start(
     from bridge.config import ExchangeConfig
     from bridge.secrets import Secret
     from bridge.trading.journal import Journal, OrderIntent
-    from bridge.venues.exchange import Exchange, OrderRequest
+    from bridge.venues.exchange import Exchange
+    from bridge.venues.types import OrderRequest
 
     emu, fake = servers
     ex = Exchange(

@@ -27,7 +27,9 @@ from bridge.errors import (
 from bridge.secrets import Secret
 from bridge.sim.fake_exchange import FakeBinance, FaultKind
 from bridge.venues import exchange as exchange_module
-from bridge.venues.exchange import Exchange, OrderRequest, translate_error
+from bridge.venues.errors import translate_error
+from bridge.venues.exchange import Exchange
+from bridge.venues.types import OrderRequest
 
 EXCHANGE_INFO = ("GET", "/api/v3/exchangeInfo")
 TIME = ("GET", "/api/v3/time")

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge import telemetry as metrics
+from bridge import telemetry
 from bridge.config import FeedConfig
 from bridge.feed import client as feed
 from bridge.feed.codec import Announcement
@@ -176,14 +176,14 @@ async def test_bad_frames_are_counted_and_the_connection_survives(
 ) -> None:
     """A malformed frame is one `feed.bad_frame` line with its reason and one count; the next frame on
     the same connection is handled normally."""
-    before = metrics.value("bridge_feed_bad_frames_total", reason=reason)
+    before = telemetry.value("bridge_feed_bad_frames_total", reason=reason)
     async with reading(config(emu)) as live:
         await emu.wait_connected(1)
         await emu.send(data, binary=binary)
         await emu.announce(ticker="OK")
         assert (await live.next()).tickers == ("OK",)
         assert not live.task.done()
-    assert metrics.value("bridge_feed_bad_frames_total", reason=reason) == before + 1
+    assert telemetry.value("bridge_feed_bad_frames_total", reason=reason) == before + 1
     assert [e["reason"] for e in events("feed.bad_frame")] == [reason]
     assert emu.connections == 1
 
@@ -191,18 +191,18 @@ async def test_bad_frames_are_counted_and_the_connection_survives(
 async def test_oversized_frame_is_a_bad_frame_not_a_disconnect(emu: FeedEmulator) -> None:
     """A frame over max_frame_bytes (but under aiohttp's hard cap of twice that) is dropped as
     `oversized` and the connection goes on."""
-    before = metrics.value("bridge_feed_bad_frames_total", reason="oversized")
+    before = telemetry.value("bridge_feed_bad_frames_total", reason="oversized")
     async with reading(config(emu, max_frame_bytes=1024)) as live:
         await emu.wait_connected(1)
         await emu.send({"type": "heartbeat", "pad": "x" * 1500})
         await emu.announce(ticker="OK")
         assert (await live.next()).tickers == ("OK",)
-    assert metrics.value("bridge_feed_bad_frames_total", reason="oversized") == before + 1
+    assert telemetry.value("bridge_feed_bad_frames_total", reason="oversized") == before + 1
 
 
 async def test_unknown_type_is_logged_once_and_counted_each_time(emu: FeedEmulator, events: Events) -> None:
     """An unknown message type is logged once per type, counted every time, and otherwise ignored."""
-    before = metrics.value("bridge_feed_unknown_types_total", type="brand_new")
+    before = telemetry.value("bridge_feed_unknown_types_total", type="brand_new")
     async with reading(config(emu)) as live:
         await emu.wait_connected(1)
         for _ in range(3):
@@ -210,20 +210,20 @@ async def test_unknown_type_is_logged_once_and_counted_each_time(emu: FeedEmulat
         await emu.announce(ticker="OK")
         await live.next()
         assert live.queue.empty()
-    assert metrics.value("bridge_feed_unknown_types_total", type="brand_new") == before + 3
+    assert telemetry.value("bridge_feed_unknown_types_total", type="brand_new") == before + 3
     assert [e["type"] for e in events("feed.unknown_type")] == ["brand_new"]
 
 
 async def test_test_announcement_is_never_enqueued(emu: FeedEmulator, events: Events) -> None:
     """A test_announcement is logged and counted but never reaches the queue."""
-    before = metrics.value("bridge_feed_frames_total", type="test_announcement")
+    before = telemetry.value("bridge_feed_frames_total", type="test_announcement")
     async with reading(config(emu)) as live:
         await emu.wait_connected(1)
         await emu.send_test_announcement(ticker="TEST")
         await emu.announce(ticker="REAL")
         assert (await live.next()).tickers == ("REAL",)
         assert live.queue.empty()
-    assert metrics.value("bridge_feed_frames_total", type="test_announcement") == before + 1
+    assert telemetry.value("bridge_feed_frames_total", type="test_announcement") == before + 1
     assert [e["tickers"] for e in events("feed.test_announcement")] == [["TEST"]]
 
 

@@ -16,9 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from bridge import telemetry as metrics
+from bridge import telemetry
 from bridge.config import FeedConfig, HealthConfig
 from bridge.errors import ConfigError
+from bridge.feed import metrics as feed_metrics
 from bridge.feed.codec import Announcement
 from bridge.feed.supervisor import Supervisor
 from bridge.ops.health import HealthServer, build_snapshot, run_status_log
@@ -138,8 +139,8 @@ async def test_snapshot_of_a_live_feed_connection() -> None:
 async def test_metrics_exposition() -> None:
     """/metrics serves bridge's own registry in the Prometheus text format with its content type; it
     parses, and counters such as bridge_feed_bad_frames_total carry their current values."""
-    metrics.BAD_FRAMES.labels(reason="not_json").inc()
-    expected = metrics.value("bridge_feed_bad_frames_total", reason="not_json")
+    feed_metrics.BAD_FRAMES.labels(reason="not_json").inc()
+    expected = telemetry.value("bridge_feed_bad_frames_total", reason="not_json")
     async with serving(dict) as server:
         status, content_type, body = await get(server.url + "/metrics")
     assert status == 200 and content_type == CONTENT_TYPE_LATEST

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from bridge import telemetry as metrics
+from bridge import telemetry
 from bridge.config import AlertsConfig, TelegramConfig, WebhookConfig
 from bridge.feed.codec import Welcome
 from bridge.ops.notify import MAX_ATTEMPTS, Notifier, backoff_delay
@@ -257,7 +257,7 @@ async def test_gives_up_after_bounded_attempts_with_capped_backoff(
     hook.answers = [(503, {})] * MAX_ATTEMPTS + [(429, {"Retry-After": "7"})]
     sleep = RecordingSleep()
     notifier = Notifier(AlertsConfig(webhook=webhook(hook)), sleep=sleep)
-    dropped_before = metrics.value("bridge_alerts_total", channel="webhook", outcome="dropped")
+    dropped_before = telemetry.value("bridge_alerts_total", channel="webhook", outcome="dropped")
     with capture_logs() as logs:
         async with running(notifier):
             notifier.notify("feed_down", "one")
@@ -267,7 +267,7 @@ async def test_gives_up_after_bounded_attempts_with_capped_backoff(
     assert sleep.delays == [1.0, 2.0, 4.0, 7.0]
     (dropped,) = events_logged(logs, "alert.dropped")
     assert dropped["reason"] == "gave_up" and dropped["alert"] == "feed_down"
-    assert metrics.value("bridge_alerts_total", channel="webhook", outcome="dropped") == dropped_before + 1
+    assert telemetry.value("bridge_alerts_total", channel="webhook", outcome="dropped") == dropped_before + 1
     assert backoff_delay(30) == 30.0 and backoff_delay(2, retry_after=3600) == 30.0
 
 

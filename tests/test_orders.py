@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import telemetry as metrics
+from bridge import telemetry
 from bridge.config import ExchangeConfig, TradingConfig
 from bridge.secrets import Secret
 from bridge.sim.fake_exchange import FakeBinance
@@ -187,7 +187,7 @@ async def test_new_listing_found_by_one_targeted_refresh(live: Rig) -> None:
 async def test_rejection_logged_and_not_retried(live: Rig, fault: str, code: str) -> None:
     """An exchange rejection is recorded with the exchange's code and never retried."""
     live.fake.fail_next_order(fault)  # type: ignore[arg-type]
-    before = metrics.value("bridge_orders_total", exchange="binance", outcome="rejected", dry_run="false")
+    before = telemetry.value("bridge_orders_total", exchange="binance", outcome="rejected", dry_run="false")
     outcome = await live.router.submit(
         strategy="s",
         announcement=announcement("ABC"),
@@ -200,7 +200,7 @@ async def test_rejection_logged_and_not_retried(live: Rig, fault: str, code: str
     assert order_posts(live.fake) == 1
     record = live.journal.get(outcome.client_order_id or "")
     assert record is not None and record.state == "rejected" and record.error_code == code
-    after = metrics.value("bridge_orders_total", exchange="binance", outcome="rejected", dry_run="false")
+    after = telemetry.value("bridge_orders_total", exchange="binance", outcome="rejected", dry_run="false")
     assert after == before + 1
 
 
@@ -344,7 +344,7 @@ def test_held_amount_subtracts_fees_paid_in_the_bought_coin() -> None:
     """A position is what the buy left on the account: fees charged in the base coin come off (so an
     exit can sell it all); fees in other coins do not."""
     from bridge.trading.orders import held_amount
-    from bridge.venues.exchange import OrderResult
+    from bridge.venues.types import OrderResult
 
     def result(filled: float | None, fees: list[dict[str, object]]) -> OrderResult:
         return OrderResult(

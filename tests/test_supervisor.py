@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge import telemetry as metrics
+from bridge import telemetry
 from bridge.config import FeedConfig, ReconnectConfig
 from bridge.errors import ConfigError, CredentialsRejected
 from bridge.feed.codec import Announcement
@@ -133,7 +133,7 @@ def armed(reasons: frozenset[str]) -> bool:
 async def test_connects_arms_gate_and_enqueues(emu: FeedEmulator, events: Events) -> None:
     """After the welcome the gate's "disconnected" reason clears, the state is connected, health fields
     are set and announcements reach the queue."""
-    connects = metrics.value("bridge_feed_connects_total")
+    connects = telemetry.value("bridge_feed_connects_total")
     async with running(config(emu.url)) as run:
         await run.gate.until(armed)
         assert run.sup.state == "connected"
@@ -144,7 +144,7 @@ async def test_connects_arms_gate_and_enqueues(emu: FeedEmulator, events: Events
         assert ann.tickers == ("ABC",)
     assert run.sup.state == "stopped"
     assert "disconnected" in run.gate.gate.reasons
-    assert metrics.value("bridge_feed_connects_total") == connects + 1
+    assert telemetry.value("bridge_feed_connects_total") == connects + 1
     assert events("feed.connecting") and events("feed.connected")
 
 
@@ -270,14 +270,14 @@ async def test_rate_limit_close_waits_at_least_60s(emu: FeedEmulator) -> None:
 
 async def test_too_slow_warns_and_reconnects(emu: FeedEmulator, events: Events) -> None:
     """1008 too_slow logs `feed.too_slow` and reconnects after the usual backoff."""
-    disconnects = metrics.value("bridge_feed_disconnects_total", cause="too_slow")
+    disconnects = telemetry.value("bridge_feed_disconnects_total", cause="too_slow")
     async with running(config(emu.url)) as run:
         await run.gate.until(armed)
         await emu.close_all(1008, "too_slow")
         await emu.wait_connected(2)
     assert events("feed.too_slow")
     assert len(run.sleep.delays) == 1 and 1.0 <= run.sleep.delays[0] <= 1.25
-    assert metrics.value("bridge_feed_disconnects_total", cause="too_slow") == disconnects + 1
+    assert telemetry.value("bridge_feed_disconnects_total", cause="too_slow") == disconnects + 1
 
 
 async def test_tcp_drop_halts_then_resumes_on_fresh_welcome(emu: FeedEmulator, events: Events) -> None:

@@ -16,8 +16,8 @@ import orjson
 import structlog
 from aiohttp.http import WSMessageNoDecodeText
 
-from bridge import telemetry as metrics
 from bridge.config import FeedConfig
+from bridge.feed import metrics
 from bridge.feed.codec import (
     Announcement,
     DecodeError,

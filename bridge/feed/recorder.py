@@ -9,16 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 import structlog
 
-from bridge import telemetry as metrics
-from bridge.config import Config
-from bridge.feed.codec import Announcement
+from bridge.feed import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -117,57 +114,3 @@ def _line(received_ns: int, data: bytes | dict[str, Any]) -> dict[str, Any]:
         return {"t": received_ns, "frame": data.decode("utf-8")}
     except UnicodeDecodeError:
         return {"t": received_ns, "b64": base64.b64encode(data).decode()}
-
-
-async def record(
-    config: Config, out: Path, *, stop: asyncio.Event, max_bytes: int, keep: int, markets: bool
-) -> None:
-    """`bridge record`: hold the feed (reconnecting as the daemon does) and record every frame until
-    `stop`. With `markets`, first snapshot each configured exchange's markets and prices, so a replay
-    of the recording knows what traded and at what price."""
-    from bridge.feed.supervisor import Supervisor
-    from bridge.trading.gate import TradingGate
-
-    recorder = Recorder(out, max_bytes=max_bytes, keep=keep)
-    if markets:
-        recorder.note(time.time_ns(), {"markets": await snapshot_markets(config)})
-    queue: asyncio.Queue[Announcement] = asyncio.Queue()
-    supervisor = Supervisor(config.feed, TradingGate(), queue, on_frame=recorder.frame)
-    writer_stop = asyncio.Event()
-    writer = asyncio.create_task(recorder.run(writer_stop), name="recorder")
-    feed = asyncio.create_task(supervisor.run(), name="feed-supervisor")
-    drain = asyncio.create_task(_discard(queue), name="discard")
-    try:
-        await asyncio.wait({feed, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        supervisor.stop()
-        await asyncio.gather(feed, return_exceptions=True)
-        drain.cancel()
-        writer_stop.set()
-        await asyncio.gather(writer, drain, return_exceptions=True)
-    if feed.done() and not feed.cancelled() and feed.exception() is not None:
-        raise feed.exception()  # type: ignore[misc]  # key rejected, config: exit code as for run
-
-
-async def _discard(queue: asyncio.Queue[Announcement]) -> None:
-    while True:
-        await queue.get()
-
-
-async def snapshot_markets(config: Config) -> dict[str, dict[str, float | None]]:
-    """Active spot markets and last prices of every configured exchange (one tickers request each)."""
-    from bridge.errors import ExchangeError
-    from bridge.venues.exchange import Exchange
-
-    out: dict[str, dict[str, float | None]] = {}
-    for ex_id, ex_cfg in config.exchanges.items():
-        ex = Exchange(ex_id, ex_cfg, dry_run=True)
-        try:
-            await ex.start(check_keys=False)
-            prices = await ex.last_prices()
-            out[ex_id] = {s: prices.get(s) for s, m in ex.ccxt.markets.items() if m.get("active", True)}
-        except ExchangeError as exc:
-            log.warning("record.markets_failed", exchange=ex_id, error=str(exc))
-        finally:
-            await ex.close()
-    return out

@@ -1,5 +1,6 @@
 """Keeps the feed connected: reconnects with capped, jittered backoff (tenacity), turns fatal answers
-(401, 403, key_expired closes) into exit errors, and halts the trading gate whenever the feed is not live.
+(401, 403, key_expired closes) into exit errors, and tells its status sink whenever the feed is not
+live (the composition root passes the trading gate as that sink).
 """
 
 from __future__ import annotations
@@ -8,24 +9,45 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from typing import Literal, NoReturn
+from typing import Literal, NoReturn, Protocol
 
 import aiohttp
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from bridge import telemetry as metrics
 from bridge.aio import Sleep
 from bridge.config import FeedConfig
 from bridge.errors import ConfigError, CredentialsRejected
 from bridge.feed import client as feed
+from bridge.feed import metrics
 from bridge.feed.codec import Announcement, Welcome
 from bridge.retry import backoff_delay
-from bridge.trading.gate import TradingGate
 
 log = structlog.get_logger(__name__)
 
 State = Literal["connecting", "connected", "backoff", "stopped"]
+
+FeedProblem = Literal["disconnected", "feed_stale", "key_expired"]
+
+
+class FeedStatusSink(Protocol):
+    """Told when the feed stops or starts being trustworthy, by reason. The feed knows nothing
+    downstream: the composition root passes the trading gate here, which halts trading on `halt`."""
+
+    def halt(self, reason: FeedProblem) -> None: ...
+
+    def resume(self, reason: FeedProblem) -> None: ...
+
+
+class NoStatusSink:
+    """For a feed nobody trades on (`bridge record`): state changes are only logged."""
+
+    def halt(self, reason: FeedProblem) -> None:
+        return None
+
+    def resume(self, reason: FeedProblem) -> None:
+        return None
+
 
 KEY_DEAD_REASONS = frozenset({"key_expired", "key_revoked", "key_invalidated"})
 # The feed closes a client that sent too much with 1008 rate_limit_exceeded; its docs ask for 60 s.
@@ -48,7 +70,7 @@ class Supervisor:
     def __init__(
         self,
         cfg: FeedConfig,
-        gate: TradingGate,
+        status: FeedStatusSink,
         queue: asyncio.Queue[Announcement],
         *,
         sleep: Sleep = asyncio.sleep,
@@ -58,7 +80,7 @@ class Supervisor:
     ) -> None:
         self._cfg = cfg
         self._welcome_listener = on_welcome
-        self._gate = gate
+        self._status = status
         self._sleep = sleep
         self._session = session
         self._reader = feed.FeedReader(cfg, queue, on_welcome=self._on_welcome, on_frame=on_frame)
@@ -108,7 +130,7 @@ class Supervisor:
         finally:
             self._connected_since = None
             self._state = "stopped"
-            self._gate.halt("disconnected")
+            self._status.halt("disconnected")
             if self._session is None:
                 await session.close()
             log.info("feed.stopped")
@@ -171,7 +193,7 @@ class Supervisor:
         finally:
             self._connected_since = None
             self._state = "backoff"  # about to wait (or stop); never "connected" without a socket
-            self._gate.halt("disconnected")
+            self._status.halt("disconnected")
             await ws.close()
 
     def _on_welcome(self, welcome: Welcome) -> None:
@@ -179,8 +201,8 @@ class Supervisor:
         self._state = "connected"
         self._connected_since = time.monotonic()
         log.info("feed.connected", url=self._cfg.url, tier=welcome.tier)
-        self._gate.resume("disconnected")
-        self._gate.resume("feed_stale")
+        self._status.resume("disconnected")
+        self._status.resume("feed_stale")
         if self._welcome_listener is not None:
             try:
                 self._welcome_listener(welcome)
@@ -196,7 +218,7 @@ class Supervisor:
                 "feed.api_key must be set; it is sent as the X-API-Key header"
             ) from None
         if exc.status == 403:
-            self._gate.halt("key_expired")
+            self._status.halt("key_expired")
             raise CredentialsRejected(
                 "the feed rejected the API key (HTTP 403: invalid, revoked or expired); a new key is needed"
             ) from None
@@ -210,7 +232,7 @@ class Supervisor:
         metrics.DISCONNECTS.labels(cause=cause).inc()
         if exc.cause == "stale":
             log.warning("feed.stale", silent_s=self._cfg.heartbeat_timeout)
-            self._gate.halt("feed_stale")
+            self._status.halt("feed_stale")
         log.warning(
             "feed.disconnected",
             code=exc.code,
@@ -220,7 +242,7 @@ class Supervisor:
             healthy=exc.healthy,
         )
         if exc.reason in KEY_DEAD_REASONS:
-            self._gate.halt("key_expired")
+            self._status.halt("key_expired")
             log.error("feed.key_rejected", reason=exc.reason, hint="a new feed API key is needed")
             raise CredentialsRejected(
                 f"the feed closed the connection: {exc.reason}; a new key is needed"

@@ -14,11 +14,16 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge import telemetry as metrics
+from bridge import telemetry
 from bridge.aio import Sleep, sleep_or_stop
 from bridge.config import HealthConfig
 from bridge.errors import ConfigError
+
+# Imported so /metrics always lists every counter, whichever modules a command happened to load.
+from bridge.feed import metrics as _feed_metrics  # noqa: F401
 from bridge.feed.codec import Welcome
+from bridge.ops import metrics as _ops_metrics  # noqa: F401
+from bridge.trading import metrics as _trading_metrics  # noqa: F401
 from bridge.trading.gate import TradingGate
 
 log = structlog.get_logger(__name__)
@@ -150,7 +155,7 @@ class HealthServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
-            body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=generate_latest(telemetry.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
 

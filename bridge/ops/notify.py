@@ -18,10 +18,10 @@ import orjson
 import structlog
 
 from bridge import retry, secrets
-from bridge import telemetry as metrics
 from bridge.aio import Sleep
 from bridge.config import AlertsConfig, TelegramConfig, WebhookConfig
 from bridge.feed.codec import Welcome
+from bridge.ops import metrics
 from bridge.trading.gate import TradingGate
 
 log = structlog.get_logger(__name__)

@@ -10,34 +10,33 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import aiohttp
-import orjson
 import structlog
 from aiohttp import web
 
-from bridge.errors import ConfigError
+from bridge.sim.feed_messages import (
+    Rejection,
+    announcement,
+    encode,
+    heartbeat,
+    is_test_request,
+    read_script,
+    rejection_response,
+    welcome,
+)
 
 log = structlog.get_logger(__name__)
 
 KeyStatus = Literal["missing", "unknown", "valid"]
 
 _API_KEY_HEADER = "X-API-Key"
-_SCRIPT_META_KEYS = frozenset({"delay", "binary"})
 # Client frames over 1 KB are refused by the real feed (1009), and so here.
 _MAX_CLIENT_FRAME = 1024
 _CLOSE_TIMEOUT = 2.0
-_DEFAULT_ERRORS = {
-    400: "malformed_upgrade",
-    401: "missing_api_key",
-    403: "invalid_api_key",
-    426: "upgrade_required",
-    429: "connection_rate_limit_exceeded",
-}
 
 
 @dataclass(frozen=True)
@@ -62,22 +61,6 @@ class Handshake:
     def cex(self) -> tuple[str, ...] | None:
         value = self.query.get("cex")
         return None if value is None else tuple(c for c in value.split(",") if c)
-
-
-@dataclass
-class _Rejection:
-    status: int
-    retry_after: int | None
-    error: str | None
-    body: dict[str, Any] | bytes | None
-
-
-@dataclass(frozen=True)
-class _ScriptLine:
-    lineno: int
-    message: dict[str, Any]
-    delay: float
-    binary: bool
 
 
 @dataclass(eq=False)
@@ -118,10 +101,10 @@ class FeedEmulator:
         self._heartbeat_interval = heartbeat_interval
         self._ping_interval = ping_interval
         self._cooldown = cooldown
-        self._script = _read_script(script_path) if script_path is not None else []
+        self._script = read_script(script_path) if script_path is not None else []
         self._runner: web.AppRunner | None = None
         self._clients: set[_Client] = set()
-        self._rejections: deque[_Rejection] = deque()
+        self._rejections: deque[Rejection] = deque()
         self._last_connect: dict[str, float] = {}
         self._heartbeats_on = asyncio.Event()
         self._heartbeats_on.set()
@@ -206,7 +189,7 @@ class FeedEmulator:
         """Answer the next `count` upgrade requests with HTTP `status`. Without `body`, the body is
         `{"error": ..., "retry_after_s": ...}`; `retry_after` also sets the Retry-After header."""
         for _ in range(count):
-            self._rejections.append(_Rejection(status, retry_after, error, body))
+            self._rejections.append(Rejection(status, retry_after, error, body))
 
     def pause_heartbeats(self) -> None:
         """Stop JSON heartbeats; the socket stays open and WebSocket PINGs continue."""
@@ -227,7 +210,7 @@ class FeedEmulator:
     ) -> list[int]:
         """Like `send`, but returns for each client reached the time.time_ns() taken right before its
         frame was written to the socket: the start of an announcement-to-order latency measurement."""
-        data = _encode(message)
+        data = encode(message)
         targets = [c for c in self._clients if key is None or c.key == key]
         sent = await asyncio.gather(*(_send_to(c, data, binary) for c in targets))
         return [stamp for stamp in sent if stamp is not None]
@@ -235,16 +218,16 @@ class FeedEmulator:
     async def announce(self, **fields: Any) -> int:
         """Send an announcement (wire field names, e.g. `ticker="ABC"`, `listingType=...`) to the
         clients subscribed to its publisher."""
-        message = _announcement("announcement", fields)
-        return await self._broadcast(_encode(message), binary=True, publisher=message["publisher"])
+        message = announcement("announcement", fields)
+        return await self._broadcast(encode(message), binary=True, publisher=message["publisher"])
 
     async def send_test_announcement(self, **fields: Any) -> int:
         """Send a `test_announcement`, as the feed does in answer to a client's test request."""
-        return await self.send(_announcement("test_announcement", fields))
+        return await self.send(announcement("test_announcement", fields))
 
     async def send_heartbeat(self) -> int:
         """Send one JSON heartbeat now, whatever the heartbeat schedule."""
-        return await self.send(_heartbeat())
+        return await self.send(heartbeat())
 
     async def send_garbage(self, data: bytes = b"\xff\xfe not json", *, binary: bool = True) -> int:
         return await self.send(data, binary=binary)
@@ -277,26 +260,26 @@ class FeedEmulator:
         log.info("emulator.handshake", status=status, key_status=key_status, cex=request.query.get("cex"))
         if rejection is not None:
             await self._notify()
-            return _rejection_response(rejection)
+            return rejection_response(rejection)
         assert key is not None and grant is not None  # _check accepted it
         self._last_connect[key] = time.monotonic()
         return await self._serve_client(request, key, grant)
 
-    def _check(self, request: web.Request, key: str | None, grant: KeyGrant | None) -> _Rejection | None:
+    def _check(self, request: web.Request, key: str | None, grant: KeyGrant | None) -> Rejection | None:
         if self._rejections:
             return self._rejections.popleft()
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return _Rejection(426, None, None, None)
+            return Rejection(426, None, None, None)
         if "api_key" in request.query:
             # The newer docs refuse keys in the URL: they end up in proxy and access logs.
-            return _Rejection(401, None, "api_key_in_query_not_allowed", None)
+            return Rejection(401, None, "api_key_in_query_not_allowed", None)
         if key is None:
-            return _Rejection(401, None, None, None)
+            return Rejection(401, None, None, None)
         if grant is None:
-            return _Rejection(403, None, None, None)
+            return Rejection(403, None, None, None)
         since = time.monotonic() - self._last_connect.get(key, -math.inf)
         if since < self._cooldown:
-            return _Rejection(429, math.ceil(self._cooldown - since), "connection_cooldown", None)
+            return Rejection(429, math.ceil(self._cooldown - since), "connection_cooldown", None)
         return None
 
     async def _serve_client(self, request: web.Request, key: str, grant: KeyGrant) -> web.WebSocketResponse:
@@ -310,7 +293,7 @@ class FeedEmulator:
         transport = request.transport
         await ws.prepare(request)
         client = _Client(ws, transport, exchanges, key)
-        await ws.send_bytes(_encode(_welcome(grant, exchanges)))
+        await ws.send_bytes(encode(welcome(grant.tier, exchanges, grant.expires_in_secs)))
         # Registered only after the welcome, so every broadcast reaches a client after its welcome.
         self._clients.add(client)
         self.connections += 1
@@ -332,8 +315,8 @@ class FeedEmulator:
             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 data = msg.data.encode() if isinstance(msg.data, str) else msg.data
                 self.received.append(data)
-                if _is_test_request(data):
-                    await _send_to(client, _encode(_announcement("test_announcement", {})), binary=True)
+                if is_test_request(data):
+                    await _send_to(client, encode(announcement("test_announcement", {})), binary=True)
                 continue
             return  # CLOSE, CLOSING, CLOSED or ERROR: the client is gone
 
@@ -341,7 +324,7 @@ class FeedEmulator:
         while True:
             await self._heartbeats_on.wait()
             await asyncio.sleep(interval)  # the server's own cadence, not test synchronisation
-            if self._heartbeats_on.is_set() and await _send_to(client, _encode(_heartbeat()), True) is None:
+            if self._heartbeats_on.is_set() and await _send_to(client, encode(heartbeat()), True) is None:
                 return
 
     async def _broadcast(self, data: bytes, *, binary: bool, publisher: str | None) -> int:
@@ -358,7 +341,7 @@ class FeedEmulator:
             publisher = line.message.get("publisher")
             if line.message.get("type") != "announcement" or not isinstance(publisher, str):
                 publisher = None
-            reached = await self._broadcast(_encode(line.message), binary=line.binary, publisher=publisher)
+            reached = await self._broadcast(encode(line.message), binary=line.binary, publisher=publisher)
             log.info("emulator.script_sent", line=line.lineno, type=line.message.get("type"), clients=reached)
 
     def _spawn(self, coro: Any) -> None:
@@ -408,14 +391,6 @@ async def _send_to(client: _Client, data: bytes, binary: bool) -> int | None:
     return stamp
 
 
-def _encode(message: dict[str, Any] | bytes | str) -> bytes:
-    if isinstance(message, bytes):
-        return message
-    if isinstance(message, str):
-        return message.encode()
-    return orjson.dumps(message)
-
-
 def _allowed(granted: frozenset[str] | None, cex: str | None) -> frozenset[str] | None:
     if cex is None:
         return granted
@@ -423,79 +398,5 @@ def _allowed(granted: frozenset[str] | None, cex: str | None) -> frozenset[str] 
     return wanted if granted is None else granted & wanted
 
 
-def _welcome(grant: KeyGrant, exchanges: frozenset[str] | None) -> dict[str, Any]:
-    return {
-        "type": "welcome",
-        "tier": grant.tier,
-        "allowedCex": "*" if exchanges is None else ",".join(sorted(exchanges)),
-        "expiresInSecs": grant.expires_in_secs,
-        "maxConnections": 5,
-    }
-
-
-def _heartbeat() -> dict[str, Any]:
-    now_ns = time.time_ns()
-    stamp = datetime.fromtimestamp(now_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {"type": "heartbeat", "timestampNs": now_ns, "timeUtc": stamp}
-
-
-def _announcement(mtype: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    now_us = time.time_ns() // 1000
-    message: dict[str, Any] = {
-        "type": mtype,
-        "title": "Binance Will List Emulated Token (EMU)",
-        "ticker": "EMU",
-        "publisher": "binance",
-        "listingType": "spot_listing",
-        "detectedTimestampUs": now_us,
-        "dispatchTimestampUs": now_us,
-    }
-    message.update(fields)
-    return message
-
-
-def _rejection_response(rejection: _Rejection) -> web.Response:
-    headers = {} if rejection.retry_after is None else {"Retry-After": str(rejection.retry_after)}
-    body = rejection.body
-    if body is None:
-        body = {"error": rejection.error or _DEFAULT_ERRORS.get(rejection.status, "error")}
-        if rejection.retry_after is not None:
-            body["retry_after_s"] = rejection.retry_after
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    return web.Response(status=rejection.status, body=data, headers=headers, content_type="application/json")
-
-
 def _redact(values: dict[str, str]) -> dict[str, str]:
     return {k: ("***" if k.lower() in ("x-api-key", "api_key") else v) for k, v in values.items()}
-
-
-def _is_test_request(data: bytes) -> bool:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and obj.get("type") == "test"
-
-
-def _read_script(path: Path) -> list[_ScriptLine]:
-    """Parse a JSONL script: one message object per line, with optional `delay` (seconds before it)
-    and `binary` (frame type, default true), neither of which is sent. Blank and `#` lines are skipped.
-    Read up front so a broken script fails at start-up, not halfway through a demo."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read emulator script: {exc}") from None
-    lines = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise ConfigError(f"{path}:{lineno}: not valid JSON") from None
-        delay = obj.get("delay", 0) if isinstance(obj, dict) else None
-        if not isinstance(obj, dict) or not isinstance(delay, int | float) or delay < 0:
-            raise ConfigError(f"{path}:{lineno}: expected a JSON object with an optional delay >= 0")
-        message = {k: v for k, v in obj.items() if k not in _SCRIPT_META_KEYS}
-        lines.append(_ScriptLine(lineno, message, float(delay), bool(obj.get("binary", True))))
-    return lines

@@ -7,15 +7,34 @@ itself; neither the other strategies nor the feed reader notice.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import structlog
 
-from bridge import telemetry as metrics
+from bridge.errors import BridgeError
+from bridge.feed import metrics as feed_metrics
 from bridge.feed.codec import Announcement
+from bridge.trading import metrics
 from bridge.trading.journal import Journal
 from bridge.trading.strategy import Context, Strategy
 
 log = structlog.get_logger(__name__)
+
+
+async def call_hook(strategy: str, hook: str, call: Awaitable[None], *, within: float | None) -> bool:
+    """Run a strategy's lifecycle hook (`on_start`, `on_stop`) behind the plugin safety wrapper: True if
+    it returned, False (logged `strategy.hook_failed`) if it raised or overran `within` seconds. A BridgeError
+    (a fatal condition, e.g. a config error the plugin found) and cancellation still propagate."""
+    try:
+        await asyncio.wait_for(call, within)
+    except asyncio.CancelledError:
+        raise
+    except BridgeError:
+        raise
+    except Exception:  # plugin code
+        log.exception("strategy.hook_failed", strategy=strategy, hook=hook)
+        return False
+    return True
 
 
 class StrategyRunner:
@@ -64,7 +83,7 @@ class Dispatcher:
     async def run(self) -> None:
         while True:
             announcement = await self._source.get()
-            metrics.QUEUE_DEPTH.set(self._source.qsize())
+            feed_metrics.QUEUE_DEPTH.set(self._source.qsize())
             try:
                 self.dispatch(announcement)
             finally:

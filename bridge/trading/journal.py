@@ -14,13 +14,12 @@ WAL mode with synchronous=NORMAL. Checkpoints (which fsync, ~15 ms here) run in 
 never inside a commit. The writer holds a lock (flock on the intent log). A second process opening the
 same journal (the demo's summary, a second daemon by mistake) gets it read-only: it reads, and treats
 every announcement and order as already recorded, so it can never send an order (logged as an error).
+The intent log lives in `intentlog`; the schema and its migrations (run by the writer) in `journal_schema`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import sqlite3
 import threading
 import time
@@ -34,6 +33,8 @@ import structlog
 
 from bridge.errors import ConfigError
 from bridge.feed.codec import Announcement
+from bridge.trading import journal_schema
+from bridge.trading.intentlog import IntentLog
 
 log = structlog.get_logger(__name__)
 
@@ -49,50 +50,6 @@ FLUSH_DELAY_S = 0.05
 # The intent log is emptied when it passes this size, right after a flush (every intent in it then
 # has its row in SQLite).
 INTENT_LOG_MAX_BYTES = 1 << 20
-# Journals this process has open for writing: a second Journal on one of them (the demo's summary
-# while its daemon runs) is a reader, without the cross-process warning.
-_WRITERS: set[Path] = set()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS announcements (
-    key TEXT PRIMARY KEY,
-    first_seen_ns INTEGER NOT NULL,
-    publisher TEXT NOT NULL,
-    listing_type TEXT NOT NULL,
-    title TEXT NOT NULL,
-    tickers TEXT NOT NULL,
-    detected_us INTEGER,
-    raw TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS orders (
-    client_order_id TEXT PRIMARY KEY,
-    announcement_key TEXT,
-    strategy TEXT NOT NULL,
-    exchange TEXT NOT NULL,
-    symbol TEXT NOT NULL,
-    side TEXT NOT NULL,
-    quote TEXT NOT NULL,
-    cost REAL,
-    amount REAL,
-    dry_run INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    updated_ns INTEGER NOT NULL,
-    order_id TEXT,
-    filled REAL,
-    average REAL,
-    result_cost REAL,
-    error_code TEXT,
-    error_message TEXT,
-    raw TEXT,
-    take_profit REAL,
-    stop_loss REAL,
-    exit_after REAL,
-    exit_of TEXT
-);
-CREATE INDEX IF NOT EXISTS orders_state ON orders(state);
-CREATE INDEX IF NOT EXISTS orders_created ON orders(created_ns);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,28 +132,30 @@ class Journal:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"state_dir: cannot open journal {path}: {exc}") from None
+        self._intent_log: IntentLog | None = None
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=2000")
             self._db.execute("PRAGMA wal_autocheckpoint=0")
-            self._db.executescript(_SCHEMA)
-            self._migrate()
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"state_dir: cannot open journal {path}: {exc}") from None
-        self._intent_log = path.with_name(path.stem + ".intents")
-        self._intent_fd = self._open_intent_log()
-        self.writable = self._intent_fd is not None
-        try:
-            if self._intent_fd is not None:
-                self._replay_intent_log(self._intent_fd)
+            self._intent_log = IntentLog.acquire(path)  # None: another holder writes, this one reads
+            if self._intent_log is not None:
+                journal_schema.migrate(self._db, path)  # only the writer: never two migrating at once
+                self._replay_intent_log(self._intent_log)
+            else:
+                journal_schema.check_readable(self._db, path)
             self._cids = {row[0] for row in self._db.execute("SELECT client_order_id FROM orders")}
             self._keys = {row[0] for row in self._db.execute("SELECT key FROM announcements")}
-        except (OSError, sqlite3.Error) as exc:
-            if self._intent_fd is not None:
-                os.close(self._intent_fd)
-                _WRITERS.discard(self.path.resolve())
-            raise ConfigError(f"state_dir: cannot open journal {path}: {exc}") from None
-        self._intent_log_bytes = 0
+        except BaseException as exc:
+            if self._intent_log is not None:
+                self._intent_log.close()
+            self._db.close()
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise ConfigError(f"state_dir: cannot open journal {path}: {exc}") from None
+            raise
+        self.writable = self._intent_log is not None
         self._pending_announcements: list[tuple[Announcement, int]] = []
         self._pending_intents: list[tuple[OrderIntent, int]] = []
         self._flush_due = False
@@ -218,13 +177,12 @@ class Journal:
         self._closing.set()
         self._checkpointer.join(timeout=10)
         flushed = self._try_flush()
-        if self._intent_fd is not None:
+        if self._intent_log is not None:
             if flushed:
-                os.ftruncate(self._intent_fd, 0)  # every logged intent has its row now
-            os.close(self._intent_fd)  # releases the lock
-            self._intent_fd = None
-            self.writable = False  # a reserve() after close must fail, never write to a stale fd
-            _WRITERS.discard(self.path.resolve())
+                self._intent_log.clear()  # every logged intent has its row now
+            self._intent_log.close()  # releases the lock
+            self._intent_log = None
+            self.writable = False  # a reserve() after close must fail, never write to a closed log
         self._closed = True
         self._db.close()  # the last connection to close checkpoints the WAL itself
 
@@ -244,9 +202,8 @@ class Journal:
             self._db.executemany(_INSERT_INTENT, [_intent_row(i, now) for i, now in intents])
         # Only now, after the commit: a failed flush must leave them to be written again.
         self._pending_announcements, self._pending_intents = [], []
-        if self._intent_fd is not None and self._intent_log_bytes > INTENT_LOG_MAX_BYTES:
-            os.ftruncate(self._intent_fd, 0)
-            self._intent_log_bytes = 0
+        if self._intent_log is not None and self._intent_log.size > INTENT_LOG_MAX_BYTES:
+            self._intent_log.clear()
 
     def _try_flush(self) -> bool:
         try:
@@ -277,52 +234,16 @@ class Journal:
         if not self._try_flush():
             self._flush_soon()  # the rows are still pending: try again shortly
 
-    def _open_intent_log(self) -> int | None:
-        """The intent log, locked for this process; None (read-only) if another holder has it."""
-        if self.path.resolve() in _WRITERS:
-            log.debug("journal.read_only", path=str(self.path), reason="open for writing in this process")
-            return None
-        try:
-            fd = os.open(self._intent_log, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"state_dir: cannot open intent log {self._intent_log}: {exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-        else:
-            _WRITERS.add(self.path.resolve())
-            return fd
-        log.error(
-            "journal.locked",
-            path=str(self.path),
-            action="read-only: this process records nothing and sends no order",
-            hint="another bridge process uses this state_dir; two daemons must not share one",
-        )
-        return None
-
-    def _replay_intent_log(self, fd: int) -> None:
+    def _replay_intent_log(self, intent_log: IntentLog) -> None:
         """Insert intents a previous process logged but did not get to write to SQLite (kill -9 between
         the log line and the flush), then empty the log."""
-        data = self._intent_log.read_bytes()
-        rows = []
-        for line in data.splitlines():
-            # Each line is the intent's SQLite row, as reserve() wrote it (see _intent_row).
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                row = None
-            if not isinstance(row, list) or len(row) != _INTENT_ROW_LEN:
-                # a torn last line: its write never completed, so reserve() raised and nothing was sent
-                log.warning("journal.intent_log_bad_line", size=len(line))
-                continue
-            rows.append(tuple(row))
+        rows = intent_log.rows(_INTENT_ROW_LEN)  # each line is an intent's row, as reserve() wrote it
         if rows:
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(_INSERT_INTENT, rows)
-            log.warning("journal.intents_replayed", count=len(rows), path=str(self._intent_log))
-        os.ftruncate(fd, 0)
+            log.warning("journal.intents_replayed", count=len(rows), path=str(intent_log.path))
+        intent_log.clear()
 
     def checkpoint(self) -> None:
         """Move the WAL into the database file now (the background thread does this every few s)."""
@@ -356,39 +277,19 @@ class Journal:
         self._flush_soon()
         return True
 
-    def _migrate(self) -> None:
-        """Add the exit columns to a journal written by an older bridge."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(orders)")}
-        for column, kind in _EXIT_COLUMNS:
-            if column not in have:
-                self._db.execute(f"ALTER TABLE orders ADD COLUMN {column} {kind}")
-        self._db.execute("CREATE INDEX IF NOT EXISTS orders_exit_of ON orders(exit_of)")
-
     def reserve(self, intent: OrderIntent) -> bool:
         """Record an order's intent before it is sent: durable (logged) when this returns True. False
         if this client order id exists already: the order was placed (or attempted) before and must
         not be sent again. An OSError (disk full) propagates: then nothing may be sent."""
         cid = intent.client_order_id
-        if cid in self._cids or self._intent_fd is None:  # read-only: never send
+        if cid in self._cids or self._intent_log is None:  # read-only: never send
             return False
         now = self._clock_ns()
-        self._append(orjson.dumps(_intent_row(intent, now)) + b"\n")
+        self._intent_log.append(_intent_row(intent, now))
         self._cids.add(cid)
         self._pending_intents.append((intent, now))
         self._flush_soon()
         return True
-
-    def _append(self, line: bytes) -> None:
-        assert self._intent_fd is not None  # reserve() checked
-        view = memoryview(line)
-        try:
-            while view:  # a regular file takes it in one write unless the disk is full
-                view = view[os.write(self._intent_fd, view) :]
-        except OSError:
-            # A partial line would glue itself to the next intent and hide it at replay: cut it off.
-            os.ftruncate(self._intent_fd, self._intent_log_bytes)
-            raise
-        self._intent_log_bytes += len(line)
 
     def record_result(
         self,
@@ -519,9 +420,6 @@ def _intent_row(intent: OrderIntent, now: int) -> tuple[Any, ...]:
 def _announcement_row(a: Announcement, seen_ns: int) -> tuple[Any, ...]:
     raw = orjson.dumps(a.raw).decode()
     return (a.key, seen_ns, a.publisher, a.listing_type, a.title, ",".join(a.tickers), a.detected_us, raw)
-
-
-_EXIT_COLUMNS = (("take_profit", "REAL"), ("stop_loss", "REAL"), ("exit_after", "REAL"), ("exit_of", "TEXT"))
 
 
 def _record(r: sqlite3.Row) -> OrderRecord:

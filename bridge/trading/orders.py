@@ -15,7 +15,6 @@ from typing import Literal
 
 import structlog
 
-from bridge import telemetry as metrics
 from bridge.errors import (
     ExchangeAuthError,
     ExchangeError,
@@ -24,11 +23,13 @@ from bridge.errors import (
     TradingHalted,
 )
 from bridge.feed.codec import Announcement
+from bridge.trading import metrics
 from bridge.trading.gate import TradingGate
 from bridge.trading.journal import ExitPlan, Journal, OrderIntent, Position
 from bridge.trading.paper import PaperBroker
 from bridge.trading.risk import RiskLimits
-from bridge.venues.exchange import Exchange, OrderRequest, OrderResult
+from bridge.venues.exchange import Exchange
+from bridge.venues.types import OrderRequest, OrderResult
 
 log = structlog.get_logger(__name__)
 

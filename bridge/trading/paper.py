@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.venues.exchange import Exchange, OrderRequest, OrderResult
+from bridge.venues.exchange import Exchange
+from bridge.venues.types import OrderRequest, OrderResult
 
 PRICE_TIMEOUT = 2.0
 

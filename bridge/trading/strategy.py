@@ -16,7 +16,8 @@ from bridge.feed.codec import Announcement
 if TYPE_CHECKING:
     from bridge.trading.journal import ExitPlan
     from bridge.trading.orders import OrderOutcome, OrderRouter
-    from bridge.venues.exchange import Exchange, Market
+    from bridge.venues.exchange import Exchange
+    from bridge.venues.types import Market
 
 
 class Strategy:

@@ -15,7 +15,8 @@ import hashlib
 import hmac
 from typing import Any, Literal
 
-Side = Literal["buy", "sell"]
+from bridge.venues.types import Side
+
 # Formatted sizes are kept per (kind, size, precision): ccxt's precision functions are pure, Decimal
 # based and slow (~0.1 ms cold), and a new listing's symbol shares its tick size with many others.
 MAX_FORMATTED = 4096

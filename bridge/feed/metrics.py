@@ -1,0 +1,41 @@
+"""The feed's own counters: frames, bad frames, connections, queue depth, event age, recording.
+
+Defined here (the feed owns them) on bridge's one registry; ops only serves them over HTTP.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from bridge.telemetry import REGISTRY
+
+FRAMES = Counter(
+    "bridge_feed_frames_total", "Feed frames received, by message type", ["type"], registry=REGISTRY
+)
+BAD_FRAMES = Counter(
+    "bridge_feed_bad_frames_total", "Malformed feed frames, by reason", ["reason"], registry=REGISTRY
+)
+UNKNOWN_TYPES = Counter(
+    "bridge_feed_unknown_types_total", "Feed messages of unknown type", ["type"], registry=REGISTRY
+)
+ANNOUNCEMENTS = Counter(
+    "bridge_announcements_total",
+    "Announcements received, by publisher and listing type",
+    ["publisher", "listing_type"],
+    registry=REGISTRY,
+)
+CONNECTS = Counter("bridge_feed_connects_total", "Feed connections established", registry=REGISTRY)
+DISCONNECTS = Counter(
+    "bridge_feed_disconnects_total",
+    "Feed connections lost or refused, by cause",
+    ["cause"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge("bridge_feed_queue_depth", "Announcements waiting for the dispatcher", registry=REGISTRY)
+EVENT_AGE = Histogram(
+    "bridge_event_age_seconds",
+    "Age of announcements at receipt (detection to receipt)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+RECORDED = Counter("bridge_recorded_frames_total", "Feed frames written by the recorder", registry=REGISTRY)

@@ -1,0 +1,166 @@
+"""The composition root: builds the trading system from a Config, once, for every way bridge runs.
+
+`Daemon` (live feed, real clock, ccxt venues), `bridge replay` (recorded stream, the file's clock,
+in-memory venues) and `bridge demo` (through the daemon) all call `assemble()`; what differs between
+them is passed in, never rebuilt. Data flows one way through what it builds:
+feed queue -> Dispatcher -> StrategyRunner (one task per strategy) -> OrderRouter (gate, risk,
+journal) -> venue. The feed itself is wired by the caller, which hands the gate to its supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from bridge.aio import Sleep
+from bridge.config import Config
+from bridge.errors import ExchangeError
+from bridge.feed.codec import Announcement
+from bridge.feed.recorder import Recorder
+from bridge.feed.supervisor import NoStatusSink, Supervisor
+from bridge.trading.dispatch import Dispatcher, StrategyRunner, call_hook
+from bridge.trading.exits import ExitManager
+from bridge.trading.gate import TradingGate
+from bridge.trading.journal import Journal
+from bridge.trading.orders import OrderOutcome, OrderRouter
+from bridge.trading.risk import RiskLimits
+from bridge.trading.strategy import Context, Strategy
+from bridge.venues.exchange import Exchange
+
+log = structlog.get_logger(__name__)
+
+RouterFactory = Callable[..., OrderRouter]
+
+
+@dataclass
+class TradingSystem:
+    """Everything downstream of the feed queue, built and connected; the caller runs the tasks."""
+
+    gate: TradingGate
+    journal: Journal
+    exchanges: Mapping[str, Exchange]
+    router: OrderRouter
+    exits: ExitManager
+    runners: list[StrategyRunner]
+    dispatcher: Dispatcher
+    queue: asyncio.Queue[Announcement]
+
+
+async def assemble(
+    config: Config,
+    *,
+    strategies: list[Strategy],
+    journal: Journal,
+    exchanges: Mapping[str, Exchange],
+    gate: TradingGate,
+    queue: asyncio.Queue[Announcement] | None = None,
+    dry_run: bool | None = None,
+    sleep: Sleep = asyncio.sleep,
+    clock_ns: Callable[[], int] = time.time_ns,
+    on_outcome: Callable[[OrderOutcome], None] | None = None,
+    router_factory: RouterFactory = OrderRouter,
+    hook_timeout: float | None = None,
+) -> TradingSystem:
+    """Wire risk limits, router, exits, one context and runner per strategy, and the dispatcher.
+
+    Each strategy's `on_start` runs here, behind the same safety wrapper as every plugin call: a
+    strategy whose `on_start` fails (or exceeds `hook_timeout`) is logged and left out, the others run.
+    `dry_run` defaults to the config's; replay passes True whatever the config says."""
+    paper = config.trading.dry_run if dry_run is None else dry_run
+    router = router_factory(
+        gate=gate,
+        risk=RiskLimits(config.trading, journal, clock_ns=clock_ns),
+        journal=journal,
+        exchanges=exchanges,
+        dry_run=paper,
+        sleep=sleep,
+        on_outcome=on_outcome,
+    )
+    exits = ExitManager(journal=journal, router=router, exchanges=exchanges, clock_ns=clock_ns)
+    runners: list[StrategyRunner] = []
+    for strategy in strategies:
+        ctx = Context(strategy=strategy.name, router=router, exchanges=exchanges, dry_run=paper)
+        if await call_hook(strategy.name, "on_start", strategy.on_start(ctx), within=hook_timeout):
+            runners.append(StrategyRunner(strategy, ctx))
+    source: asyncio.Queue[Announcement] = asyncio.Queue() if queue is None else queue
+    return TradingSystem(
+        gate=gate,
+        journal=journal,
+        exchanges=exchanges,
+        router=router,
+        exits=exits,
+        runners=runners,
+        dispatcher=Dispatcher(source, runners, journal),
+        queue=source,
+    )
+
+
+async def stop_strategies(system: TradingSystem, *, within: float | None = None) -> None:
+    """Each running strategy's `on_stop`, behind the safety wrapper (a failing hook is logged)."""
+    for runner in system.runners:
+        await call_hook(runner.name, "on_stop", runner.strategy.on_stop(), within=within)
+
+
+def market_snapshot(
+    exchanges: Mapping[str, Exchange], prices: Mapping[str, Mapping[str, float]]
+) -> dict[str, dict[str, float | None]]:
+    """Active markets of each started exchange with their last price (None when unknown): what a
+    recording starts with, so its replay knows which symbols traded and at what price."""
+    return {
+        ex.id: {s: prices.get(ex.id, {}).get(s) for s, m in ex.ccxt.markets.items() if m.get("active", True)}
+        for ex in exchanges.values()
+    }
+
+
+async def snapshot_markets(config: Config) -> dict[str, dict[str, float | None]]:
+    """Active spot markets and last prices of every configured exchange (one tickers request each),
+    for `bridge record --markets`. An exchange that cannot be reached is logged and left out."""
+    out: dict[str, dict[str, float | None]] = {}
+    for ex_id, ex_cfg in config.exchanges.items():
+        ex = Exchange(ex_id, ex_cfg, dry_run=True)
+        try:
+            await ex.start(check_keys=False)
+            out.update(market_snapshot({ex_id: ex}, {ex_id: await ex.last_prices()}))
+        except ExchangeError as exc:
+            log.warning("record.markets_failed", exchange=ex_id, error=str(exc))
+        finally:
+            await ex.close()
+    return out
+
+
+async def record(
+    config: Config, out: Path, *, stop: asyncio.Event, max_bytes: int, keep: int, markets: bool
+) -> None:
+    """`bridge record`: hold the feed (reconnecting as the daemon does) and record every frame until
+    `stop`. With `markets`, first snapshot each configured exchange's markets and prices, so a replay
+    of the recording knows what traded and at what price. Nothing trades: the feed reports its state
+    to no gate, and announcements are read off the queue and dropped."""
+    recorder = Recorder(out, max_bytes=max_bytes, keep=keep)
+    if markets:
+        recorder.note(time.time_ns(), {"markets": await snapshot_markets(config)})
+    queue: asyncio.Queue[Announcement] = asyncio.Queue()
+    supervisor = Supervisor(config.feed, NoStatusSink(), queue, on_frame=recorder.frame)
+    writer_stop = asyncio.Event()
+    writer = asyncio.create_task(recorder.run(writer_stop), name="recorder")
+    feed = asyncio.create_task(supervisor.run(), name="feed-supervisor")
+    drain = asyncio.create_task(_discard(queue), name="discard")
+    try:
+        await asyncio.wait({feed, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        supervisor.stop()
+        await asyncio.gather(feed, return_exceptions=True)
+        drain.cancel()
+        writer_stop.set()
+        await asyncio.gather(writer, drain, return_exceptions=True)
+    if feed.done() and not feed.cancelled() and feed.exception() is not None:
+        raise feed.exception()  # type: ignore[misc]  # key rejected, config: exit code as for run
+
+
+async def _discard(queue: asyncio.Queue[Announcement]) -> None:
+    while True:
+        await queue.get()

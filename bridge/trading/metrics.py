@@ -1,0 +1,24 @@
+"""The trading side's counters: orders by outcome, duplicates dropped, strategy errors, order latency."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from bridge.telemetry import REGISTRY
+
+DUPLICATES = Counter("bridge_announcements_duplicate_total", "Announcements seen before", registry=REGISTRY)
+ORDERS = Counter(
+    "bridge_orders_total",
+    "Orders by exchange and outcome",
+    ["exchange", "outcome", "dry_run"],
+    registry=REGISTRY,
+)
+STRATEGY_ERRORS = Counter(
+    "bridge_strategy_errors_total", "Exceptions raised by strategy code", ["strategy"], registry=REGISTRY
+)
+LATENCY = Histogram(
+    "bridge_announcement_to_order_seconds",
+    "Time from announcement receipt to order request",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)

@@ -1,0 +1,151 @@
+"""The one table that translates ccxt's exceptions into bridge.errors, and the capture of the failed
+HTTP response behind an exception (its Retry-After, the exchange's own error code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import ccxt.async_support as ccxt_async
+import orjson
+
+from bridge import secrets
+from bridge.errors import (
+    ExchangeAuthError,
+    ExchangeError,
+    ExchangeUnavailable,
+    OrderRejected,
+    OrderStatusUnknown,
+    RateLimited,
+    UnknownSymbol,
+)
+from bridge.retry import retry_after_header
+
+Phase = Literal["order", "read"]
+
+_DETAIL_MAX = 300
+
+# First match wins, so subclasses come before their bases. Columns: ccxt class, during an order,
+# during a read. Order-time choices follow one rule: only a definite refusal is OrderRejected;
+# anything that may have reached the matching engine is OrderStatusUnknown.
+_RULES: tuple[tuple[type[BaseException], type[ExchangeError], type[ExchangeError]], ...] = (
+    (ccxt_async.RateLimitExceeded, RateLimited, RateLimited),
+    (ccxt_async.DDoSProtection, RateLimited, RateLimited),
+    # binance -1021: the timestamp was refused, so the order was not executed
+    (ccxt_async.InvalidNonce, OrderRejected, ExchangeUnavailable),
+    # "This symbol is not permitted for this account": refuses one order, not the whole key
+    (ccxt_async.PermissionDenied, OrderRejected, ExchangeAuthError),
+    (ccxt_async.AuthenticationError, ExchangeAuthError, ExchangeAuthError),
+    (ccxt_async.BadSymbol, OrderRejected, UnknownSymbol),
+    (ccxt_async.InsufficientFunds, OrderRejected, ExchangeError),
+    (ccxt_async.InvalidOrder, OrderRejected, ExchangeError),
+    (ccxt_async.BadRequest, OrderRejected, ExchangeError),  # binance -1013 min notional lands here
+    (ccxt_async.OperationRejected, OrderRejected, ExchangeError),
+    (ccxt_async.NotSupported, OrderRejected, ExchangeError),
+    (ccxt_async.ArgumentsRequired, OrderRejected, ExchangeError),
+    # timeouts, 5xx, dropped connections, maintenance, unparsable answers
+    (ccxt_async.OperationFailed, OrderStatusUnknown, ExchangeUnavailable),
+    # an unmapped exchange code or a broken response body: nobody knows what happened
+    (ccxt_async.ExchangeError, OrderStatusUnknown, ExchangeUnavailable),
+)
+
+
+def translate_error(
+    exc: BaseException,
+    *,
+    exchange: str,
+    during: Phase,
+    headers: Mapping[str, str] | None = None,
+    body: str | None = None,
+) -> ExchangeError:
+    """Map any exception raised by a ccxt call to the project's tree (an ExchangeError passes as is).
+    `headers` and `body` are those of the failed HTTP response, if there was one: for Retry-After, and
+    for the exchange's code when ccxt matched the message and dropped it. Anything unknown raised
+    during an order counts as status unknown: it may have happened after the request left."""
+    if isinstance(exc, ExchangeError):
+        return exc
+    target: type[ExchangeError] = OrderStatusUnknown if during == "order" else ExchangeUnavailable
+    for ccxt_class, on_order, on_read in _RULES:
+        if isinstance(exc, ccxt_class):
+            target = on_order if during == "order" else on_read
+            break
+    text = str(exc)
+    code, msg = _parse_error_body(text)
+    if code is None and body:
+        code = _parse_error_body(body)[0]
+    message = f"{exchange}: {type(exc).__name__}: {_clean(msg or text) or 'no detail'}"
+    if target is RateLimited:
+        return RateLimited(message, exchange=exchange, code=code, retry_after=retry_after_header(headers))
+    return target(message, exchange=exchange, code=code)
+
+
+def _parse_error_body(text: str) -> tuple[str | None, str | None]:
+    """The exchange's own code and message from a JSON error body, alone or inside ccxt's text
+    ("binance {"code":-2010,"msg":...}"); (None, None) if there is none."""
+    start, end = text.find("{"), text.rfind("}")
+    if not 0 <= start < end:
+        return None, None
+    try:
+        body = orjson.loads(text[start : end + 1])
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    code = next((body[k] for k in ("code", "retCode", "label") if body.get(k) is not None), None)
+    msg = next((body[k] for k in ("msg", "retMsg", "message") if body.get(k)), None)
+    return (None if code is None else str(code)), (None if msg is None else str(msg))
+
+
+def _clean(text: str) -> str:
+    text = re.sub(r"(https?://[^\s?]+)\?\S*", r"\1", text)
+    return secrets.scrub(text)[:_DETAIL_MAX]
+
+
+def describe(exc: BaseException) -> str:
+    """A log-safe one-liner for an exception (no URL queries, no secrets)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {_clean(_parse_error_body(text)[1] or text)}"
+
+
+# ----- the failed response behind an exception -----
+
+
+@dataclass(frozen=True)
+class _FailedResponse:
+    headers: Mapping[str, str]
+    body: str
+
+
+# The latest failed HTTP response of a ccxt call in the current task. ccxt's own last_response_*
+# attributes are per instance, so with concurrent calls one would read another call's headers.
+_failed_response: ContextVar[_FailedResponse | None] = ContextVar("bridge_failed_response", default=None)
+
+
+def note_response(code: int, headers: Any, body: Any) -> None:
+    """Note a ccxt request's HTTP response in the task's context: its headers and body if it failed."""
+    _failed_response.set(_FailedResponse(headers, body) if code >= 400 else None)
+
+
+@contextlib.contextmanager
+def translated(exchange: str, during: Phase) -> Iterator[None]:
+    """Whatever a ccxt call raises leaves as an ExchangeError: ccxt types and their messages (URLs
+    with signatures) never escape, not even as __cause__."""
+    _failed_response.set(None)
+    try:
+        yield
+    except ExchangeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure must become a project error (see _RULES)
+        raise _translate(exc, exchange, during) from None
+
+
+def _translate(exc: BaseException, exchange: str, during: Phase) -> ExchangeError:
+    failed = _failed_response.get()
+    if failed is None:
+        return translate_error(exc, exchange=exchange, during=during)
+    return translate_error(exc, exchange=exchange, during=during, headers=failed.headers, body=failed.body)

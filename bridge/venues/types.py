@@ -1,0 +1,77 @@
+"""The plain data types of the venue interface: order sides, rate-limiter choices, markets, order
+requests and results, and `finite_float`, which reads their numbers from ccxt's dicts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Side = Literal["buy", "sell"]
+# Who keeps requests within the exchange's limits. "bridge": bridge.venues.ratelimit (the default; lets orders
+# out at once while within budget). "ccxt": ccxt's own throttle, chosen by setting `enableRateLimit:
+# true` in the ccxt block (~10 ms per order on binance). "off": `enableRateLimit: false`.
+Limiter = Literal["bridge", "ccxt", "off"]
+
+
+@dataclass(frozen=True)
+class Market:
+    """A tradable market. `raw` is ccxt's unified market dict (precision, limits, `info`)."""
+
+    symbol: str
+    id: str
+    base: str
+    quote: str
+    type: str
+    active: bool
+    min_cost: float | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """A market order: spend `cost` (quote currency) or trade `amount` (base currency), exactly one."""
+
+    symbol: str
+    side: Side
+    client_order_id: str
+    cost: float | None = None
+    amount: float | None = None
+    # Its request budget was taken by Exchange.reserve_order() (and waited for) before the last gate
+    # check, so the request itself does not wait again.
+    prepaid: bool = False
+
+    def __post_init__(self) -> None:
+        sizes = [v for v in (self.cost, self.amount) if v is not None]
+        if len(sizes) != 1:
+            raise ValueError("an OrderRequest needs exactly one of cost and amount")
+        if not (math.isfinite(sizes[0]) and sizes[0] > 0):
+            raise ValueError(f"order size must be a positive number, got {sizes[0]}")
+        if self.side not in ("buy", "sell"):
+            raise ValueError(f"side must be buy or sell, got {self.side!r}")
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """What the exchange says about an order. `raw` is ccxt's unified order dict (with `info`)."""
+
+    exchange: str
+    symbol: str
+    side: Side
+    client_order_id: str
+    order_id: str | None
+    status: str
+    filled: float | None
+    cost: float | None
+    average: float | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def finite_float(value: Any) -> float | None:
+    """A ccxt number as a float; None for a missing, unparsable or non-finite one."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
