@@ -1,7 +1,12 @@
 """bridge: cryptolisting.ws announcements -> strategy plugins -> ccxt orders.
 
-The public plugin API: `Strategy`, `Context`, `Announcement`, `ExitPlan`, `OrderOutcome`. Imported lazily, so
-commands that never trade (emulate, show-config) do not pay for importing ccxt.
+The public API, and the only module a strategy plugin (or its test) needs to import:
+- to write a strategy: `Strategy`, `Context`, `Announcement`, `ExitPlan`, `OrderOutcome`, and the
+  types the context hands back, `Market` and `OrderResult`;
+- to test one offline: `load_config_text` (a config from a string) and `run_replay` (a stream
+  through the configured strategies, paper only), as the test `bridge new-strategy` writes does.
+Everything else in the package is internal and may move. Names are imported lazily, so commands
+that never trade (emulate, show-config) do not pay for importing ccxt.
 """
 
 from __future__ import annotations
@@ -10,23 +15,43 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bridge.feed.codec import Announcement
-    from bridge.trading.journal import ExitPlan
-    from bridge.trading.orders import OrderOutcome
+    from bridge.config import loads as load_config_text
+    from bridge.replay import replay as run_replay
+    from bridge.trading.model import Announcement, ExitPlan, OrderOutcome, OrderResult
     from bridge.trading.strategy import Context, Strategy
+    from bridge.venues.types import Market
 
-__all__ = ["Announcement", "Context", "ExitPlan", "OrderOutcome", "Strategy"]
+__all__ = [
+    "Announcement",
+    "Context",
+    "ExitPlan",
+    "Market",
+    "OrderOutcome",
+    "OrderResult",
+    "Strategy",
+    "load_config_text",
+    "run_replay",
+]
 
 _WHERE = {
-    "Announcement": "bridge.feed.codec",
-    "ExitPlan": "bridge.trading.journal",
-    "OrderOutcome": "bridge.trading.orders",
-    "Context": "bridge.trading.strategy",
-    "Strategy": "bridge.trading.strategy",
+    "Announcement": ("bridge.trading.model", "Announcement"),
+    "ExitPlan": ("bridge.trading.model", "ExitPlan"),
+    "OrderOutcome": ("bridge.trading.model", "OrderOutcome"),
+    "OrderResult": ("bridge.trading.model", "OrderResult"),
+    "Market": ("bridge.venues.types", "Market"),
+    "Context": ("bridge.trading.strategy", "Context"),
+    "Strategy": ("bridge.trading.strategy", "Strategy"),
+    "load_config_text": ("bridge.config", "loads"),
+    "run_replay": ("bridge.replay", "replay"),
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
+        module, attr = _WHERE[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'bridge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

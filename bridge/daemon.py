@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
+from bridge.aio import Sleep
 from bridge.config import Config
 from bridge.errors import BridgeError, ConfigError, ExchangeAuthError, ExchangeError
 from bridge.feed.codec import Announcement
@@ -25,8 +25,9 @@ from bridge.system import TradingSystem, assemble, market_snapshot, stop_strateg
 from bridge.trading.dispatch import Dispatcher, StrategyRunner
 from bridge.trading.exits import ExitManager
 from bridge.trading.gate import TradingGate
-from bridge.trading.journal import OPEN_STATES, Journal
-from bridge.trading.orders import OrderOutcome, OrderRouter
+from bridge.trading.journal import Journal
+from bridge.trading.model import OPEN_STATES, OrderOutcome
+from bridge.trading.orders import OrderRouter
 from bridge.trading.plugins import load_strategies
 from bridge.trading.strategy import Strategy
 from bridge.venues.exchange import Exchange
@@ -44,7 +45,7 @@ class Daemon:
         config: Config,
         *,
         strategies: list[Strategy] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
         recorder: Recorder | None = None,
     ) -> None:
         self.config = config

@@ -1,7 +1,7 @@
 """The project's exception tree and the process exit codes it maps to.
 
-Each class says who handles it and how. ccxt's own exceptions never leave bridge.venues.exchange:
-they are translated there into the ExchangeError branch below.
+Each class says who handles it and how. ccxt's own exceptions never leave bridge.venues: the one
+table in bridge.venues.errors translates them into the ExchangeError branch below.
 """
 
 from __future__ import annotations

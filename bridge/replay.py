@@ -29,8 +29,9 @@ from bridge.errors import ConfigError
 from bridge.feed.codec import Announcement, DecodeError, TestAnnouncement, decode
 from bridge.system import TradingSystem, assemble, stop_strategies
 from bridge.trading.gate import TradingGate
-from bridge.trading.journal import Journal, Position
-from bridge.trading.orders import OrderOutcome, OrderRouter
+from bridge.trading.journal import Journal
+from bridge.trading.model import OrderOutcome, Position
+from bridge.trading.orders import OrderRouter
 from bridge.trading.plugins import load_strategies
 from bridge.trading.strategy import Strategy
 from bridge.venues.exchange import Exchange

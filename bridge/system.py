@@ -27,7 +27,8 @@ from bridge.trading.dispatch import Dispatcher, StrategyRunner, call_hook
 from bridge.trading.exits import ExitManager
 from bridge.trading.gate import TradingGate
 from bridge.trading.journal import Journal
-from bridge.trading.orders import OrderOutcome, OrderRouter
+from bridge.trading.model import OrderOutcome
+from bridge.trading.orders import OrderRouter
 from bridge.trading.risk import RiskLimits
 from bridge.trading.strategy import Context, Strategy
 from bridge.venues.exchange import Exchange

@@ -59,8 +59,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge import config
-from bridge.replay import replay
+from bridge import load_config_text, run_replay
 
 PLUGIN = Path(__file__).resolve().parent.parent / "{plugin_rel}"
 CONFIG = f"""
@@ -91,7 +90,7 @@ async def test_buys_each_listed_ticker_that_trades(tmp_path: Path) -> None:
     ]
     stream = tmp_path / "stream.jsonl"
     stream.write_bytes(b"\\n".join(orjson.dumps(line) for line in lines))
-    report = await replay(stream, config.loads(CONFIG))
+    report = await run_replay(stream, load_config_text(CONFIG))
     placed = [r.outcome for r in report.rows if r.outcome.ok]
     assert [(o.symbol, o.result.cost if o.result else None) for o in placed] == [("ABC/USDT", 15.0)]
 '''

@@ -285,7 +285,8 @@ async def test_orders_left_open_by_a_crash_are_looked_up_at_start(
     neither is sent again."""
     from bridge.config import ExchangeConfig
     from bridge.secrets import Secret
-    from bridge.trading.journal import Journal, OrderIntent
+    from bridge.trading.journal import Journal
+    from bridge.trading.model import OrderIntent
     from bridge.venues.exchange import Exchange
     from bridge.venues.types import OrderRequest
 

@@ -14,7 +14,7 @@ from bridge import config
 from bridge.replay import replay
 from bridge.sim.fake_exchange import FakeBinance
 from bridge.trading.exits import ExitManager, exit_reason
-from bridge.trading.journal import ExitPlan, Position
+from bridge.trading.model import ExitPlan, Position
 from tests.factories import announcement
 from tests.test_orders import Rig, make_rig
 

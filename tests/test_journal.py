@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.trading.journal import Journal, OrderIntent
+from bridge.trading.journal import Journal
+from bridge.trading.model import OrderIntent
 from tests.factories import announcement
 
 
@@ -73,7 +74,8 @@ def test_intent_survives_kill_9(tmp_path: Path) -> None:
     code = f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path.cwd())!r})
-from bridge.trading.journal import Journal, OrderIntent
+from bridge.trading.journal import Journal
+from bridge.trading.model import OrderIntent
 j = Journal.open(__import__('pathlib').Path({str(tmp_path)!r}), dry_run=False)
 j.reserve(OrderIntent("bxKILL", "k", "s", "binance", "ABC/USDT", "buy", "USDT", 20.0, None, False))
 os.kill(os.getpid(), signal.SIGKILL)
@@ -142,7 +144,8 @@ def test_logged_intent_survives_kill_9_before_reaching_sqlite(tmp_path: Path) ->
     code = f"""
 import asyncio, os, signal, sys
 sys.path.insert(0, {str(Path.cwd())!r})
-from bridge.trading.journal import Journal, OrderIntent
+from bridge.trading.journal import Journal
+from bridge.trading.model import OrderIntent
 async def main():
     j = Journal.open(__import__('pathlib').Path({str(tmp_path)!r}), dry_run=False)
     assert j.reserve(OrderIntent("bxLOGGED", "k", "s", "binance", "ABC/USDT", "buy", "USDT", 20.0, None, False))

@@ -13,8 +13,9 @@ import pytest
 
 from bridge.errors import ConfigError
 from bridge.trading import journal_schema
-from bridge.trading.journal import OPEN_STATES, ExitPlan, Journal, OrderIntent
+from bridge.trading.journal import Journal
 from bridge.trading.journal_schema import Migration
+from bridge.trading.model import OPEN_STATES, ExitPlan, OrderIntent
 from tests.factories import announcement
 
 # Frozen copy of the schema Journal.open created before the journal carried a version (user_version

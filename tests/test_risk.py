@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bridge.config import TradingConfig
-from bridge.trading.journal import Journal, OrderIntent
+from bridge.trading.journal import Journal
+from bridge.trading.model import OrderIntent
 from bridge.trading.risk import RiskLimits
 from tests.factories import announcement
 

@@ -18,7 +18,8 @@ from bridge import telemetry
 from bridge.config import FeedConfig, ReconnectConfig
 from bridge.errors import ConfigError, CredentialsRejected
 from bridge.feed.codec import Announcement
-from bridge.feed.supervisor import RATE_LIMIT_WAIT, Supervisor, backoff_delay
+from bridge.feed.supervisor import RATE_LIMIT_WAIT, Supervisor
+from bridge.retry import backoff_delay
 from bridge.secrets import Secret
 from bridge.sim.emulator import FeedEmulator
 from bridge.trading.gate import TradingGate

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from bridge.aio import Sleep, sleep_or_stop
-from bridge.trading.journal import Journal, Position
-from bridge.trading.orders import OrderOutcome, OrderRouter
+from bridge.trading.journal import Journal
+from bridge.trading.model import OrderOutcome, Position
+from bridge.trading.orders import OrderRouter
 from bridge.venues.exchange import Exchange
 
 log = structlog.get_logger(__name__)

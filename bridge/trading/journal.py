@@ -24,22 +24,26 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import structlog
 
 from bridge.errors import ConfigError
-from bridge.feed.codec import Announcement
 from bridge.trading import journal_schema
 from bridge.trading.intentlog import IntentLog
+from bridge.trading.model import (
+    Announcement,
+    ExitPlan,
+    OrderIntent,
+    OrderRecord,
+    OrderState,
+    Position,
+)
 
 log = structlog.get_logger(__name__)
 
-OrderState = Literal["sending", "placed", "paper", "rejected", "unknown", "not_found"]
-OPEN_STATES: tuple[OrderState, ...] = ("sending", "unknown")
 # How often the background thread moves the WAL into the database file (PASSIVE: it never blocks
 # the daemon's writes). SQLite's own automatic checkpoint is off: it would run inside whichever
 # commit crossed 1000 pages, i.e. now and then inside an order intent's commit.
@@ -50,71 +54,6 @@ FLUSH_DELAY_S = 0.05
 # The intent log is emptied when it passes this size, right after a flush (every intent in it then
 # has its row in SQLite).
 INTENT_LOG_MAX_BYTES = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class ExitPlan:
-    """When to sell a position an entry opened: `take_profit` / `stop_loss` as fractions of the entry
-    price (0.5 = +50 %, 0.2 = -20 %), `after` in seconds from the entry. Any may be None (off)."""
-
-    take_profit: float | None = None
-    stop_loss: float | None = None
-    after: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("take_profit", "stop_loss", "after"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.stop_loss is not None and self.stop_loss >= 1:
-            raise ValueError("stop_loss is a fraction below 1 (0.2 = sell 20 % under the entry price)")
-
-    @property
-    def active(self) -> bool:
-        return any(v is not None for v in (self.take_profit, self.stop_loss, self.after))
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """An entry buy that filled, carries an exit plan, and has no exit order yet."""
-
-    client_order_id: str
-    strategy: str
-    exchange: str
-    symbol: str
-    filled: float
-    average: float | None
-    opened_ns: int
-    plan: ExitPlan
-
-
-@dataclass(frozen=True, slots=True)
-class OrderIntent:
-    client_order_id: str
-    announcement_key: str | None
-    strategy: str
-    exchange: str
-    symbol: str
-    side: Literal["buy", "sell"]
-    quote: str
-    cost: float | None
-    amount: float | None
-    dry_run: bool
-    plan: ExitPlan | None = None  # entries: when to exit the position
-    exit_of: str | None = None  # exits: the entry's client order id
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRecord:
-    intent: OrderIntent
-    state: str
-    created_ns: int
-    order_id: str | None
-    filled: float | None
-    average: float | None
-    result_cost: float | None
-    error_code: str | None
-    error_message: str | None
 
 
 class Journal:

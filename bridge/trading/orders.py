@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import structlog
 
+from bridge.aio import Sleep
 from bridge.errors import (
     ExchangeAuthError,
     ExchangeError,
@@ -22,10 +22,10 @@ from bridge.errors import (
     RateLimited,
     TradingHalted,
 )
-from bridge.feed.codec import Announcement
 from bridge.trading import metrics
 from bridge.trading.gate import TradingGate
-from bridge.trading.journal import ExitPlan, Journal, OrderIntent, Position
+from bridge.trading.journal import Journal
+from bridge.trading.model import Announcement, ExitPlan, OrderIntent, OrderOutcome, Position, Side
 from bridge.trading.paper import PaperBroker
 from bridge.trading.risk import RiskLimits
 from bridge.venues.exchange import Exchange
@@ -33,30 +33,11 @@ from bridge.venues.types import OrderRequest, OrderResult
 
 log = structlog.get_logger(__name__)
 
-Side = Literal["buy", "sell"]
-Status = Literal["placed", "paper", "rejected", "skipped", "unknown", "not_found"]
 # Halt reasons that do not stop an exit: selling a position reduces risk and needs no feed.
 EXIT_ALLOWED_WHILE = frozenset({"disconnected", "feed_stale", "key_expired"})
 # Delays between look-ups of an order whose outcome is unknown: about 10 s in all, enough for an
 # exchange to have processed a request that timed out on our side.
 LOOKUP_DELAYS = (0.25, 0.5, 1.0, 2.0, 3.0, 3.0)
-
-
-@dataclass(frozen=True, slots=True)
-class OrderOutcome:
-    """What happened to one order a strategy asked for. `reason` explains skipped/rejected."""
-
-    status: Status
-    exchange: str
-    symbol: str
-    side: Side
-    client_order_id: str | None = None
-    reason: str | None = None
-    result: OrderResult | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("placed", "paper")
 
 
 def held_amount(result: OrderResult, symbol: str) -> float | None:
@@ -87,7 +68,7 @@ class OrderRouter:
         journal: Journal,
         exchanges: Mapping[str, Exchange],
         dry_run: bool,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
         on_outcome: Callable[[OrderOutcome], None] | None = None,
     ) -> None:
         self._on_outcome = on_outcome

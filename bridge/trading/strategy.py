@@ -14,8 +14,8 @@ import structlog
 from bridge.feed.codec import Announcement
 
 if TYPE_CHECKING:
-    from bridge.trading.journal import ExitPlan
-    from bridge.trading.orders import OrderOutcome, OrderRouter
+    from bridge.trading.model import ExitPlan, OrderOutcome
+    from bridge.trading.orders import OrderRouter
     from bridge.venues.exchange import Exchange
     from bridge.venues.types import Market
 
