@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from bridge.feed.supervisor import Supervisor
 from bridge.ops.health import HealthServer, build_snapshot, run_status_log
 from bridge.ops.notify import Notifier
 from bridge.ops.sdnotify import SystemdNotifier, run_watchdog
+from bridge.retry import backoff_delay
 from bridge.system import TradingSystem, assemble, market_snapshot, stop_strategies
 from bridge.trading.dispatch import Dispatcher, StrategyRunner
 from bridge.trading.exits import ExitManager
@@ -298,7 +300,11 @@ class Daemon:
             except ExchangeError as exc:
                 if attempt == EXCHANGE_START_ATTEMPTS:
                     raise
-                delay = 2.0**attempt
+                # Honour a rate limit's Retry-After; otherwise the shared backoff (2 s, then 4 s).
+                delay = max(
+                    backoff_delay(attempt, 2.0, 30.0, random.random()),  # noqa: S311 - jitter
+                    getattr(exc, "retry_after", None) or 0.0,
+                )
                 log.warning(
                     "exchange.start_failed", exchange=ex.id, attempt=attempt, retry_in=delay, error=str(exc)
                 )
