@@ -31,13 +31,19 @@ class Market:
 
 @dataclass(frozen=True)
 class OrderRequest:
-    """A market order: spend `cost` (quote currency) or trade `amount` (base currency), exactly one."""
+    """One order: spend `cost` (quote currency) or trade `amount` (base currency), exactly one.
+
+    Without `limit_price` it is a market order. With it, it is a limit order that fills at once at
+    `limit_price` or better and expires for whatever does not (IOC, or the venue's exact equivalent);
+    a limit order is sized by `amount` only, already rounded to the market's lot, and `limit_price`
+    is already rounded to its tick (never above the cap for a buy, never below the floor for a sell)."""
 
     symbol: str
     side: Side
     client_order_id: str
     cost: float | None = None
     amount: float | None = None
+    limit_price: float | None = None
     # Its request budget was taken by Exchange.reserve_order() (and waited for) before the last gate
     # check, so the request itself does not wait again.
     prepaid: bool = False
@@ -50,6 +56,33 @@ class OrderRequest:
             raise ValueError(f"order size must be a positive number, got {sizes[0]}")
         if self.side not in ("buy", "sell"):
             raise ValueError(f"side must be buy or sell, got {self.side!r}")
+        if self.limit_price is not None:
+            if self.amount is None:
+                raise ValueError("a limit order is sized by amount")
+            if not (math.isfinite(self.limit_price) and self.limit_price > 0):
+                raise ValueError(f"limit price must be a positive number, got {self.limit_price}")
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """What a venue said a symbol traded at, received at `ts_ns` (time.time_ns()): best bid and ask
+    where the venue gave them, and the last trade. Any may be None (not given, or no trading yet)."""
+
+    symbol: str
+    bid: float | None
+    ask: float | None
+    last: float | None
+    ts_ns: int
+
+    @property
+    def buy_reference(self) -> float | None:
+        """What a buy would pay now: the best ask, else the last trade."""
+        return self.ask if self.ask is not None and self.ask > 0 else self.last
+
+    @property
+    def sell_reference(self) -> float | None:
+        """What a sell would get now: the best bid, else the last trade."""
+        return self.bid if self.bid is not None and self.bid > 0 else self.last
 
 
 @dataclass(frozen=True)
