@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 import yaml
@@ -27,6 +27,37 @@ LogFormat = Literal["auto", "json", "console"]
 _SUBST = re.compile(r"\$\{([^}]*)\}")
 # ccxt config keys that hold credentials: redacted in show-config and scrubbed from logs.
 SECRET_KEY_PATTERN = re.compile(r"(key|secret|password|token|uid|private)", re.IGNORECASE)
+
+# A money limit in quote currency (max_order_cost, daily_max_cost): a mapping per quote currency, keys
+# spelled as ccxt spells quotes (upper case), e.g. {USDT: 100, KRW: 150000}; or a bare number, which
+# applies to the USD stablecoin quotes below only (each on its own). An order in a quote currency the
+# limit does not name is refused (no_limit_for_quote:KRW), never converted or guessed.
+QuoteLimits: TypeAlias = float | dict[str, float]
+USD_STABLECOINS = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USDP", "DAI", "USD")
+
+
+def quote_limits(limits: QuoteLimits) -> dict[str, float]:
+    """The limit per quote currency: a bare number expanded to the USD stablecoins."""
+    return dict(limits) if isinstance(limits, dict) else dict.fromkeys(USD_STABLECOINS, float(limits))
+
+
+def _check_quote_limits(name: str, limits: QuoteLimits | None) -> None:
+    """A SchemaError naming the key (relative to the section) of a limit that is not positive or of a
+    quote currency not spelled as ccxt spells it."""
+    if limits is None:
+        return
+    if not isinstance(limits, dict):
+        if limits <= 0:
+            raise SchemaError(name, "must be positive")
+        return
+    if not limits:
+        raise SchemaError(name, "empty mapping: name at least one quote currency, e.g. {USDT: 100}")
+    for quote, value in limits.items():
+        if not quote or quote != quote.upper():
+            hint = f" (write {quote.upper()})" if quote else ""
+            raise SchemaError(f"{name}.{quote}", f"quotes are upper case, as ccxt spells them{hint}")
+        if value <= 0:
+            raise SchemaError(f"{name}.{quote}", "must be positive (leave a quote out to refuse its orders)")
 
 
 @dataclass(frozen=True)
@@ -66,21 +97,37 @@ class ExchangeConfig:
     markets_refresh: float = 600.0
     # Not in repr: users may put credentials in here (apiKey, secret, uid, privateKey...).
     ccxt: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Most quote currency committed per UTC day by orders on this exchange, on top of (never instead
+    # of) trading.daily_max_cost. Same shapes as trading.max_order_cost. None: no budget of its own.
+    daily_max_cost: QuoteLimits | None = None
+
+    def __post_init__(self) -> None:
+        _check_quote_limits("daily_max_cost", self.daily_max_cost)
 
 
 @dataclass(frozen=True)
 class TradingConfig:
     dry_run: bool = True
     max_event_age: float = 10.0
-    max_order_cost: float = 100.0
-    daily_max_cost: float | None = None
+    # Largest single order (buys, and sells a strategy places; exits are never capped), per quote.
+    max_order_cost: QuoteLimits = 100.0
+    # Most quote currency committed per UTC day by strategy orders, per quote currency. None: no cap.
+    daily_max_cost: QuoteLimits | None = None
     max_orders_per_announcement: int = 10
     allow_symbols: tuple[str, ...] | None = None
     deny_symbols: tuple[str, ...] = ()
+    # Prices (best bid/ask) older than this many seconds are never used for a price cap, a paper fill,
+    # an exit or ctx.price: an order then fetches its symbol's price once, or is skipped (no_price).
+    price_max_age: float = 2.0
+    # Seconds between batch price refreshes per exchange (one request for every symbol, off the order
+    # path; Binance: weight 4 each). 0: no warm prices, every order fetches its own.
+    price_refresh: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.max_event_age <= 0 or self.max_order_cost <= 0:
-            raise ValueError("max_event_age and max_order_cost must be positive")
+        if self.max_event_age <= 0:
+            raise SchemaError("max_event_age", "must be positive")
+        _check_quote_limits("max_order_cost", self.max_order_cost)
+        _check_quote_limits("daily_max_cost", self.daily_max_cost)
 
 
 @dataclass(frozen=True)
@@ -90,6 +137,15 @@ class StrategyConfig:
     class_: str | None = None
     enabled: bool = True
     params: dict[str, Any] = field(default_factory=dict)
+    # Announcements of this strategy handled at once, each in its own task (an order that hangs holds
+    # up no other); more wait their turn in arrival order, none is dropped.
+    max_concurrent: int = 8
+    # Prices older than this many seconds are not used for this strategy's orders (None: trading's).
+    price_max_age: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent < 1:
+            raise SchemaError("max_concurrent", f"must be a positive number, got {self.max_concurrent}")
 
 
 ALERT_EVENTS = (

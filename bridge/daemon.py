@@ -202,6 +202,8 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._reconcile_open_orders(), name="reconcile"))
         if self.exits is not None:
             self._tasks.append(asyncio.create_task(self.exits.run(stop), name="exits"))
+        if self.system is not None:
+            self._tasks.append(asyncio.create_task(self.system.prices.run(stop), name="prices"))
         stopper = asyncio.create_task(self._stop.wait(), name="stop-wait")
         try:
             await asyncio.wait({supervisor, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -16,7 +16,9 @@ import asyncio
 import base64
 import functools
 import tempfile
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from bridge.trading.orders import OrderRouter
 from bridge.trading.plugins import load_strategies
 from bridge.trading.strategy import Strategy
 from bridge.venues.exchange import Exchange
-from bridge.venues.types import Market, OrderRequest, OrderResult
+from bridge.venues.types import Market, OrderRequest, OrderResult, Quote, Side
 
 log = structlog.get_logger(__name__)
 
@@ -118,9 +120,12 @@ class ReplayClock:
 class ReplayExchange(Exchange):
     """An in-memory exchange for replay: markets and prices from the stream, no network, no ccxt."""
 
-    def __init__(self, exchange_id: str, prices: dict[str, float | None]) -> None:
+    def __init__(
+        self, exchange_id: str, prices: dict[str, float | None], clock: Callable[[], int] = time.time_ns
+    ) -> None:
         super().__init__(exchange_id, ExchangeConfig(), dry_run=True)
         self.prices = dict(prices)
+        self._event_clock = clock
 
     async def start(self, *, check_keys: bool) -> None:
         return None
@@ -143,6 +148,28 @@ class ReplayExchange(Exchange):
 
     async def fetch_price(self, symbol: str) -> float | None:
         return self.prices.get(symbol)
+
+    async def fetch_quote(self, symbol: str) -> Quote | None:
+        """The stream's last price for the symbol, as of the file's clock (a stream has no book: the
+        last price stands for bid and ask alike)."""
+        price = self.prices.get(symbol)
+        return None if price is None else Quote(symbol, None, None, price, self._event_clock())
+
+    async def fetch_quotes(self) -> dict[str, Quote]:
+        return {s: q for s in self.prices if (q := await self.fetch_quote(s)) is not None}
+
+    def limit_terms(
+        self,
+        symbol: str,
+        side: Side,
+        *,
+        cap_price: float,
+        amount: float | None = None,
+        cost: float | None = None,
+    ) -> tuple[float, float] | None:
+        """A stream knows no ticks or lots: the cap as is, the amount it buys for `cost`."""
+        size = amount if amount is not None else (cost or 0.0) / cap_price
+        return (size, cap_price) if size > 0 else None
 
     def format_client_order_id(self, base_id: str) -> str:
         return base_id
@@ -249,10 +276,12 @@ async def replay(
     otherwise the gaps between events are slept through, divided by `speed`."""
     stream = read_stream(path)
     strategies = strategies if strategies is not None else load_strategies(config)
-    exchanges = {ex_id: ReplayExchange(ex_id, stream.markets.get(ex_id, {})) for ex_id in config.exchanges}
-    for ex_id in stream.markets.keys() - exchanges.keys():
-        exchanges[ex_id] = ReplayExchange(ex_id, stream.markets[ex_id])
     clock = ReplayClock()
+    exchanges = {
+        ex_id: ReplayExchange(ex_id, stream.markets.get(ex_id, {}), clock) for ex_id in config.exchanges
+    }
+    for ex_id in stream.markets.keys() - exchanges.keys():
+        exchanges[ex_id] = ReplayExchange(ex_id, stream.markets[ex_id], clock)
     report = ReplayReport()
     gate = TradingGate()
     gate.resume("starting")
@@ -268,6 +297,7 @@ async def replay(
                 gate=gate,
                 dry_run=True,
                 clock_ns=clock,
+                refresh_prices=False,
                 router_factory=functools.partial(RecordingRouter, rows=report.rows, clock=clock),
             )
             tasks = [asyncio.create_task(r.run(), name=f"strategy:{r.name}") for r in system.runners]
@@ -301,7 +331,7 @@ async def _apply(
 ) -> None:
     if event.price is not None:
         ex_id, symbol, price = event.price
-        exchanges.setdefault(ex_id, ReplayExchange(ex_id, {})).prices[symbol] = price
+        exchanges.setdefault(ex_id, ReplayExchange(ex_id, {}, system.prices.clock_ns)).prices[symbol] = price
         return
     assert event.frame is not None
     try:

@@ -62,8 +62,20 @@ def build(cls: type[T], data: object, key: str = "") -> T:
             raise SchemaError(sub, "required key is missing")
     try:
         return cls(**values)
+    except SchemaError as exc:  # __post_init__ naming a key below this one (max_order_cost.usdt)
+        raise SchemaError(f"{key}.{exc.key}" if key and exc.key else key or exc.key, exc.problem) from None
     except ValueError as exc:  # __post_init__ cross-field checks
         raise SchemaError(key, str(exc)) from None
+
+
+def _either(problems: list[str]) -> str:
+    """One message for a value no type of a union accepts: `expected a number or a mapping, got "x"`."""
+    got = {p.partition(", got ")[2] for p in problems}
+    alike = all(p.startswith("expected ") and ", got " in p for p in problems)
+    if len(problems) > 1 and len(got) == 1 and alike:
+        wanted = [p.removeprefix("expected ").partition(", got ")[0] for p in problems]
+        return f"expected {' or '.join(wanted)}, got {got.pop()}"
+    return " or ".join(problems)
 
 
 def convert(tp: Any, value: object, key: str) -> Any:
@@ -75,15 +87,18 @@ def convert(tp: Any, value: object, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[SchemaError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return convert(arg, value, key)
             except SchemaError as exc:
-                errors.append(exc.problem)
-        raise SchemaError(key, errors[0] if len(errors) == 1 else " or ".join(errors))
+                errors.append(exc)
+        for error in errors:  # the value had one type's shape and a part of it is wrong: name that part
+            if error.key != key:
+                raise error
+        raise SchemaError(key, _either([error.problem for error in errors]))
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:

@@ -23,12 +23,14 @@ from bridge.errors import ExchangeError
 from bridge.feed.codec import Announcement
 from bridge.feed.recorder import Recorder
 from bridge.feed.supervisor import NoStatusSink, Supervisor
-from bridge.trading.dispatch import Dispatcher, StrategyRunner, call_hook
+from bridge.trading.claims import MAX_WINDOW_S, SymbolClaims
+from bridge.trading.dispatch import DEFAULT_MAX_CONCURRENT, Dispatcher, StrategyRunner, call_hook
 from bridge.trading.exits import ExitManager
 from bridge.trading.gate import TradingGate
 from bridge.trading.journal import Journal
 from bridge.trading.model import OrderOutcome
 from bridge.trading.orders import OrderRouter
+from bridge.trading.prices import PriceCache
 from bridge.trading.risk import RiskLimits
 from bridge.trading.strategy import Context, Strategy
 from bridge.venues.exchange import Exchange
@@ -46,6 +48,7 @@ class TradingSystem:
     journal: Journal
     exchanges: Mapping[str, Exchange]
     router: OrderRouter
+    prices: PriceCache
     exits: ExitManager
     runners: list[StrategyRunner]
     dispatcher: Dispatcher
@@ -66,34 +69,59 @@ async def assemble(
     on_outcome: Callable[[OrderOutcome], None] | None = None,
     router_factory: RouterFactory = OrderRouter,
     hook_timeout: float | None = None,
+    refresh_prices: bool = True,
 ) -> TradingSystem:
     """Wire risk limits, router, exits, one context and runner per strategy, and the dispatcher.
 
     Each strategy's `on_start` runs here, behind the same safety wrapper as every plugin call: a
     strategy whose `on_start` fails (or exceeds `hook_timeout`) is logged and left out, the others run.
-    `dry_run` defaults to the config's; replay passes True whatever the config says."""
+    `dry_run` defaults to the config's; replay passes True whatever the config says. `refresh_prices`
+    False keeps no prices warm (replay: the stream's price lines are the venue); the caller runs
+    `system.prices.run(stop)` otherwise."""
     paper = config.trading.dry_run if dry_run is None else dry_run
+    price_max_ages = {s.name: s.price_max_age for s in config.strategies}
+    max_concurrent = {s.name: s.max_concurrent for s in config.strategies}
+    prices = PriceCache(
+        exchanges,
+        max_age=config.trading.price_max_age,
+        refresh_interval=config.trading.price_refresh if refresh_prices else 0.0,
+        clock_ns=clock_ns,
+    )
     router = router_factory(
         gate=gate,
-        risk=RiskLimits(config.trading, journal, clock_ns=clock_ns),
+        risk=RiskLimits(config.trading, journal, clock_ns=clock_ns, exchanges=config.exchanges),
         journal=journal,
         exchanges=exchanges,
         dry_run=paper,
+        prices=prices,
         sleep=sleep,
         on_outcome=on_outcome,
     )
-    exits = ExitManager(journal=journal, router=router, exchanges=exchanges, clock_ns=clock_ns)
+    exits = ExitManager(journal=journal, router=router, exchanges=exchanges, prices=prices, clock_ns=clock_ns)
+    claims = SymbolClaims(journal.buys_since(clock_ns() - int(MAX_WINDOW_S * 1e9)), clock_ns=clock_ns)
     runners: list[StrategyRunner] = []
     for strategy in strategies:
-        ctx = Context(strategy=strategy.name, router=router, exchanges=exchanges, dry_run=paper)
+        ctx = Context(
+            strategy=strategy.name,
+            router=router,
+            exchanges=exchanges,
+            dry_run=paper,
+            claims=claims,
+            price_max_age=price_max_ages.get(strategy.name),
+        )
         if await call_hook(strategy.name, "on_start", strategy.on_start(ctx), within=hook_timeout):
-            runners.append(StrategyRunner(strategy, ctx))
+            runners.append(
+                StrategyRunner(
+                    strategy, ctx, max_concurrent=max_concurrent.get(strategy.name, DEFAULT_MAX_CONCURRENT)
+                )
+            )
     source: asyncio.Queue[Announcement] = asyncio.Queue() if queue is None else queue
     return TradingSystem(
         gate=gate,
         journal=journal,
         exchanges=exchanges,
         router=router,
+        prices=prices,
         exits=exits,
         runners=runners,
         dispatcher=Dispatcher(source, runners, journal),

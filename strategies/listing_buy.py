@@ -1,5 +1,6 @@
-"""The classic listing play: when a matching exchange announces a listing, market-buy each announced
-ticker where it already trades (e.g. Upbit announces ABC/KRW, buy ABC/USDT on Binance at once).
+"""The classic listing play: when a matching exchange announces a listing, buy each announced ticker
+where it already trades (e.g. Upbit announces ABC/KRW, buy ABC/USDT on Binance at once), with a price
+cap, once per coin however many publishers announce it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from bridge import Announcement, Context, ExitPlan, OrderOutcome, Strategy
 class ListingBuyParams:
     exchange: str = "binance"  # where to buy (a key of `exchanges:` in the config)
     quote: str = "USDT"  # buy TICKER/QUOTE
-    cost: float = 20.0  # quote currency to spend per ticker
+    cost: float = 20.0  # quote currency to spend per ticker (at most: a capped buy never spends more)
+    # The price cap: a limit IOC at the best ask x (1 + max_slippage); null: a market order, no cap.
+    max_slippage: float | None = 0.05
+    # Buy a symbol on the exchange once per this many seconds, whichever publisher or title announced
+    # it (Upbit, then Bithumb; a notice and its update): later announcements are skipped.
+    once_per_symbol: float = 86400.0
+    # Split one `cost` across the tickers of a multi-ticker announcement instead of `cost` each.
+    split_tickers: bool = False
     publishers: tuple[str, ...] = ("upbit", "binance")  # whose announcements to act on
     listing_types: tuple[str, ...] = ("spot_listing",)
     # Optional exits, each off when unset: sell the position at +take_profit (0.5 = +50 %), at
@@ -26,6 +34,10 @@ class ListingBuyParams:
     def __post_init__(self) -> None:
         if self.cost <= 0:
             raise ValueError("cost must be positive")
+        if self.max_slippage is not None and not 0 < self.max_slippage < 1:
+            raise ValueError("max_slippage is a fraction in (0, 1): 0.05 = 5 % over the best ask")
+        if not 0 < self.once_per_symbol <= 30 * 86400:
+            raise ValueError("once_per_symbol is in seconds, at most 30 days (2592000)")
         self.exit_plan()  # validates the exit settings at load time (a config error, exit 78)
 
     def exit_plan(self) -> ExitPlan | None:
@@ -46,17 +58,27 @@ class ListingBuy(Strategy):
         if announcement.publisher not in p.publishers or announcement.listing_type not in p.listing_types:
             return
         tickers = announcement.tickers
+        cost = p.cost / len(tickers) if p.split_tickers and tickers else p.cost
         if len(tickers) == 1:  # no task to start: the order leaves in this step of the loop
-            await self._buy(f"{tickers[0]}/{p.quote}", ctx)
+            await self._buy(f"{tickers[0]}/{p.quote}", cost, ctx)
             return
         # One task per ticker, all at once: a ticker that needs a market lookup never delays the
         # orders for tickers already known to trade.
-        await asyncio.gather(*(self._buy(f"{t}/{p.quote}", ctx) for t in tickers))
+        await asyncio.gather(*(self._buy(f"{t}/{p.quote}", cost, ctx) for t in tickers))
 
-    async def _buy(self, symbol: str, ctx: Context) -> OrderOutcome | None:
+    async def _buy(self, symbol: str, cost: float, ctx: Context) -> OrderOutcome | None:
         p = self.params
+        # Claimed before the first await: the same coin announced again a millisecond later (another
+        # publisher, an updated title) finds it taken and is skipped.
+        if not ctx.claim_symbol(p.exchange, symbol, p.once_per_symbol):
+            ctx.log.info("order.skipped", exchange=p.exchange, symbol=symbol, reason="symbol_bought_already")
+            return None
         market = ctx.market(p.exchange, symbol) or await ctx.find_market(p.exchange, symbol)
         if market is None or not market.active:
+            ctx.release_symbol(p.exchange, symbol)
             ctx.log.info("order.skipped", exchange=p.exchange, symbol=symbol, reason="no_active_market")
             return None
-        return await ctx.buy(p.exchange, symbol, cost=p.cost, exit=self._exit)
+        outcome = await ctx.buy(p.exchange, symbol, cost=cost, exit=self._exit, max_slippage=p.max_slippage)
+        if outcome.status in ("skipped", "rejected", "expired"):
+            ctx.release_symbol(p.exchange, symbol)  # nothing bought: a later announcement may try
+        return outcome

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from bridge import cli, config
 from bridge.errors import ConfigError, ExitCode
+from bridge.schema import SchemaError, build
 
 GOOD = """
 feed:
@@ -148,3 +150,108 @@ def test_example_config_is_valid() -> None:
     env = {"CRYPTOLISTING_API_KEY": "dsk_x", "BINANCE_API_KEY": "key12345", "BINANCE_SECRET": "secret12345"}
     cfg = config.loads(Path("config.yaml").read_text(), "config.yaml", env=env)
     assert [s.name for s in load_strategies(cfg)] == ["listing_buy", "log_only"]
+
+
+@pytest.mark.parametrize(
+    ("trading", "exchanges", "order_cost", "daily", "upbit_daily"),
+    [
+        ("{}", "{}", 100.0, None, None),
+        ("{max_order_cost: 50, daily_max_cost: 500}", "{}", 50.0, 500.0, None),
+        (
+            "{max_order_cost: {USDT: 100, KRW: 150000}, daily_max_cost: {USDT: 500, KRW: 1000000}}",
+            "{upbit: {daily_max_cost: {KRW: 300000}}}",
+            {"USDT": 100.0, "KRW": 150000.0},
+            {"USDT": 500.0, "KRW": 1e6},
+            {"KRW": 300000.0},
+        ),
+        ("{max_order_cost: {USDT: 20.5}}", "{upbit: {daily_max_cost: 200}}", {"USDT": 20.5}, None, 200.0),
+    ],
+)
+def test_money_limits_per_quote_currency(
+    trading: str, exchanges: str, order_cost: object, daily: object, upbit_daily: object
+) -> None:
+    """max_order_cost and daily_max_cost (trading-wide and per exchange) take a number (USD
+    stablecoins) or a mapping per quote currency; numbers become floats."""
+    text = f"feed: {{api_key: k}}\ntrading: {trading}\nexchanges: {exchanges}"
+    cfg = config.loads(text, "config.yaml", env={})
+    assert cfg.trading.max_order_cost == order_cost
+    assert cfg.trading.daily_max_cost == daily
+    assert (cfg.exchanges["upbit"].daily_max_cost if "upbit" in cfg.exchanges else None) == upbit_daily
+    assert config.quote_limits(cfg.trading.max_order_cost).get("KRW") == (
+        order_cost.get("KRW") if isinstance(order_cost, dict) else None
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "trading: {max_order_cost: {usdt: 100}}",
+            "config.yaml: trading.max_order_cost.usdt: quotes are upper case, as ccxt spells them (write USDT)",
+        ),
+        (
+            "trading: {daily_max_cost: {USDT: 500, Krw: 1000}}",
+            "config.yaml: trading.daily_max_cost.Krw: quotes are upper case",
+        ),
+        (
+            "exchanges: {upbit: {daily_max_cost: {krw: 1000000}}}",
+            "config.yaml: exchanges.upbit.daily_max_cost.krw: quotes are upper case",
+        ),
+        (
+            "trading: {max_order_cost: {USDT: abc}}",
+            'config.yaml: trading.max_order_cost.USDT: expected a number, got "abc"',
+        ),
+        (
+            "trading: {max_order_cost: abc}",
+            'config.yaml: trading.max_order_cost: expected a number or a mapping, got "abc"',
+        ),
+        (
+            "trading: {daily_max_cost: [500]}",
+            "config.yaml: trading.daily_max_cost: expected a number or a mapping",
+        ),
+        ("trading: {max_order_cost: 0}", "config.yaml: trading.max_order_cost: must be positive"),
+        ("trading: {max_order_cost: {KRW: -1}}", "config.yaml: trading.max_order_cost.KRW: must be positive"),
+        ("trading: {max_order_cost: {}}", "config.yaml: trading.max_order_cost: empty mapping"),
+        (
+            "exchanges: {upbit: {daily_max_cost: 0}}",
+            "config.yaml: exchanges.upbit.daily_max_cost: must be positive",
+        ),
+        ("trading: {max_event_age: 0}", "config.yaml: trading.max_event_age: must be positive"),
+    ],
+)
+def test_money_limit_mistakes_name_the_key(text: str, message: str) -> None:
+    """A wrong limit is one line naming the exact key (down to the quote currency), exit 78."""
+    with pytest.raises(ConfigError) as err:
+        config.loads("feed: {api_key: k}\n" + text, "config.yaml", env={})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert err.value.exit_code == ExitCode.CONFIG
+
+
+@dataclass(frozen=True)
+class _Inner:
+    limits: float | dict[str, float] = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limits, dict) and "BAD" in self.limits:
+            raise SchemaError("limits.BAD", "not allowed")
+
+
+@dataclass(frozen=True)
+class _Outer:
+    inner: _Inner
+
+
+def test_schema_union_and_post_init_keys() -> None:
+    """The schema names the part of a union value that is wrong, and a dataclass check may name a key
+    below its own (used by the money limits above)."""
+    assert build(_Outer, {"inner": {"limits": {"A": 2}}}).inner.limits == {"A": 2.0}
+    with pytest.raises(SchemaError) as err:
+        build(_Outer, {"inner": {"limits": {"A": "x"}}})
+    assert str(err.value) == 'inner.limits.A: expected a number, got "x"'
+    with pytest.raises(SchemaError) as err:
+        build(_Outer, {"inner": {"limits": True}})
+    assert str(err.value) == "inner.limits: expected a number or a mapping, got True"
+    with pytest.raises(SchemaError) as err:
+        build(_Outer, {"inner": {"limits": {"BAD": 1}}})
+    assert str(err.value) == "inner.limits.BAD: not allowed"

@@ -118,8 +118,9 @@ async def start(cfg: config_mod.Config) -> Running:
 
 
 async def test_listing_buy_end_to_end_live(servers: tuple[FeedEmulator, FakeBinance], tmp_path: Path) -> None:
-    """An Upbit listing of ABC becomes one market buy of ABC/USDT on Binance for 20 USDT (quoteOrderQty),
-    with a bridge client order id; a multi-ticker listing buys every ticker that trades."""
+    """An Upbit listing of ABC becomes one price-capped buy of ABC/USDT on Binance for at most 20 USDT
+    (a LIMIT IOC at the best ask + 5 %), with a bridge client order id; a multi-ticker listing buys
+    every ticker that trades."""
     emu, fake = servers
     r = await start(make_config(emu, fake, tmp_path, dry_run=False))
     try:
@@ -133,7 +134,8 @@ async def test_listing_buy_end_to_end_live(servers: tuple[FeedEmulator, FakeBina
     by_symbol = {o.params["symbol"]: o.params for o in fake.orders}
     assert sorted(by_symbol) == ["ABCUSDT", "DEFUSDT", "GHIUSDT"]
     abc = by_symbol["ABCUSDT"]
-    assert abc["side"] == "BUY" and abc["type"] == "MARKET" and float(abc["quoteOrderQty"]) == 20
+    assert abc["side"] == "BUY" and abc["type"] == "LIMIT" and abc["timeInForce"] == "IOC"
+    assert float(abc["price"]) <= 2.001 * 1.05 and float(abc["price"]) * float(abc["quantity"]) <= 20
     assert abc["newClientOrderId"].startswith("bx")
 
 
@@ -229,7 +231,9 @@ async def test_paper_mode_end_to_end(servers: tuple[FeedEmulator, FakeBinance], 
     finally:
         await r.stop()
     assert fake.orders == []
-    assert record.state == "paper" and record.average == 2.0 and record.filled == 10.0
+    # Filled on paper at the fake's best ask (0.1 % spread), under the cap, for at most the cost.
+    assert record.state == "paper" and record.average == pytest.approx(2.001)
+    assert record.filled is not None and 0 < record.filled * 2.001 <= 20
 
 
 class WaitThenBuy(Strategy):

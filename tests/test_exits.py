@@ -60,6 +60,7 @@ async def fake() -> AsyncIterator[FakeBinance]:
 @pytest.fixture
 async def live(fake: FakeBinance, tmp_path: Path) -> AsyncIterator[Rig]:
     rig = await make_rig(fake, tmp_path, dry_run=False)
+    rig.router.prices.max_age = 0.0  # every check reads the fake's price as it is now
     yield rig
     await rig.exchange.close()
     rig.journal.close()
@@ -86,9 +87,14 @@ def sells(fake: FakeBinance) -> list[dict[str, str]]:
 async def test_take_profit_sells_once(live: Rig, fake: FakeBinance) -> None:
     """Price up 50 %: the whole filled amount is sold once; later checks send nothing more."""
     entry = await buy_with(live, ExitPlan(take_profit=0.5))
-    exits = ExitManager(journal=live.journal, router=live.router, exchanges={"binance": live.exchange})
+    exits = ExitManager(
+        journal=live.journal,
+        router=live.router,
+        exchanges={"binance": live.exchange},
+        prices=live.router.prices,
+    )
     assert await exits.check() == []  # not there yet
-    fake.set_price("ABC/USDT", 3.0)
+    fake.set_price("ABC/USDT", 3.01)  # the best bid (0.1 % spread) is now over +50 %
     [outcome] = await exits.check()
     assert outcome.status == "placed" and outcome.side == "sell"
     [sell] = sells(fake)
@@ -103,7 +109,12 @@ async def test_stop_loss(live: Rig, fake: FakeBinance) -> None:
     """Price down 20 %: the position is sold."""
     await buy_with(live, ExitPlan(stop_loss=0.2))
     fake.set_price("ABC/USDT", 1.59)
-    exits = ExitManager(journal=live.journal, router=live.router, exchanges={"binance": live.exchange})
+    exits = ExitManager(
+        journal=live.journal,
+        router=live.router,
+        exchanges={"binance": live.exchange},
+        prices=live.router.prices,
+    )
     [outcome] = await exits.check()
     assert outcome.status == "placed" and len(sells(fake)) == 1
 
@@ -111,17 +122,20 @@ async def test_stop_loss(live: Rig, fake: FakeBinance) -> None:
 async def test_time_exit_survives_restart(fake: FakeBinance, tmp_path: Path) -> None:
     """A time exit set before a restart fires after it: the position lives in the journal."""
     rig = await make_rig(fake, tmp_path, dry_run=False)
+    rig.router.prices.max_age = 0.0  # every check reads the fake's price as it is now
     await buy_with(rig, ExitPlan(after=30))
     await rig.exchange.close()
     rig.journal.close()
 
     rig2 = await make_rig(fake, tmp_path, dry_run=False)
+    rig2.router.prices.max_age = 0.0
     try:
         later = time.time_ns() + 31 * 10**9
         exits = ExitManager(
             journal=rig2.journal,
             router=rig2.router,
             exchanges={"binance": rig2.exchange},
+            prices=rig2.router.prices,
             clock_ns=lambda: later,
         )
         [outcome] = await exits.check()
@@ -142,7 +156,12 @@ async def test_exits_pass_feed_halts_only(live: Rig, fake: FakeBinance, halt: st
     await buy_with(live, ExitPlan(take_profit=0.1))
     live.gate.halt(halt)  # type: ignore[arg-type]
     fake.set_price("ABC/USDT", 2.5)
-    exits = ExitManager(journal=live.journal, router=live.router, exchanges={"binance": live.exchange})
+    exits = ExitManager(
+        journal=live.journal,
+        router=live.router,
+        exchanges={"binance": live.exchange},
+        prices=live.router.prices,
+    )
     [outcome] = await exits.check()
     assert (outcome.status == "placed") is sent
     assert len(sells(fake)) == (1 if sent else 0)

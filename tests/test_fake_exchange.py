@@ -183,3 +183,155 @@ async def test_run_fake_exchange_serves_until_stopped(http: aiohttp.ClientSessio
         assert response.status == 200
     stop.set()
     await asyncio.wait_for(server, timeout=5)
+
+
+# ----- limit orders, depth, price moves, book ticker -----
+
+
+async def post_order(fake: FakeBinance, http: aiohttp.ClientSession, **params: Any) -> tuple[int, Any]:
+    """One signed POST /api/v3/order with `params`; (HTTP status, body)."""
+    status, body, _ = await call(
+        http, "POST", f"{fake.url}/api/v3/order", key=fake.api_key, body=signed(fake, params)
+    )
+    return status, body
+
+
+def ioc(symbol: str, side: str, quantity: str, price: str, **extra: str) -> dict[str, str]:
+    return {
+        "symbol": symbol,
+        "side": side,
+        "type": "LIMIT",
+        "timeInForce": "IOC",
+        "quantity": quantity,
+        "price": price,
+        **extra,
+    }
+
+
+async def test_limit_ioc_fills_at_the_current_price_or_expires(
+    fake: FakeBinance, http: aiohttp.ClientSession
+) -> None:
+    """A LIMIT IOC buy at or above the price fills whole at the price (not at its limit), FILLED; one
+    below it fills nothing: EXPIRED, executedQty 0, no fills, expiryReason as Binance gives it. A sell
+    mirrors it. Both are kept for the order lookup."""
+    status, filled = await post_order(
+        fake, http, **ioc("ETHUSDT", "BUY", "0.5", "3100", newClientOrderId="l1")
+    )
+    assert status == 200 and filled["status"] == "FILLED" and filled["type"] == "LIMIT"
+    assert (filled["timeInForce"], filled["price"]) == ("IOC", "3100.00000000")
+    assert (filled["executedQty"], filled["cummulativeQuoteQty"]) == ("0.50000000", "1500.00000000")
+    assert filled["fills"][0]["price"] == "3000.00000000" and "expiryReason" not in filled
+    status, missed = await post_order(fake, http, **ioc("ETHUSDT", "BUY", "0.5", "2999.99"))
+    assert status == 200 and missed["status"] == "EXPIRED" and missed["fills"] == []
+    assert (missed["origQty"], missed["executedQty"]) == ("0.50000000", "0.00000000")
+    assert missed["expiryReason"] == "UNFILLED_IOC_QUANTITY_EXPIRED"
+    _, sold = await post_order(fake, http, **ioc("ETHUSDT", "SELL", "0.5", "3000"))
+    _, unsold = await post_order(fake, http, **ioc("ETHUSDT", "SELL", "0.5", "3000.01"))
+    assert (sold["status"], unsold["status"], unsold["executedQty"]) == ("FILLED", "EXPIRED", "0.00000000")
+    assert [o["status"] for o in fake.executed] == ["FILLED", "EXPIRED", "FILLED", "EXPIRED"]
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "msg"),
+    [
+        (ioc("TCKUSDT", "BUY", "10", "1.005"), -1013, "Filter failure: PRICE_FILTER"),
+        (ioc("TCKUSDT", "BUY", "10.0005", "1.01"), -1013, "Filter failure: LOT_SIZE"),
+        (ioc("TCKUSDT", "BUY", "0.0005", "1.01"), -1013, "Filter failure: LOT_SIZE"),
+        (ioc("TCKUSDT", "BUY", "4", "1.01"), -1013, "Filter failure: NOTIONAL"),
+        (ioc("TCKUSDT", "BUY", "10", "1.010000001"), -1111, "Parameter 'price' has too much precision."),
+        (ioc("TCKUSDT", "BUY", "10", "1.01", timeInForce=""), -1102, "Mandatory parameter 'timeInForce'"),
+        (ioc("TCKUSDT", "BUY", "10", "1.01", timeInForce="NOW"), -1115, "Invalid timeInForce."),
+        (ioc("TCKUSDT", "BUY", "10", ""), -1102, "Mandatory parameter 'price'"),
+        (ioc("TCKUSDT", "BUY", "10", "1.01", quoteOrderQty="10"), -1106, "Parameter 'quoteOrderQty' sent"),
+    ],
+)
+async def test_limit_orders_are_checked_as_binance_checks_them(
+    fake: FakeBinance, http: aiohttp.ClientSession, params: dict[str, str], code: int, msg: str
+) -> None:
+    """A price off the tick, a quantity off the step or below it, a notional below the minimum, too many
+    decimals, a missing or unknown timeInForce, a missing price or a quoteOrderQty is refused with
+    Binance's code and message, and nothing is created: a rounding bug shows up as a rejection."""
+    fake.add_market("TCK", "USDT", price=1.0, tick_size=0.01, step_size=0.001)
+    status, body = await post_order(fake, http, **params)
+    assert status == 400 and body["code"] == code and body["msg"].startswith(msg)
+    assert fake.executed == []
+
+
+async def test_exchange_info_shows_each_listings_tick_and_step(
+    fake: FakeBinance, http: aiohttp.ClientSession
+) -> None:
+    """add_market's tick_size and step_size are the listing's PRICE_FILTER tickSize and LOT_SIZE
+    stepSize (and minQty); other listings keep 1e-8."""
+    fake.add_market("TCK", "USDT", price=1.0, tick_size=0.01, step_size=0.001)
+    async with http.get(f"{fake.url}/api/v3/exchangeInfo") as response:
+        symbols = {s["symbol"]: s for s in (await response.json())["symbols"]}
+    filters = {f["filterType"]: f for f in symbols["TCKUSDT"]["filters"]}
+    assert filters["PRICE_FILTER"]["tickSize"] == "0.01000000"
+    assert (filters["LOT_SIZE"]["stepSize"], filters["LOT_SIZE"]["minQty"]) == ("0.00100000", "0.00100000")
+    assert symbols["BTCUSDT"]["filters"][0]["tickSize"] == "0.00000001"
+
+
+async def test_depth_caps_an_ioc_and_leaves_market_orders_whole(
+    fake: FakeBinance, http: aiohttp.ClientSession
+) -> None:
+    """With a depth, an IOC for more fills the depth and expires the rest (EXPIRED with executedQty =
+    depth, as Binance reports a partly filled IOC); FOK fills all or nothing; market orders still fill
+    whole, as before depths existed."""
+    fake.add_market("THN", "USDT", price=2.0, depth=3.0)
+    _, partial = await post_order(fake, http, **ioc("THNUSDT", "BUY", "10", "2.5"))
+    assert (partial["status"], partial["origQty"], partial["executedQty"]) == (
+        "EXPIRED",
+        "10.00000000",
+        "3.00000000",
+    )
+    assert partial["cummulativeQuoteQty"] == "6.00000000" and partial["fills"][0]["qty"] == "3.00000000"
+    _, fok = await post_order(fake, http, **ioc("THNUSDT", "BUY", "10", "2.5", timeInForce="FOK"))
+    assert (fok["status"], fok["executedQty"], fok["expiryReason"]) == (
+        "EXPIRED",
+        "0.00000000",
+        "UNFILLED_FOK_ORDER_EXPIRED",
+    )
+    _, market = await post_order(fake, http, symbol="THNUSDT", side="BUY", type="MARKET", quantity="10")
+    assert (market["status"], market["executedQty"]) == ("FILLED", "10.00000000")
+
+
+async def test_price_moves_when_the_next_order_for_its_symbol_arrives(
+    fake: FakeBinance, http: aiohttp.ClientSession
+) -> None:
+    """move_price_on_next_order changes nothing until an order for that symbol arrives (another
+    symbol's order leaves it pending), then the order meets the new price, and later ones too."""
+    fake.move_price_on_next_order("ETH/USDT", 3200.0)
+    async with http.get(f"{fake.url}/api/v3/ticker/price", params={"symbol": "ETHUSDT"}) as response:
+        assert (await response.json())["price"] == "3000.00000000"
+    _, other = await post_order(fake, http, symbol="BNBUSDT", side="BUY", type="MARKET", quantity="1")
+    assert other["fills"][0]["price"] == "600.00000000"
+    _, capped = await post_order(fake, http, **ioc("ETHUSDT", "BUY", "1", "3100"))
+    assert capped["status"] == "EXPIRED" and capped["executedQty"] == "0.00000000"
+    _, market = await post_order(fake, http, symbol="ETHUSDT", side="BUY", type="MARKET", quantity="1")
+    assert market["fills"][0]["price"] == "3200.00000000"
+
+
+async def test_book_ticker_for_one_or_all_symbols_needs_no_key(
+    fake: FakeBinance, http: aiohttp.ClientSession
+) -> None:
+    """GET ticker/bookTicker is public: without a symbol every listing, with one that listing alone,
+    bid and ask `spread` apart around the price on its tick; zeros while a listing is not trading;
+    an unknown symbol is -1121."""
+    fake.add_market("TCK", "USDT", price=1.0, tick_size=0.01)
+    fake.add_market("PRE", "USDT", price=1.0, status="BREAK")
+    url = f"{fake.url}/api/v3/ticker/bookTicker"
+    async with http.get(url) as response:
+        every = {e["symbol"]: e for e in await response.json()}
+    assert set(every) == {"BTCUSDT", "ETHUSDT", "BNBUSDT", "ETHBTC", "TCKUSDT", "PREUSDT"}
+    assert (every["BTCUSDT"]["bidPrice"], every["BTCUSDT"]["askPrice"]) == (
+        "59970.00000000",
+        "60030.00000000",
+    )
+    assert (every["TCKUSDT"]["bidPrice"], every["TCKUSDT"]["askPrice"]) == ("0.99000000", "1.01000000")
+    assert every["PREUSDT"]["bidPrice"] == every["PREUSDT"]["askPrice"] == "0.00000000"
+    fake.spread = 0.01
+    async with http.get(url, params={"symbol": "BNBUSDT"}) as response:
+        one = await response.json()
+    assert (one["symbol"], one["bidPrice"], one["askPrice"]) == ("BNBUSDT", "597.00000000", "603.00000000")
+    async with http.get(url, params={"symbol": "NOPEUSDT"}) as response:
+        assert response.status == 400 and (await response.json())["code"] == -1121

@@ -245,19 +245,22 @@ def test_a_newer_journal_is_refused(tmp_path: Path) -> None:
 def test_a_failing_step_leaves_the_file_at_the_version_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each step is one transaction: when step 2 fails half-way (its first statement ran), step 1
-    stays committed and step 2 is rolled back entirely, the file stays at version 1 without step 2's
-    column, and the open fails with a ConfigError naming the step. Without the bad step it opens."""
+    """Each step is one transaction: when a step fails half-way (its first statement ran), the steps
+    before it stay committed and it is rolled back entirely, the file stays at the version before it
+    without its column, and the open fails with a ConfigError naming the step. Without it, it opens."""
     path = unversioned_journal(tmp_path)
+    latest = journal_schema.SCHEMA_VERSION
     bad = Migration(
-        2,
+        latest + 1,
         "orders.fee, then a statement that fails",
         ("ALTER TABLE orders ADD COLUMN fee REAL", "INSERT INTO no_such_table VALUES (1)"),
     )
     monkeypatch.setattr(journal_schema, "MIGRATIONS", (*journal_schema.MIGRATIONS, bad))
-    with pytest.raises(ConfigError, match=r"migration to schema version 2 failed.*left at version 1"):
+    with pytest.raises(
+        ConfigError, match=rf"migration to schema version {latest + 1} failed.*left at version {latest}"
+    ):
         Journal.open(tmp_path, dry_run=False)
-    assert user_version(path) == 1
+    assert user_version(path) == latest
     assert "fee" not in order_columns(path)
     monkeypatch.undo()
     j = Journal.open(tmp_path, dry_run=False)

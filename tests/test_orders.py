@@ -14,8 +14,9 @@ from bridge.config import ExchangeConfig, TradingConfig
 from bridge.secrets import Secret
 from bridge.sim.fake_exchange import FakeBinance
 from bridge.trading.gate import TradingGate
+from bridge.trading.ids import client_order_id
 from bridge.trading.journal import Journal
-from bridge.trading.orders import LOOKUP_DELAYS, OrderRouter, client_order_id
+from bridge.trading.orders import LOOKUP_DELAYS, OrderRouter
 from bridge.trading.risk import RiskLimits
 from bridge.venues.exchange import Exchange
 from tests.factories import announcement
@@ -124,7 +125,10 @@ async def test_dry_run_sends_nothing(fake: FakeBinance, tmp_path: Path) -> None:
             cost=20,
         )
         assert outcome.status == "paper"
-        assert outcome.result is not None and outcome.result.average == 2.0 and outcome.result.filled == 10.0
+        assert outcome.result is not None and outcome.result.average == pytest.approx(
+            2.001
+        )  # the fake's best ask (0.1 % spread)
+        assert outcome.result.filled == pytest.approx(20 / 2.001)
         assert order_posts(fake) == 0
         record = rig.journal.get(outcome.client_order_id or "")
         assert record is not None and record.state == "paper" and record.intent.dry_run
@@ -343,7 +347,7 @@ async def test_order_that_would_wait_past_max_event_age_is_skipped(frozen: Rig) 
 def test_held_amount_subtracts_fees_paid_in_the_bought_coin() -> None:
     """A position is what the buy left on the account: fees charged in the base coin come off (so an
     exit can sell it all); fees in other coins do not."""
-    from bridge.trading.orders import held_amount
+    from bridge.trading.outcomes import held_amount
     from bridge.venues.types import OrderResult
 
     def result(filled: float | None, fees: list[dict[str, object]]) -> OrderResult:

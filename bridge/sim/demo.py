@@ -189,6 +189,7 @@ def _print_summary(state_dir: Path) -> None:
         i = r.intent
         filled = "-" if r.filled is None else f"{r.filled:.6f}"
         price = "-" if r.average is None else f"{r.average:g}"
-        cost = "-" if i.cost is None else f"{i.cost:g}"
+        spent = r.result_cost if r.result_cost is not None else i.cost  # a capped buy is sized by amount
+        cost = "-" if spent is None else f"{spent:.4g}"
         print(f"  {i.strategy:<12} {i.symbol:<10} {i.side:<5} {cost:>8} {filled:>14} {price:>10}  {r.state}")
     print(f"  {len(rows)} orders. Skipped announcements and reasons are in the log above (order.skipped).\n")

@@ -1,12 +1,17 @@
 """FakeBinance: a local aiohttp server speaking enough of Binance's spot REST API for real ccxt code.
 
 Tests, the README demo (paper trading) and the latency benchmark point ccxt at it via `ccxt_config()`.
+MARKET orders fill whole at the listing's price. LIMIT orders with timeInForce IOC (or FOK) are checked
+as Binance checks them (tick size, step size, notional, mandatory parameters, with Binance's codes),
+then fill at once at the listing's price if it is at or better than the limit, up to the listing's
+depth; what does not fill expires (status EXPIRED, as Binance reports an IOC that did not fill whole).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -21,9 +26,11 @@ from bridge.sim.fake_venue import (
     FaultKind,
     Listing,
     Order,
+    book_quote,
     fill_amounts,
     fmt_num,
     json_response,
+    limit_fill,
     signature_ok,
     timestamp_problem,
 )
@@ -31,6 +38,8 @@ from bridge.sim.fake_venue import (
 DEFAULT_API_KEY = "fake-binance-key"
 DEFAULT_SECRET = "fake-binance-secret"  # noqa: S105 - the fake's own test credential
 RECV_WINDOW_MS = 5_000
+# Binance's expiryReason for a limit order that did not fill whole, by timeInForce
+_EXPIRY_REASONS = {"IOC": "UNFILLED_IOC_QUANTITY_EXPIRED", "FOK": "UNFILLED_FOK_ORDER_EXPIRED"}
 
 # Every `urls.api` key of ccxt's binance describe(), mapped to a path on this server. Endpoints the fake
 # does not implement still route here, so an unexpected call shows up as a 404 in `requests`
@@ -108,6 +117,7 @@ class FakeBinance(FakeVenue):
         router.add_get("/api/v3/exchangeInfo", self._exchange_info_handler)
         router.add_get("/api/v3/ticker/24hr", self._ticker_24hr)
         router.add_get("/api/v3/ticker/price", self._ticker_price)
+        router.add_get("/api/v3/ticker/bookTicker", self._book_ticker)
         router.add_post("/api/v3/order", self._post_order)
         router.add_get("/api/v3/order", self._get_order)
         router.add_get("/api/v3/account", self._account)
@@ -206,15 +216,15 @@ class FakeBinance(FakeVenue):
             "filters": [
                 {
                     "filterType": "PRICE_FILTER",
-                    "minPrice": "0.00000001",
+                    "minPrice": fmt_num(listing.tick_size),
                     "maxPrice": "1000000.00000000",
-                    "tickSize": "0.00000001",
+                    "tickSize": fmt_num(listing.tick_size),
                 },
                 {
                     "filterType": "LOT_SIZE",
-                    "minQty": "0.00000001",
+                    "minQty": fmt_num(listing.step_size),
                     "maxQty": "9000000.00000000",
-                    "stepSize": "0.00000001",
+                    "stepSize": fmt_num(listing.step_size),
                 },
                 {
                     "filterType": "NOTIONAL",
@@ -273,6 +283,27 @@ class FakeBinance(FakeVenue):
         listings = self._listings.values() if wanted is None else [self._listing(s) for s in wanted]
         return json_response([{"symbol": item.symbol, "price": fmt_num(item.price)} for item in listings])
 
+    async def _book_ticker(self, request: web.Request) -> web.Response:
+        """Best bid/ask: `spread` apart around the price; zeros while a market is not trading (an empty
+        book). Public, like Binance's: no key, no signature."""
+        wanted = self._requested_symbols(request)
+        if wanted is not None and "symbol" in request.query:
+            return json_response(self._book_entry(self._listing(wanted[0])))
+        listings = self._listings.values() if wanted is None else [self._listing(s) for s in wanted]
+        return json_response([self._book_entry(listing) for listing in listings])
+
+    def _book_entry(self, listing: Listing) -> dict[str, Any]:
+        trading = listing.status == "TRADING"
+        bid, ask = book_quote(listing, self.spread) if trading else (0.0, 0.0)
+        size = fmt_num((1_000_000.0 if listing.depth is None else listing.depth) if trading else 0.0)
+        return {
+            "symbol": listing.symbol,
+            "bidPrice": fmt_num(bid),
+            "bidQty": size,
+            "askPrice": fmt_num(ask),
+            "askQty": size,
+        }
+
     # ----- signed endpoints -----
 
     async def _account(self, request: web.Request) -> web.Response:
@@ -307,13 +338,16 @@ class FakeBinance(FakeVenue):
 
     def _create(self, params: dict[str, str]) -> Order:
         listing = self._listing(params.get("symbol"))
+        self._apply_price_move(listing)
         if listing.status != "TRADING":
             raise ApiError(400, -1013, "Market is closed.")
-        if params.get("type") != "MARKET":
+        if params.get("type") not in ("MARKET", "LIMIT"):
             raise ApiError(400, -1116, "Invalid orderType.")
         side = params.get("side")
         if side not in ("BUY", "SELL"):
             raise ApiError(400, -1100, "Illegal characters found in parameter 'side'.")
+        if params["type"] == "LIMIT":
+            return self._create_limit(params, listing, side)
         qty, quote_qty = self._fill_amounts(params, listing.price)
         if quote_qty < MIN_NOTIONAL:
             raise ApiError(400, -1013, "Filter failure: NOTIONAL")
@@ -321,6 +355,63 @@ class FakeBinance(FakeVenue):
         order.orig_quote_qty = float(params.get("quoteOrderQty", 0) or 0)
         self._book(order, self._order_response(order, fills=False))
         return order
+
+    def _create_limit(self, params: dict[str, str], listing: Listing, side: str) -> Order:
+        """A LIMIT order, checked in the order Binance reports problems, filled as `limit_fill` says."""
+        if "quoteOrderQty" in params:
+            raise ApiError(400, -1106, "Parameter 'quoteOrderQty' sent when not required.")
+        tif = params.get("timeInForce")
+        if not tif:
+            raise ApiError(
+                400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed."
+            )
+        if tif not in ("GTC", "IOC", "FOK"):
+            raise ApiError(400, -1115, "Invalid timeInForce.")
+        if tif == "GTC":  # not Binance's answer: this fake has no order book for a resting order
+            raise ApiError(400, -1, "FakeBinance fills LIMIT orders with timeInForce IOC or FOK only")
+        qty = self._decimal_param(params, "quantity")
+        price = self._decimal_param(params, "price")
+        tick, step = Decimal(str(listing.tick_size)), Decimal(str(listing.step_size))
+        if price <= 0 or price % tick != 0:
+            raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
+        if qty < step or qty % step != 0:
+            raise ApiError(400, -1013, "Filter failure: LOT_SIZE")
+        if price * qty < Decimal(str(MIN_NOTIONAL)):
+            raise ApiError(400, -1013, "Filter failure: NOTIONAL")
+        filled, quote_qty = limit_fill(
+            listing.price,
+            buy=side == "BUY",
+            limit=float(price),
+            qty=float(qty),
+            depth=listing.depth,
+            all_or_none=tif == "FOK",
+        )
+        order = self._new_order(listing, side, filled, quote_qty, params.get("newClientOrderId"))
+        order.order_type, order.time_in_force = "LIMIT", tif
+        order.limit_price, order.orig_qty = float(price), float(qty)
+        order.status = "FILLED" if filled >= float(qty) else "EXPIRED"
+        self._book(order, self._order_response(order, fills=False))
+        return order
+
+    @staticmethod
+    def _decimal_param(params: dict[str, str], name: str) -> Decimal:
+        """A mandatory decimal parameter, refused as Binance refuses a missing, malformed or too
+        precise one (more than 8 decimals)."""
+        text = params.get(name)
+        if not text:
+            raise ApiError(
+                400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+            )
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            value = Decimal("NaN")
+        if not value.is_finite() or "e" in text.lower():
+            raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'.")
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -8:
+            raise ApiError(400, -1111, f"Parameter '{name}' has too much precision.")
+        return value
 
     @staticmethod
     def _fill_amounts(params: dict[str, str], price: float) -> tuple[float, float]:
@@ -343,28 +434,29 @@ class FakeBinance(FakeVenue):
             "time": order.time_ms,
             "updateTime": order.time_ms,
             "workingTime": order.time_ms,
-            "price": "0.00000000",
-            "origQty": fmt_num(order.qty),
+            "price": fmt_num(order.limit_price),
+            "origQty": fmt_num(order.qty if order.orig_qty is None else order.orig_qty),
             "executedQty": fmt_num(order.qty),
             "origQuoteOrderQty": fmt_num(order.orig_quote_qty),
             "cummulativeQuoteQty": fmt_num(order.quote_qty),
-            "status": "FILLED",
-            "timeInForce": "GTC",
-            "type": "MARKET",
+            "status": order.status,
+            "timeInForce": order.time_in_force,
+            "type": order.order_type,
             "side": order.side,
             "isWorking": True,
             "selfTradePreventionMode": "EXPIRE_MAKER",
         }
-        if fills:
-            data["fills"] = [
-                {
-                    "price": fmt_num(order.price),
-                    "qty": fmt_num(order.qty),
-                    "commission": "0.00000000",
-                    "commissionAsset": "BNB",
-                    "tradeId": order.order_id,
-                }
-            ]
+        if order.status == "EXPIRED":  # shown since 2026-03-26 in RESULT and FULL answers
+            data["expiryReason"] = _EXPIRY_REASONS.get(order.time_in_force, "INSUFFICIENT_LIQUIDITY")
+        if fills:  # FULL answers list the trades: none for an order that expired unfilled
+            trade = {
+                "price": fmt_num(order.price),
+                "qty": fmt_num(order.qty),
+                "commission": "0.00000000",
+                "commissionAsset": "BNB",
+                "tradeId": order.order_id,
+            }
+            data["fills"] = [trade] if order.qty > 0 else []
         return data
 
     async def _get_order(self, request: web.Request) -> web.Response:

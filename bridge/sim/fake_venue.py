@@ -1,5 +1,7 @@
-"""The venue-independent half of a fake exchange: listings and the market-order fill model, fault
-injection, request-signing helpers and the aiohttp server plumbing. FakeBinance builds on `FakeVenue`.
+"""The venue-independent half of a fake exchange: listings, the fill model (market orders fill whole at
+the listing's price; limit orders fill what their price and the listing's depth allow, see `limit_fill`),
+a best bid/ask around the price (`book_quote`), fault injection, request-signing helpers and the
+aiohttp server plumbing. FakeBinance builds on `FakeVenue`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar, Literal, Self
 
 import orjson
@@ -38,6 +41,8 @@ DEFAULT_MARKETS: tuple[tuple[str, str, float], ...] = (
     ("ETH", "BTC", 0.05),
 )
 MIN_NOTIONAL = 5.0
+DEFAULT_TICK = 1e-8  # a listing's price step and quantity step unless add_market says otherwise
+DEFAULT_SPREAD = 0.001  # best ask minus best bid, as a fraction of the price (0.1 %)
 
 
 @dataclass
@@ -46,6 +51,9 @@ class Listing:
     quote: str
     price: float
     status: str
+    tick_size: float = DEFAULT_TICK  # prices are multiples of this
+    step_size: float = DEFAULT_TICK  # quantities are multiples of this
+    depth: float | None = None  # base quantity a limit order can fill; None: unlimited
 
     @property
     def symbol(self) -> str:
@@ -74,6 +82,12 @@ class Order:
     time_ms: int
     orig_quote_qty: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    # a limit order's terms and outcome; a market order keeps the defaults (filled whole, `qty` asked)
+    order_type: str = "MARKET"
+    time_in_force: str = "GTC"
+    limit_price: float = 0.0
+    orig_qty: float | None = None  # None: `qty`
+    status: str = "FILLED"
 
 
 class ApiError(Exception):
@@ -124,6 +138,33 @@ def fill_amounts(
     return round(quote_qty / price, 8), quote_qty
 
 
+def limit_fill(
+    price: float, *, buy: bool, limit: float, qty: float, depth: float | None, all_or_none: bool = False
+) -> tuple[float, float]:
+    """A limit order that fills at once or never (IOC; FOK with `all_or_none`) against a book at `price`
+    holding `depth` base (None: unlimited): (base qty, quote qty) filled, all at `price`. Nothing fills
+    when the price is worse than the limit (a buy above it, a sell below it)."""
+    crosses = price <= limit if buy else price >= limit
+    available = qty if depth is None else min(qty, max(depth, 0.0))
+    if not crosses or (all_or_none and available < qty):
+        return 0.0, 0.0
+    return available, round(available * price, 8)
+
+
+def on_tick(value: float, tick: float, *, up: bool) -> float:
+    """`value` rounded to a multiple of `tick`, up or down."""
+    step = Decimal(str(tick))
+    units = (Decimal(repr(value)) / step).to_integral_value(ROUND_CEILING if up else ROUND_FLOOR)
+    return float(units * step)
+
+
+def book_quote(listing: Listing, spread: float) -> tuple[float, float]:
+    """(best bid, best ask): `spread` apart around the listing's price, on its tick (bid down, ask up)."""
+    half = listing.price * spread / 2
+    bid = on_tick(listing.price - half, listing.tick_size, up=False)
+    return max(bid, 0.0), on_tick(listing.price + half, listing.tick_size, up=True)
+
+
 class FakeVenue(ABC):
     """A fake exchange's state and server. Subclasses add the venue's routes (`_add_routes`), error
     body (`_error_response`), the errors it answers faults with (`_FAULT_ERRORS`) and `ccxt_config()`.
@@ -141,13 +182,17 @@ class FakeVenue(ABC):
         self.host, self.port = host, port
         self.clock_offset_ms = 0  # the server's clock minus ours: lets tests provoke timestamp errors
         self.retry_after_s = 2
+        self.spread = DEFAULT_SPREAD
         self.requests: list[tuple[str, str]] = []
+        # (method, path, query parameters) of each request, e.g. to tell bookTicker?symbol= from all symbols
+        self.queries: list[tuple[str, str, dict[str, str]]] = []
         self.orders: list[ReceivedOrder] = []
         self.executed: list[dict[str, Any]] = []  # orders the fake created, as its order lookup returns them
         self._listings: dict[str, Listing] = {}
         self._by_client_id: dict[str, Order] = {}
         self._by_id: dict[int, Order] = {}
         self._faults: list[FaultKind] = []
+        self._price_moves: dict[str, float] = {}  # symbol -> price it jumps to when its next order arrives
         self._ids = itertools.count(1001)
         self._released = asyncio.Event()
         self._order_arrived = asyncio.Event()
@@ -207,9 +252,21 @@ class FakeVenue(ABC):
 
     # ----- helpers for tests and demos -----
 
-    def add_market(self, base: str, quote: str, *, price: float, status: str = "TRADING") -> str:
-        """List a market (or change an existing one). Returns the venue's symbol id, e.g. "BTCUSDT"."""
-        listing = Listing(base.upper(), quote.upper(), price, status)
+    def add_market(
+        self,
+        base: str,
+        quote: str,
+        *,
+        price: float,
+        status: str = "TRADING",
+        tick_size: float = DEFAULT_TICK,
+        step_size: float = DEFAULT_TICK,
+        depth: float | None = None,
+    ) -> str:
+        """List a market (or change an existing one). Returns the venue's symbol id, e.g. "BTCUSDT".
+        `tick_size` and `step_size` are its price and quantity steps; `depth` the base quantity one
+        limit order can fill (None: any), so a bigger IOC fills partially."""
+        listing = Listing(base.upper(), quote.upper(), price, status, tick_size, step_size, depth)
         self._listings[listing.symbol] = listing
         self._markets_changed()
         return listing.symbol
@@ -217,6 +274,12 @@ class FakeVenue(ABC):
     def set_price(self, symbol: str, price: float) -> None:
         """Set the price of a market by venue id ("BTCUSDT") or unified symbol ("BTC/USDT")."""
         self._listing(symbol.replace("/", "")).price = price
+
+    def move_price_on_next_order(self, symbol: str, price: float) -> None:
+        """Make the price jump to `price` when the next order for `symbol` reaches the matching engine
+        (after authentication and injected faults, before it fills): the book moved between the
+        client's price check and its order."""
+        self._price_moves[self._listing(symbol.replace("/", "")).symbol] = price
 
     def fail_next_order(self, kind: FaultKind, count: int = 1) -> None:
         """Make the next `count` order requests that pass authentication fail as `kind`."""
@@ -244,6 +307,7 @@ class FakeVenue(ABC):
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        self.queries.append((request.method, request.path, dict(request.query)))
         self._request_arrived.set()
         try:
             return await handler(request)
@@ -292,10 +356,16 @@ class FakeVenue(ABC):
         if fault == "timeout_after":
             await self._released.wait()
 
+    def _apply_price_move(self, listing: Listing) -> None:
+        """An order for the listing arrived: the price jump set by move_price_on_next_order happens now."""
+        moved = self._price_moves.pop(listing.symbol, None)
+        if moved is not None:
+            listing.price = moved
+
     def _new_order(
         self, listing: Listing, side: str, qty: float, quote_qty: float, client_order_id: str | None
     ) -> Order:
-        """A market order filled at the listing's price; not stored until `_book`."""
+        """An order filled (`qty`, `quote_qty`) at the listing's price; not stored until `_book`."""
         order_id = next(self._ids)
         client_id = client_order_id or f"fake{order_id}"
         return Order(order_id, client_id, listing.symbol, side, qty, quote_qty, listing.price, self._now_ms())

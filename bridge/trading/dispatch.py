@@ -1,7 +1,8 @@
 """Fans announcements out from the feed queue to one queue per strategy, after dropping duplicates.
 
-Each strategy runs in its own task (`StrategyRunner`): an exception or a slow strategy affects only
-itself; neither the other strategies nor the feed reader notice.
+Each strategy has its own `StrategyRunner`, and each announcement its own task there (up to the
+strategy's `max_concurrent` at once): an exception or a slow order affects only that announcement;
+neither the strategy's next announcement, the other strategies nor the feed reader notice.
 """
 
 from __future__ import annotations
@@ -37,37 +38,93 @@ async def call_hook(strategy: str, hook: str, call: Awaitable[None], *, within: 
     return True
 
 
+DEFAULT_MAX_CONCURRENT = 8  # the default of `strategies[].max_concurrent` (bridge.config.StrategyConfig)
+
+
 class StrategyRunner:
-    def __init__(self, strategy: Strategy, ctx: Context) -> None:
+    """One strategy's announcements: each is handled in a task of its own, at most `max_concurrent` at
+    once, so an order that hangs holds up no other announcement. Past the bound, announcements wait in
+    `queue`, in arrival order, and start in that order as running ones finish; none is dropped.
+
+    Hand announcements over with `put()`. `queue.join()` returns once every announcement handed over
+    is fully handled (its task has ended); `idle` is set only while nothing is queued or running.
+    Tasks start only while `run()` runs; cancelling `run()` cancels those in flight and waits for them.
+    """
+
+    def __init__(
+        self, strategy: Strategy, ctx: Context, *, max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be positive, got {max_concurrent}")
         self.strategy = strategy
         self.ctx = ctx
-        self.queue: asyncio.Queue[Announcement] = asyncio.Queue()
+        self.max_concurrent = max_concurrent
+        self.queue: asyncio.Queue[Announcement] = asyncio.Queue()  # waiting for a free slot
         self.handled = 0
         self.errors = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self._running: set[asyncio.Task[None]] = set()  # the references that keep the tasks alive
+        self._active = False  # run() is running: tasks may start
 
     @property
     def name(self) -> str:
         return self.strategy.name
 
+    @property
+    def running(self) -> int:
+        """Announcements being handled now (at most `max_concurrent`)."""
+        return len(self._running)
+
+    def put(self, announcement: Announcement) -> None:
+        """Hand an announcement to this strategy: it starts now if a slot is free (its task runs at
+        the loop's next step, as the runner's own task used to), else it waits its turn. Never
+        blocks, never drops."""
+        self.idle.clear()
+        self.queue.put_nowait(announcement)
+        self._start_waiting()
+
     async def run(self) -> None:
-        while True:
-            announcement = await self.queue.get()
-            self.idle.clear()
-            try:
-                await self.strategy.on_announcement(announcement, self.ctx.bind(announcement))
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # plugin code: isolate it, whatever it raises
-                self.errors += 1
-                metrics.STRATEGY_ERRORS.labels(self.name).inc()
-                log.exception("strategy.failed", strategy=self.name, announcement=announcement.key)
-            finally:
-                self.handled += 1
-                self.queue.task_done()
-                if self.queue.empty():
-                    self.idle.set()
+        """Start what is queued, then whatever arrives, until cancelled."""
+        self._active = True
+        try:
+            self._start_waiting()
+            await asyncio.get_running_loop().create_future()  # never resolves: put() starts tasks
+        finally:  # cancelled (shutdown, end of replay): nothing in flight outlives the runner
+            self._active = False
+            tasks = list(self._running)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start_waiting(self) -> None:
+        # Tasks run in creation order, so announcements start in arrival order.
+        while self._active and len(self._running) < self.max_concurrent and not self.queue.empty():
+            announcement = self.queue.get_nowait()
+            task = asyncio.create_task(
+                self._handle(announcement), name=f"strategy:{self.name}:{announcement.key}"
+            )
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    async def _handle(self, announcement: Announcement) -> None:
+        try:
+            await self.strategy.on_announcement(announcement, self.ctx.bind(announcement))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # plugin code: isolate it, whatever it raises
+            self.errors += 1
+            metrics.STRATEGY_ERRORS.labels(self.name).inc()
+            log.exception("strategy.failed", strategy=self.name, announcement=announcement.key)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A handling task ended (returned, failed behind the wrapper, or was cancelled)."""
+        self._running.discard(task)
+        self.handled += 1
+        self.queue.task_done()
+        self._start_waiting()
+        if not self._running and self.queue.empty():
+            self.idle.set()
 
 
 class Dispatcher:
@@ -98,5 +155,5 @@ class Dispatcher:
             return False
         self.seen += 1
         for runner in self._runners:
-            runner.queue.put_nowait(a)
+            runner.put(a)
         return True

@@ -17,6 +17,7 @@ from bridge.aio import Sleep, sleep_or_stop
 from bridge.trading.journal import Journal
 from bridge.trading.model import OrderOutcome, Position
 from bridge.trading.orders import OrderRouter
+from bridge.trading.prices import PriceCache
 from bridge.venues.exchange import Exchange
 
 log = structlog.get_logger(__name__)
@@ -45,8 +46,10 @@ class ExitManager:
         journal: Journal,
         router: OrderRouter,
         exchanges: Mapping[str, Exchange],
+        prices: PriceCache,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        self._prices = prices
         self._journal = journal
         self._router = router
         self._exchanges = exchanges
@@ -59,7 +62,8 @@ class ExitManager:
             ex = self._exchanges.get(position.exchange)
             if ex is None:
                 continue
-            price = await ex.fetch_price(position.symbol)
+            # What the position would sell at now (the best bid), from the one price cache.
+            price = await self._prices.reference(position.exchange, position.symbol, "sell")
             reason = exit_reason(position, price, self._clock_ns())
             if reason is None:
                 continue

@@ -73,19 +73,22 @@ class IntentLog:
             raise
         self.size += len(line)
 
-    def rows(self, row_len: int) -> list[tuple[Any, ...]]:
-        """The rows in the file, skipping any line that is not a JSON array of `row_len` values."""
+    def rows(self, row_len: int, *, oldest_len: int | None = None) -> list[tuple[Any, ...]]:
+        """The rows in the file, skipping any line that is not a JSON array of `row_len` values. With
+        `oldest_len`, shorter rows down to that length (written by an older bridge, before columns were
+        added at the end) are kept and padded with None: an upgrade after kill -9 loses no intent."""
+        shortest = row_len if oldest_len is None else oldest_len
         rows = []
         for line in self.path.read_bytes().splitlines():
             try:
                 row = orjson.loads(line)
             except orjson.JSONDecodeError:
                 row = None
-            if not isinstance(row, list) or len(row) != row_len:
+            if not isinstance(row, list) or not shortest <= len(row) <= row_len:
                 # a torn last line: its write never completed, so reserve() raised and nothing was sent
                 log.warning("journal.intent_log_bad_line", size=len(line))
                 continue
-            rows.append(tuple(row))
+            rows.append(tuple(row) + (None,) * (row_len - len(row)))
         return rows
 
     def clear(self) -> None:

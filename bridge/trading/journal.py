@@ -176,7 +176,9 @@ class Journal:
     def _replay_intent_log(self, intent_log: IntentLog) -> None:
         """Insert intents a previous process logged but did not get to write to SQLite (kill -9 between
         the log line and the flush), then empty the log."""
-        rows = intent_log.rows(_INTENT_ROW_LEN)  # each line is an intent's row, as reserve() wrote it
+        rows = intent_log.rows(
+            _INTENT_ROW_LEN, oldest_len=_INTENT_ROW_LEN_V1
+        )  # each line is an intent's row, as reserve() wrote it
         if rows:
             with self._db:
                 self._db.execute("BEGIN")
@@ -267,6 +269,17 @@ class Journal:
             # next start reconciles it by client id. Say so loudly rather than lose the result.
             log.error("journal.result_not_recorded", client_order_id=client_order_id, state=state)
 
+    def buys_since(self, since_ns: int) -> list[tuple[str, str, str, int]]:
+        """(strategy, exchange, symbol, created_ns) of entry buys since `since_ns` that may have bought
+        something (not rejected, not expired unfilled): what the symbol claims start from."""
+        self._try_flush()
+        rows = self._db.execute(
+            "SELECT strategy, exchange, symbol, created_ns FROM orders WHERE side='buy' AND exit_of IS NULL"
+            " AND created_ns>=? AND state NOT IN ('rejected', 'expired')",
+            (since_ns,),
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
     def spent_since(self, since_ns: int, quote: str) -> float:
         """Quote currency committed to buys since `since_ns`: every buy not known to have failed (an
         order that lookups could not find still counts: it may exist)."""
@@ -285,6 +298,12 @@ class Journal:
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
             params = states
         return [_record(r) for r in self._rows(sql + " ORDER BY created_ns", params)]
+
+    def orders_since(self, since_ns: int) -> list[OrderRecord]:
+        """Orders whose intent was written at or after `since_ns`, oldest first: the risk limits rebuild
+        the day's spend from these once, at start (never on the order path)."""
+        sql = "SELECT * FROM orders WHERE created_ns>=? ORDER BY created_ns"
+        return [_record(r) for r in self._rows(sql, (since_ns,))]
 
     def get(self, client_order_id: str) -> OrderRecord | None:
         rows = self._rows("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,))
@@ -325,12 +344,14 @@ class Journal:
 _INSERT_INTENT = (
     "INSERT OR IGNORE INTO orders (client_order_id, announcement_key, strategy, exchange, symbol,"
     " side, quote, cost, amount, dry_run, state, created_ns, updated_ns,"
-    " take_profit, stop_loss, exit_after, exit_of)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?,?,?,?,?)"
+    " take_profit, stop_loss, exit_after, exit_of, limit_price)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?,?,?,?,?,?)"
 )
 
 
 _INTENT_ROW_LEN = _INSERT_INTENT.count("?")  # the values of one intent row
+# An intent-log line written by a bridge of schema version 1 (before limit_price): still replayed.
+_INTENT_ROW_LEN_V1 = 16
 
 
 def _intent_row(intent: OrderIntent, now: int) -> tuple[Any, ...]:
@@ -353,6 +374,7 @@ def _intent_row(intent: OrderIntent, now: int) -> tuple[Any, ...]:
         None if plan is None else plan.stop_loss,
         None if plan is None else plan.after,
         intent.exit_of,
+        intent.limit_price,  # new values go last: an older bridge's intent-log lines are padded
     )
 
 
@@ -375,6 +397,7 @@ def _record(r: sqlite3.Row) -> OrderRecord:
         dry_run=bool(r["dry_run"]),
         plan=_plan(r),
         exit_of=r["exit_of"],
+        limit_price=r["limit_price"],
     )
     return OrderRecord(
         intent=intent,

@@ -101,6 +101,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         " (take_profit, stop_loss, exit_after, exit_of) and their index to a journal older than exits.",
         _v1_baseline,
     ),
+    Migration(
+        2,
+        "orders.limit_price: the price cap (buys) or floor (sells) of a limit IOC order; NULL: market order.",
+        ("ALTER TABLE orders ADD COLUMN limit_price REAL",),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version  # the version this code reads and writes
 

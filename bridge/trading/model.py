@@ -27,10 +27,11 @@ __all__ = [
     "Status",
 ]
 
-OrderState = Literal["sending", "placed", "paper", "rejected", "unknown", "not_found"]
+OrderState = Literal["sending", "placed", "paper", "rejected", "expired", "unknown", "not_found"]
 # Orders sent whose outcome nobody knows yet: looked up by client id, never resent.
 OPEN_STATES: tuple[OrderState, ...] = ("sending", "unknown")
-Status = Literal["placed", "paper", "rejected", "skipped", "unknown", "not_found"]
+# expired: a limit IOC order that filled nothing at its price cap (not an error, not retried).
+Status = Literal["placed", "paper", "rejected", "expired", "skipped", "unknown", "not_found"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class OrderIntent:
     dry_run: bool
     plan: ExitPlan | None = None  # entries: when to exit the position
     exit_of: str | None = None  # exits: the entry's client order id
+    limit_price: float | None = None  # a limit IOC order's price cap (buys) or floor (sells); None: market
 
 
 @dataclass(frozen=True, slots=True)

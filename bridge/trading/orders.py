@@ -7,9 +7,9 @@ Every order of every strategy goes through `OrderRouter.submit`. An order whose 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import structlog
@@ -19,14 +19,17 @@ from bridge.errors import (
     ExchangeAuthError,
     ExchangeError,
     OrderStatusUnknown,
-    RateLimited,
     TradingHalted,
 )
 from bridge.trading import metrics
 from bridge.trading.gate import TradingGate
+from bridge.trading.ids import client_order_id
 from bridge.trading.journal import Journal
 from bridge.trading.model import Announcement, ExitPlan, OrderIntent, OrderOutcome, Position, Side
+from bridge.trading.outcomes import OutcomeBook, is_expired
 from bridge.trading.paper import PaperBroker
+from bridge.trading.prices import PriceCache
+from bridge.trading.pricing import check_slippage, order_terms
 from bridge.trading.risk import RiskLimits
 from bridge.venues.exchange import Exchange
 from bridge.venues.types import OrderRequest, OrderResult
@@ -40,23 +43,11 @@ EXIT_ALLOWED_WHILE = frozenset({"disconnected", "feed_stale", "key_expired"})
 LOOKUP_DELAYS = (0.25, 0.5, 1.0, 2.0, 3.0, 3.0)
 
 
-def held_amount(result: OrderResult, symbol: str) -> float | None:
-    """What a buy left on the account: the filled amount less fees charged in the bought coin (an
-    exit that sold the gross amount would fail for lack of balance)."""
-    if result.filled is None:
-        return None
-    base = symbol.split("/", 1)[0]
-    raw = result.raw or {}
-    fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
-    paid = sum(float(f.get("cost") or 0) for f in fees if isinstance(f, dict) and f.get("currency") == base)
-    return max(result.filled - paid, 0.0)
-
-
-def client_order_id(announcement_key: str, strategy: str, exchange: str, symbol: str, side: str) -> str:
-    """Deterministic id: the same announcement, strategy, exchange, symbol and side always give the same
-    26 alphanumeric characters, so a duplicate is recognised by the journal (and by the exchange)."""
-    src = "\x1f".join((announcement_key, strategy, exchange, symbol, side))
-    return "bx" + hashlib.blake2b(src.encode(), digest_size=12).hexdigest()
+@dataclass(frozen=True, slots=True)
+class _Pricing:
+    max_slippage: float | None
+    leg: str
+    price_max_age: float | None
 
 
 class OrderRouter:
@@ -68,16 +59,20 @@ class OrderRouter:
         journal: Journal,
         exchanges: Mapping[str, Exchange],
         dry_run: bool,
+        prices: PriceCache | None = None,
         sleep: Sleep = asyncio.sleep,
         on_outcome: Callable[[OrderOutcome], None] | None = None,
     ) -> None:
         self._on_outcome = on_outcome
+        # The one price source (warm quotes, one fetch at most when stale): caps, estimates, paper fills.
+        self.prices = prices if prices is not None else PriceCache(exchanges, refresh_interval=0)
         self._gate = gate
         self._risk = risk
         self._journal = journal
         self._exchanges = exchanges
         self._dry_run = dry_run
-        self._paper = PaperBroker()
+        self._paper = PaperBroker(self.prices)
+        self._book = OutcomeBook(journal, risk)
         self._sleep = sleep
 
     async def submit(
@@ -91,10 +86,27 @@ class OrderRouter:
         cost: float | None = None,
         amount: float | None = None,
         exit: ExitPlan | None = None,
+        max_slippage: float | None = None,
+        leg: str = "",
+        price_max_age: float | None = None,
     ) -> OrderOutcome:
-        """Place one market order, or say why not. Never raises for an exchange or risk refusal.
+        """Place one order, or say why not. Never raises for an exchange or risk refusal.
+        With `max_slippage` (a fraction; strategies get 0.05 by default through Context.buy/sell, the
+        router itself defaults to None) the order is a limit IOC capped at the reference price x (1 +
+        max_slippage) for a buy (floored at x (1 - max_slippage) for a sell); None: a market order.
+        `leg` names one of several orders a strategy places on one symbol for one announcement.
         `exit` (entries): when to sell the position it opens; watched by bridge.exits."""
-        outcome = await self._submit(strategy, announcement, exchange, symbol, side, cost, amount, exit)
+        outcome = await self._submit(
+            strategy,
+            announcement,
+            exchange,
+            symbol,
+            side,
+            cost,
+            amount,
+            exit,
+            _Pricing(max_slippage, leg, price_max_age),
+        )
         self._emit(outcome)
         return outcome
 
@@ -115,6 +127,7 @@ class OrderRouter:
         cost: float | None,
         amount: float | None,
         plan: ExitPlan | None,
+        pricing: _Pricing,
     ) -> OrderOutcome:
         base = {"exchange": exchange, "symbol": symbol, "side": side}
 
@@ -139,10 +152,24 @@ class OrderRouter:
             return skipped("unknown_symbol")
         if not market.active:
             return skipped("market_inactive")
-        est_cost = cost
-        if est_cost is None and side == "buy":
-            price = await ex.fetch_price(symbol)
-            est_cost = None if price is None or amount is None else price * amount
+        try:
+            check_slippage(pricing.max_slippage)
+            cid_base = client_order_id(announcement.key, strategy, exchange, symbol, side, leg=pricing.leg)
+        except ValueError as exc:
+            return skipped(f"bad_order_argument: {exc}")
+        terms = await order_terms(
+            ex,
+            self.prices,
+            symbol=symbol,
+            side=side,
+            cost=cost,
+            amount=amount,
+            max_slippage=pricing.max_slippage,
+            max_age=pricing.price_max_age,
+        )
+        if isinstance(terms, str):
+            return skipped(terms)
+        est_cost = terms.estimated_cost
 
         def refused() -> str | None:
             return self._risk.check(
@@ -152,12 +179,13 @@ class OrderRouter:
                 side=side,
                 quote=market.quote,
                 cost=est_cost,
+                exchange=exchange,
             )
 
         refusal = refused()
         if refusal is not None:
             return skipped(refusal)
-        cid = ex.format_client_order_id(client_order_id(announcement.key, strategy, exchange, symbol, side))
+        cid = ex.format_client_order_id(cid_base)
         # The exchange's request budget, before the last gate check: within budget this is arithmetic
         # and the order goes at once; over it, the order waits here, never after the gate check.
         prepaid = not self._dry_run
@@ -179,10 +207,11 @@ class OrderRouter:
             symbol,
             side,
             market.quote,
-            cost,
-            amount,
+            terms.cost,
+            terms.amount,
             self._dry_run,
             plan=plan if plan is not None and plan.active else None,
+            limit_price=terms.limit_price,
         )
         # Gate again right before the intent: the awaits above may have let a halt in.
         try:
@@ -196,11 +225,18 @@ class OrderRouter:
                 ex.refund_order()
             return skipped("duplicate", cid)
         self._risk.count(strategy, announcement)
+        self._risk.reserve(cid, exchange, market.quote, est_cost)  # counts toward the daily budgets
         request = OrderRequest(
-            symbol=symbol, side=side, client_order_id=cid, cost=cost, amount=amount, prepaid=prepaid
+            symbol=symbol,
+            side=side,
+            client_order_id=cid,
+            cost=terms.cost,
+            amount=terms.amount,
+            limit_price=terms.limit_price,
+            prepaid=prepaid,
         )
         if self._dry_run:
-            return await self._paper_fill(ex, request, intent, announcement)
+            return await self._paper_fill(ex, request, intent, announcement, pricing.price_max_age)
         return await self._send(ex, request, intent, announcement)
 
     async def _send(
@@ -225,28 +261,15 @@ class OrderRouter:
         except ExchangeError as exc:  # rejected, rate limited, auth: the exchange said no
             if isinstance(exc, ExchangeAuthError):
                 self._gate.halt("credentials_rejected")
-            return self._rejected(intent, exc)
-        self._placed(intent, announcement, started, result)  # logged first: the order is out
+            return self._book.rejected(intent, exc)
+        if is_expired(result):
+            return self._book.expired(intent, result)
+        self._book.placed(intent, announcement, started, result)  # logged first: the order is out
         if result.filled is None and intent.plan is not None:
             # Some exchanges (okx, bybit) answer an order with its id only; an exit needs the fill.
             result = await self._completed(ex, intent, result)
-        self._record_fill(intent, "placed", result)
+        self._book.record_fill(intent, "placed", result)
         return OrderOutcome("placed", ex.id, req.symbol, req.side, req.client_order_id, result=result)
-
-    def _record_fill(
-        self, intent: OrderIntent, state: Literal["placed", "paper"], result: OrderResult
-    ) -> None:
-        """Journal an order that executed. A buy records what it left on the account (see held_amount),
-        which is what its exit will sell, whichever path learned of the fill."""
-        self._journal.record_result(
-            intent.client_order_id,
-            state,
-            order_id=result.order_id,
-            filled=held_amount(result, intent.symbol) if intent.side == "buy" else result.filled,
-            average=result.average,
-            cost=result.cost,
-            raw=result.raw,
-        )
 
     async def _completed(self, ex: Exchange, intent: OrderIntent, result: OrderResult) -> OrderResult:
         try:
@@ -257,60 +280,20 @@ class OrderRouter:
         return found if found is not None else result
 
     async def _paper_fill(
-        self, ex: Exchange, req: OrderRequest, intent: OrderIntent, announcement: Announcement | None
+        self,
+        ex: Exchange,
+        req: OrderRequest,
+        intent: OrderIntent,
+        announcement: Announcement | None,
+        max_age: float | None = None,
     ) -> OrderOutcome:
         started = time.perf_counter_ns()
-        result = await self._paper.fill(ex, req)
-        self._record_fill(intent, "paper", result)
-        self._placed(intent, announcement, started, result)
+        result = await self._paper.fill(ex, req, max_age=max_age)
+        if is_expired(result):
+            return self._book.expired(intent, result)
+        self._book.record_fill(intent, "paper", result)
+        self._book.placed(intent, announcement, started, result)
         return OrderOutcome("paper", ex.id, req.symbol, req.side, req.client_order_id, result=result)
-
-    def _placed(
-        self, intent: OrderIntent, a: Announcement | None, started_ns: int, result: OrderResult
-    ) -> None:
-        latency_ms = (started_ns - a.received_mono_ns) / 1e6 if a is not None and a.received_mono_ns else None
-        if latency_ms is not None:
-            metrics.LATENCY.observe(latency_ms / 1000)
-        metrics.ORDERS.labels(intent.exchange, "placed", str(intent.dry_run).lower()).inc()
-        log.info(
-            "order.placed",
-            strategy=intent.strategy,
-            exchange=intent.exchange,
-            symbol=intent.symbol,
-            side=intent.side,
-            cost=intent.cost,
-            amount=intent.amount,
-            client_order_id=intent.client_order_id,
-            order_id=result.order_id,
-            status=result.status,
-            filled=result.filled,
-            average=result.average,
-            dry_run=intent.dry_run,
-            latency_ms=None if latency_ms is None else round(latency_ms, 3),
-        )
-
-    def _rejected(self, intent: OrderIntent, exc: ExchangeError) -> OrderOutcome:
-        reason = "rate_limited" if isinstance(exc, RateLimited) else "rejected"
-        self._journal.record_result(
-            intent.client_order_id, "rejected", error_code=exc.code, error_message=str(exc)
-        )
-        metrics.ORDERS.labels(intent.exchange, "rejected", str(intent.dry_run).lower()).inc()
-        log.warning(
-            "order.rejected",
-            strategy=intent.strategy,
-            exchange=intent.exchange,
-            symbol=intent.symbol,
-            side=intent.side,
-            cost=intent.cost,
-            amount=intent.amount,
-            client_order_id=intent.client_order_id,
-            code=exc.code,
-            error=str(exc),
-            retry_after=getattr(exc, "retry_after", None),
-        )
-        return OrderOutcome(
-            "rejected", intent.exchange, intent.symbol, intent.side, intent.client_order_id, reason
-        )
 
     async def submit_exit(self, position: Position, reason: str) -> OrderOutcome:
         """Sell a position that reached its exit. Allowed while trading is halted for feed reasons only
@@ -387,7 +370,7 @@ class OrderRouter:
                 continue
             answered = True
             if found is not None:
-                self._record_fill(intent, "placed", found)
+                self._book.record_fill(intent, "placed", found)
                 metrics.ORDERS.labels(intent.exchange, "placed", str(intent.dry_run).lower()).inc()
                 log.info(
                     "order.reconciled",

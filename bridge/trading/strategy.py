@@ -1,7 +1,7 @@
 """The strategy plugin API: subclass `Strategy`, implement `on_announcement`, act through the context.
 
-This module and `bridge.codec.Announcement` are what plugins import (re-exported by `bridge`). A
-strategy never sees ccxt unless it asks for the exchange object explicitly with `ctx.exchange(id)`.
+Plugins import these through `bridge`, the public API. A strategy never sees ccxt unless it asks for
+the (read-only) exchange object explicitly with `ctx.exchange(id)`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
-from bridge.feed.codec import Announcement
+from bridge.trading.claims import SymbolClaims
+from bridge.trading.model import Announcement, Side
+from bridge.trading.pricing import DEFAULT_MAX_SLIPPAGE
+from bridge.trading.readonly import ReadOnlyExchange
 
 if TYPE_CHECKING:
     from bridge.trading.model import ExitPlan, OrderOutcome
@@ -59,8 +62,12 @@ class Context:
         dry_run: bool,
         announcement: Announcement | None = None,
         log: Any = None,
+        price_max_age: float | None = None,
+        claims: SymbolClaims | None = None,
     ) -> None:
         self.strategy = strategy
+        self._claims = claims if claims is not None else SymbolClaims()
+        self.price_max_age = price_max_age  # None: the trading-wide `price_max_age`
         self.dry_run = dry_run
         self.announcement = announcement
         self.log = (
@@ -77,7 +84,19 @@ class Context:
             dry_run=self.dry_run,
             announcement=announcement,
             log=self.log,  # already bound to the strategy; binding again costs ~75 µs per announcement
+            price_max_age=self.price_max_age,
+            claims=self._claims,
         )
+
+    def claim_symbol(self, exchange: str, symbol: str, window: float) -> bool:
+        """Reserve `symbol` on `exchange` for this strategy for `window` seconds: False if it bought
+        or reserved it within the last `window` seconds, whichever announcement that was for (also
+        across restarts). Call it before any await, then buy; `release_symbol` if no buy was made."""
+        return self._claims.claim(self.strategy, exchange, symbol, window)
+
+    def release_symbol(self, exchange: str, symbol: str) -> None:
+        """Give back a claim whose buy did not happen, so a later announcement may buy the symbol."""
+        self._claims.release(self.strategy, exchange, symbol)
 
     @property
     def exchange_ids(self) -> tuple[str, ...]:
@@ -99,10 +118,12 @@ class Context:
         ex = self._exchanges.get(exchange)
         return None if ex is None else await ex.find_market(symbol)
 
-    def exchange(self, exchange: str) -> Any:
-        """The raw ccxt exchange object, for anything the context does not cover. Orders sent through
-        it bypass the trading gate, the risk limits and the journal: use buy/sell for orders."""
-        return self._exchanges[exchange].ccxt
+    def exchange(self, exchange: str) -> ReadOnlyExchange:
+        """A read-only view of the exchange's ccxt object, for what the context does not cover: market
+        data, balances, order lookups. Anything else (create_order, cancel_order, raw private
+        endpoints, the keys) raises PermissionError: orders go through buy/sell, behind the gate, the
+        risk limits and the journal. KeyError for an exchange not in the config."""
+        return ReadOnlyExchange(self._exchanges[exchange].ccxt, exchange)
 
     async def buy(
         self,
@@ -112,10 +133,18 @@ class Context:
         cost: float | None = None,
         amount: float | None = None,
         exit: ExitPlan | None = None,
+        max_slippage: float | None = DEFAULT_MAX_SLIPPAGE,
+        leg: str = "",
     ) -> OrderOutcome:
-        """Market-buy spending `cost` of the quote currency, or buying `amount` of the base currency.
-        With `exit`, the position is sold on take-profit, stop-loss or after a time (bridge.trading.exits),
-        also after a restart."""
+        """Buy spending at most `cost` of the quote currency, or buying `amount` of the base currency.
+
+        The order is a limit IOC at the best ask x (1 + max_slippage) (default 0.05: never more than
+        5 % over the price the daemon knows), rounded to the market's tick and lot: what does not fill
+        at once expires, a partial fill is the position, nothing filled is the outcome `expired`.
+        `max_slippage=None` sends a market order with no price limit. `leg` names one of several
+        orders on one symbol for one announcement (a second buy without a new leg is a duplicate).
+        With `exit`, the position is sold on take-profit, stop-loss or after a time
+        (bridge.trading.exits), also after a restart."""
         return await self._router.submit(
             strategy=self.strategy,
             announcement=self.announcement,
@@ -125,12 +154,23 @@ class Context:
             cost=cost,
             amount=amount,
             exit=exit,
+            max_slippage=max_slippage,
+            leg=leg,
+            price_max_age=self.price_max_age,
         )
 
     async def sell(
-        self, exchange: str, symbol: str, *, amount: float | None = None, cost: float | None = None
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        amount: float | None = None,
+        cost: float | None = None,
+        max_slippage: float | None = DEFAULT_MAX_SLIPPAGE,
+        leg: str = "",
     ) -> OrderOutcome:
-        """Market-sell `amount` of the base currency (or for `cost` of the quote currency)."""
+        """Sell `amount` of the base currency (or for `cost` of the quote currency): a limit IOC at
+        the best bid x (1 - max_slippage), or a market order with `max_slippage=None`."""
         return await self._router.submit(
             strategy=self.strategy,
             announcement=self.announcement,
@@ -139,4 +179,15 @@ class Context:
             side="sell",
             cost=cost,
             amount=amount,
+            max_slippage=max_slippage,
+            leg=leg,
+            price_max_age=self.price_max_age,
         )
+
+    async def price(self, exchange: str, symbol: str, side: Side = "buy") -> float | None:
+        """What `side` would trade at now on `exchange` (best ask for a buy, best bid for a sell, the
+        last trade where no book price is known), from the daemon's price cache; at most one request
+        when nothing fresher than `price_max_age` is known. None: no price (unknown or stale)."""
+        if exchange not in self._exchanges:
+            return None
+        return await self._router.prices.reference(exchange, symbol, side, self.price_max_age)

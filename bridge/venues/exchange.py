@@ -1,5 +1,6 @@
 """The ccxt adapter: the Exchange class, one ccxt instance per exchange account, with its lifecycle,
-markets, market orders and order lookups. Its pieces live beside it in bridge.venues.
+markets, market and limit IOC orders, order lookups and quotes. Its pieces live beside it in
+bridge.venues (the limit terms in `precision`, the quote requests in `quotes`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import structlog
 
 from bridge.config import ExchangeConfig
 from bridge.errors import ConfigError, ExchangeError, OrderRejected, UnknownSymbol
-from bridge.venues import fastpath
+from bridge.venues import fastpath, precision, quotes
 from bridge.venues.ccxt_client import (
     CLIENT_ID_BASE,
     OrderCall,
@@ -27,7 +28,7 @@ from bridge.venues.ccxt_client import (
 from bridge.venues.errors import describe, translated
 from bridge.venues.markets import SYMBOL_REFRESH_BURST, SYMBOL_REFRESH_MIN_INTERVAL_S, MarketBook
 from bridge.venues.ratelimit import Budget, TokenBucket
-from bridge.venues.types import Limiter, Market, OrderRequest, OrderResult, Side, finite_float
+from bridge.venues.types import Limiter, Market, OrderRequest, OrderResult, Quote, Side, finite_float
 
 # SYMBOL_REFRESH_*: re-exported for the tests that read them here
 __all__ = [
@@ -206,26 +207,10 @@ class Exchange:
         log.info("exchange.keys_accepted", exchange=self._id)
 
     def _fast_path(self) -> fastpath.BinanceSpotOrders | None:
-        """bridge.venues.fastpath for ccxt's binance itself (its subclasses have other URLs), unless ccxt's
-        limiter was asked for (then all of ccxt's path), once it has proved to build ccxt's request."""
-        ex = self._ex
-        if (
-            type(ex).__mro__[1] is not ccxt_async.binance
-            or self.limiter == "ccxt"
-            or not fastpath.can_sign(ex)
-        ):
-            return None
-        fast = fastpath.BinanceSpotOrders(ex)
-        sample = next((m for m in (ex.markets or {}).values() if fast.handles(m)), None)
-        try:
-            same = sample is not None and fast.matches_ccxt(sample)
-        except Exception as exc:  # noqa: BLE001 - any surprise in ccxt means: keep ccxt's own path
-            log.warning("exchange.fast_path_off", exchange=self._id, error=describe(exc))
-            return None
-        if not same:
-            log.warning("exchange.fast_path_off", exchange=self._id, reason="request differs from ccxt's")
-            return None
-        self._order_cost = fast.cost
+        """bridge.venues.fastpath where it applies (see fastpath.select); orders then cost its cost."""
+        fast = fastpath.select(self._ex, self._id, ccxt_limiter=self.limiter == "ccxt")
+        if fast is not None:
+            self._order_cost = fast.cost
         return fast
 
     async def _run_keep_warm(self) -> None:
@@ -298,7 +283,8 @@ class Exchange:
 
     @property
     def fast_orders(self) -> bool:
-        """Are market orders sent by bridge.venues.fastpath (binance spot, HMAC key, not ccxt's limiter)?"""
+        """Are market and limit IOC orders sent by bridge.venues.fastpath (binance spot, HMAC key, not
+        ccxt's limiter)?"""
         return self._fast is not None
 
     @property
@@ -318,9 +304,13 @@ class Exchange:
             self._bucket.refund(self._order_cost)
 
     async def create_order(self, req: OrderRequest) -> OrderResult:
-        """Place one market order. Never retried, except once after a refused timestamp (binance
-        -1021), which proves it was not executed. Raises OrderRejected, OrderStatusUnknown,
-        RateLimited, ExchangeAuthError, or UnknownSymbol when the symbol is not in the cached markets."""
+        """Place one market order, or with `req.limit_price` one limit order that fills at once at that
+        price or better and expires for the rest (timeInForce IOC). An IOC that filled nothing comes back
+        with filled 0 and the venue's status as ccxt parses it ("expired" on binance, "canceled" on some
+        venues); a partial fill with filled < amount. Never retried, except once after a refused
+        timestamp (binance -1021), which proves it was not executed. Raises OrderRejected,
+        OrderStatusUnknown, RateLimited, ExchangeAuthError, or UnknownSymbol when the symbol is not in
+        the cached markets."""
         ex = self._started()
         if self.market(req.symbol) is None:
             raise UnknownSymbol(f"{self._id}: {req.symbol} is not a loaded market", exchange=self._id)
@@ -352,20 +342,27 @@ class Exchange:
             client_order_id=req.client_order_id,
             order_id=result.order_id,
             status=result.status,
+            limit_price=req.limit_price,
+            filled=result.filled,
             elapsed_ms=round((time.perf_counter() - began) * 1000, 2),
         )
         return result
 
     async def _send(self, ex: Any, req: OrderRequest) -> dict[str, Any]:
-        fast = self._fast
+        fast, limit = self._fast, req.limit_price
         market = ex.markets.get(req.symbol) if fast is not None else None
-        if fast is not None and market is not None and fast.handles(market):
+        if fast is not None and market is not None and fast.handles(market, limit=limit is not None):
             if ex.enableRateLimit:
                 await ex.throttle(fast.cost)  # what ccxt's fetch2 would do (free if prepaid)
-            return await fast.create(market, req.side, req.client_order_id, cost=req.cost, amount=req.amount)
+            return await fast.create(
+                market, req.side, req.client_order_id, cost=req.cost, amount=req.amount, price=limit
+            )
         params = {"clientOrderId": req.client_order_id}  # fresh dict: ccxt may write into it
         order: dict[str, Any]
-        if req.cost is not None and req.side == "buy":
+        if limit is not None:
+            params["timeInForce"] = "IOC"
+            order = await ex.create_order(req.symbol, "limit", req.side, req.amount, limit, params)
+        elif req.cost is not None and req.side == "buy":
             order = await ex.create_market_buy_order_with_cost(req.symbol, req.cost, params)
         elif req.cost is not None:
             order = await ex.create_market_sell_order_with_cost(req.symbol, req.cost, params)
@@ -399,6 +396,43 @@ class Exchange:
                 return None
         side: Side = "sell" if order.get("side") == "sell" else "buy"
         return self._to_result(order, symbol, side, client_order_id)
+
+    def limit_terms(
+        self,
+        symbol: str,
+        side: Side,
+        *,
+        cap_price: float,
+        amount: float | None = None,
+        cost: float | None = None,
+    ) -> tuple[float, float] | None:
+        """(amount, limit_price) of a limit order capped at `cap_price`, without I/O: the price on the
+        market's tick, down for a buy (never above the cap), up for a sell (never below the floor); the
+        amount `amount`, else `cost` / that price, truncated to the lot (a buy never spends more than
+        `cost`). None below the market's minimum amount or cost, or for a market not loaded. ~10 µs."""
+        market = (self._ex.markets or {}).get(symbol) if self._ex is not None else None
+        if market is None:
+            return None
+        return precision.limit_terms(self._ex, market, side, cap_price=cap_price, amount=amount, cost=cost)
+
+    async def fetch_quotes(self) -> dict[str, Quote]:
+        """Every loaded market's best bid/ask (or last price) in one request, for a cache refreshed off
+        the order path; `ts_ns` is when the answer arrived. Binance spot: GET ticker/bookTicker for all
+        symbols, request weight 4 (fetch_tickers would cost 80); elsewhere ccxt's fetch_tickers. Charged
+        to the request budget; raises ExchangeUnavailable, RateLimited (or another ExchangeError)."""
+        ex = self._started()
+        with translated(self._id, "read"):
+            return await quotes.fetch_all(ex)
+
+    async def fetch_quote(self, symbol: str) -> Quote | None:
+        """One symbol's quote, for when the cache holds nothing fresh. Binance spot: bookTicker?symbol=,
+        request weight 2; elsewhere ccxt's fetch_ticker. None when the market is not loaded or the venue
+        gives no price for it; a failed request raises like fetch_quotes."""
+        ex = self._started()
+        if symbol not in (ex.markets or {}):
+            return None
+        with translated(self._id, "read"):
+            return await quotes.fetch_one(ex, symbol)
 
     async def fetch_price(self, symbol: str) -> float | None:
         """The last traded price, or None (logged) if the exchange cannot say."""

@@ -1,10 +1,13 @@
-"""Binance spot market orders without ccxt's per-order overhead, with ccxt's own formatting and answers.
+"""Binance spot market and limit IOC orders without ccxt's per-order overhead, with ccxt's own formatting
+and answers.
 
-A spot market order's request is four fixed fields and one size; the size is formatted by ccxt's own
-precision helpers, the answer goes through ccxt's `fetch` (errors, the failed-response hook) and
-`parse_order`, unchanged. At start the request built here is compared with ccxt's create_order_request
-for the same orders: any difference (a new ccxt version, an option such as selfTradePrevention)
-switches the fast path off. The signed parameters travel in the query string, which Binance accepts
+A spot market order's request is four fixed fields and one size; a limit IOC order's is five fixed
+fields (type LIMIT, timeInForce IOC), its amount and its price. Sizes and prices are formatted by
+ccxt's own precision helpers (amount_to_precision, cost_to_precision, price_to_precision), the answer
+goes through ccxt's `fetch` (errors, the failed-response hook) and `parse_order`, unchanged. At start
+the request built here is compared with ccxt's create_order_request for the same orders, market and
+limit IOC: any difference (a new ccxt version, an option such as selfTradePrevention) switches the
+fast path off. The signed parameters travel in the query string, which Binance accepts
 for POST: a request without a body is written in the same step of the event loop instead of by a
 task one step later.
 """
@@ -15,10 +18,17 @@ import hashlib
 import hmac
 from typing import Any, Literal
 
+import ccxt.async_support as ccxt_async
+import structlog
+
+from bridge.venues.errors import describe
 from bridge.venues.types import Side
 
-# Formatted sizes are kept per (kind, size, precision): ccxt's precision functions are pure, Decimal
-# based and slow (~0.1 ms cold), and a new listing's symbol shares its tick size with many others.
+# the adapter's logger name: these events are the exchange's, wherever the code lives
+log = structlog.get_logger("bridge.venues.exchange")
+
+# Formatted sizes and prices are kept per (kind, value, precision): ccxt's precision functions are pure,
+# Decimal based and slow (~0.1 ms cold), and a new listing's symbol shares its tick size with many others.
 MAX_FORMATTED = 4096
 
 
@@ -35,28 +45,68 @@ def can_sign(ex: Any) -> bool:
     )
 
 
+def select(ex: Any, exchange_id: str, *, ccxt_limiter: bool) -> BinanceSpotOrders | None:
+    """The fast path for ccxt's binance itself (its subclasses have other URLs) with an HMAC key, unless
+    ccxt's limiter was asked for (then all of ccxt's path), once it has proved to build ccxt's requests
+    (market and limit IOC) on a market that takes both. Otherwise None, logged."""
+    if type(ex).__mro__[1] is not ccxt_async.binance or ccxt_limiter or not can_sign(ex):
+        return None
+    fast = BinanceSpotOrders(ex)
+    markets = (ex.markets or {}).values()
+    sample = next((m for m in markets if fast.handles(m) and fast.handles(m, limit=True)), None)
+    try:
+        same = sample is not None and fast.matches_ccxt(sample)
+    except Exception as exc:  # noqa: BLE001 - any surprise in ccxt means: keep ccxt's own path
+        log.warning("exchange.fast_path_off", exchange=exchange_id, error=describe(exc))
+        return None
+    if not same:
+        log.warning("exchange.fast_path_off", exchange=exchange_id, reason="request differs from ccxt's")
+        return None
+    return fast
+
+
 class BinanceSpotOrders:
     def __init__(self, ex: Any) -> None:
         self._ex = ex
         self._secret = ex.secret.encode()
         self._headers = {"X-MBX-APIKEY": ex.apiKey}
-        self._response_type = ex.safe_string(ex.options.get("newOrderRespType") or {}, "market", "FULL")
+        response_types = ex.options.get("newOrderRespType") or {}
+        self._response_type = ex.safe_string(response_types, "market", "FULL")
+        self._limit_response_type = ex.safe_string(response_types, "limit", "FULL")
         self._formatted: dict[tuple[str, float, Any], str] = {}
         self._recv_window = ex.safe_integer(ex.options, "recvWindow")  # what ccxt's sign() adds
         config = ex.api["private"]["post"]["order"]
         self.cost = float(ex.calculate_rate_limiter_cost(["private"], "POST", "order", {}, config))
 
-    def handles(self, market: dict[str, Any]) -> bool:
-        """Spot, not a tokenized stock, and MARKET among the market's order types (as ccxt checks)."""
+    def handles(self, market: dict[str, Any], *, limit: bool = False) -> bool:
+        """Spot, not a tokenized stock, and the order's type (MARKET, or LIMIT for a limit IOC) among the
+        market's order types (as ccxt checks)."""
         info = market.get("info") or {}
-        return (
-            market.get("spot") is True and not market.get("stock") and "MARKET" in info.get("orderTypes", ())
-        )
+        wanted = "LIMIT" if limit else "MARKET"
+        return market.get("spot") is True and not market.get("stock") and wanted in info.get("orderTypes", ())
 
     def request(
-        self, market: dict[str, Any], side: Side, *, cost: float | None, amount: float | None
+        self,
+        market: dict[str, Any],
+        side: Side,
+        *,
+        cost: float | None,
+        amount: float | None,
+        price: float | None = None,
     ) -> dict[str, Any]:
-        """What ccxt's create_order_request returns for this market order, minus the client id."""
+        """What ccxt's create_order_request returns for this order, minus the client id: a market order,
+        or with `price` a limit IOC order (sized by `amount`)."""
+        if price is not None:
+            assert amount is not None, "a limit order is sized by amount"
+            return {
+                "symbol": market["id"],
+                "side": side.upper(),
+                "newOrderRespType": self._limit_response_type,
+                "type": "LIMIT",
+                "quantity": self._format("amount", market, amount),
+                "price": self._format("price", market, price),
+                "timeInForce": "IOC",
+            }
         request: dict[str, Any] = {
             "symbol": market["id"],
             "side": side.upper(),
@@ -70,14 +120,20 @@ class BinanceSpotOrders:
             request["quantity"] = self._format("amount", market, amount)
         return request
 
-    def _format(self, kind: Literal["cost", "amount"], market: dict[str, Any], size: float) -> str:
-        # the inputs of ccxt's cost_to_precision ("cost" else "price" precision) and amount_to_precision
+    def _format(self, kind: Literal["cost", "amount", "price"], market: dict[str, Any], size: float) -> str:
+        # the inputs of ccxt's cost_to_precision ("cost" else "price" precision), amount_to_precision
+        # and price_to_precision
         digits = market["precision"]
-        precision = (digits.get("cost"), digits.get("price")) if kind == "cost" else digits.get("amount")
+        precision = (digits.get("cost"), digits.get("price")) if kind == "cost" else digits.get(kind)
         key = (kind, size, precision)
         text = self._formatted.get(key)
         if text is None:
-            convert = self._ex.cost_to_precision if kind == "cost" else self._ex.amount_to_precision
+            ex = self._ex
+            convert = {
+                "cost": ex.cost_to_precision,
+                "amount": ex.amount_to_precision,
+                "price": ex.price_to_precision,
+            }[kind]
             text = str(convert(market["symbol"], size))
             if len(self._formatted) >= MAX_FORMATTED:
                 self._formatted.clear()
@@ -85,9 +141,17 @@ class BinanceSpotOrders:
         return text
 
     def matches_ccxt(self, market: dict[str, Any]) -> bool:
-        """Does `request` build what ccxt's create_order_request builds, for each side and size kind?"""
+        """Does `request` build what ccxt's create_order_request builds, for each side and size kind of
+        a market order and for a limit IOC order on each side?"""
         ex = self._ex
-        for side in ("buy", "sell"):
+        sides: tuple[Side, Side] = ("buy", "sell")
+        for side in sides:
+            limit_amount, limit_price = 1.23456789123, 12345.6789123
+            ioc = {"timeInForce": "IOC", "clientOrderId": "_", "isAlgoOrder": False}
+            theirs = ex.create_order_request(market["symbol"], "limit", side, limit_amount, limit_price, ioc)
+            theirs.pop("newClientOrderId", None)
+            if theirs != self.request(market, side, cost=None, amount=limit_amount, price=limit_price):
+                return False
             for cost, amount in ((12.3456789123, None), (None, 1.23456789123)):
                 extra: dict[str, Any] = {}
                 if cost is not None:
@@ -108,13 +172,15 @@ class BinanceSpotOrders:
         *,
         cost: float | None,
         amount: float | None,
+        price: float | None = None,
     ) -> dict[str, Any]:
-        """Send one market order (exactly one of `cost`, `amount`) and return ccxt's unified order for
-        the answer. Raises what ccxt's own create_order would raise for the same answer."""
+        """Send one market order (exactly one of `cost`, `amount`), or with `price` one limit IOC order
+        (sized by `amount`), and return ccxt's unified order for the answer. Raises what ccxt's own
+        create_order would raise for the same answer."""
         ex = self._ex
         params = {
             "timestamp": ex.nonce(),
-            **self.request(market, side, cost=cost, amount=amount),
+            **self.request(market, side, cost=cost, amount=amount, price=price),
             "newClientOrderId": client_order_id,
         }
         if self._recv_window is not None:

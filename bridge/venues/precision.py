@@ -1,0 +1,84 @@
+"""The terms of a limit order from a price cap: its price on the market's tick, never past the cap (down
+for a buy, up for a sell's floor), and its size on the market's lot, never more than asked; None below
+the market's minimums. Rounded by ccxt's own `decimal_to_precision` in the market's precision mode
+(TICK_SIZE on binance: the precision is the tick itself), so the order's request, which ccxt's
+price_to_precision and amount_to_precision format, carries exactly these numbers.
+
+On the order path: about 10 µs per call on this machine (two ccxt roundings and a few Decimal steps),
+so nothing is cached.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_FLOOR, Decimal, localcontext
+from typing import Any
+
+from ccxt.base.decimal_to_precision import (
+    DECIMAL_PLACES,
+    NO_PADDING,
+    SIGNIFICANT_DIGITS,
+    TICK_SIZE,
+    TRUNCATE,
+)
+
+from bridge.venues.types import Side
+
+
+def limit_terms(
+    ex: Any,
+    market: dict[str, Any],
+    side: Side,
+    *,
+    cap_price: float,
+    amount: float | None = None,
+    cost: float | None = None,
+) -> tuple[float, float] | None:
+    """(amount, limit price) of a limit order on `market` (ccxt's unified dict) of the ccxt instance `ex`:
+    the price is `cap_price` rounded to the tick, down for a buy, up for a sell; the amount is `amount`,
+    else `cost` / that price, truncated to the lot (a buy never spends more than `cost`). None when the
+    result is below the market's minimum amount, cost or price (or rounds to nothing)."""
+    wanted = [v for v in (cap_price, amount, cost) if v is not None]
+    if (amount is None and cost is None) or not all(math.isfinite(v) and v > 0 for v in wanted):
+        raise ValueError(f"limit_terms needs a positive cap and size, got {cap_price=} {amount=} {cost=}")
+    precision = market.get("precision") or {}
+    price = _rounded(ex, Decimal(str(cap_price)), precision.get("price"), up=side == "sell")
+    if price <= 0:
+        return None
+    if amount is not None:
+        size = Decimal(str(amount))
+    else:
+        with localcontext() as ctx:  # rounding toward zero: the size never buys more than `cost`
+            ctx.rounding = ROUND_FLOOR
+            size = Decimal(str(cost)) / price
+    size = _rounded(ex, size, precision.get("amount"), up=False)
+    if size <= 0:
+        return None
+    limits = market.get("limits") or {}
+    for floor, value in (("amount", size), ("cost", size * price), ("price", price)):
+        least = (limits.get(floor) or {}).get("min")
+        if least is not None and value < Decimal(str(least)):
+            return None
+    return float(size), float(price)
+
+
+def _rounded(ex: Any, value: Decimal, digits: Any, *, up: bool) -> Decimal:
+    """`value` on the grid of a ccxt precision (`digits`: a tick, or a count of decimal places or
+    significant digits, per `ex.precisionMode`), truncated, or rounded up when `up`. No precision:
+    `value` as is."""
+    if digits is None:
+        return value
+    mode = ex.precisionMode
+    down = Decimal(ex.decimal_to_precision(format(value, "f"), TRUNCATE, digits, mode, NO_PADDING))
+    if not up or down >= value:
+        return down
+    # ccxt's decimal_to_precision knows only TRUNCATE and ROUND: one grid step above the truncation
+    if mode == TICK_SIZE:
+        step = Decimal(str(digits))
+    elif mode == DECIMAL_PLACES:
+        step = Decimal(1).scaleb(-int(digits))
+    elif mode == SIGNIFICANT_DIGITS:
+        step = Decimal(1).scaleb((down if down > 0 else value).adjusted() - int(digits) + 1)
+    else:  # pragma: no cover - ccxt has no other precision mode
+        raise ValueError(f"unknown ccxt precision mode {mode!r}")
+    return down + step
