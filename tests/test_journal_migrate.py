@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bridge.errors import ConfigError
@@ -309,3 +310,19 @@ def test_a_new_file_starts_at_the_current_version(tmp_path: Path, caplog: pytest
     j.close()
     assert user_version(j.path) == journal_schema.SCHEMA_VERSION
     assert events(caplog, "journal.migrated") == []
+
+
+def test_an_older_bridges_intent_log_line_is_replayed_after_the_upgrade(tmp_path: Path) -> None:
+    """kill -9 right after an older bridge logged an intent, then an upgrade: the intent-log line has
+    the older row's 16 values; the new bridge pads it and journals the order `sending`, so it is looked
+    up, never forgotten nor resent."""
+    unversioned_journal(tmp_path)
+    v1_row = ["bxOLDINTENT", "k", "s", "binance", "ABC/USDT", "buy", "USDT", 20.0, None, 0, 5, 5]
+    v1_row += [None, None, None, None]
+    (tmp_path / "journal-live.intents").write_bytes(orjson.dumps(v1_row) + b"\n")
+    j = Journal.open(tmp_path, dry_run=False)
+    try:
+        record = j.get("bxOLDINTENT")
+        assert record is not None and record.state == "sending" and record.intent.limit_price is None
+    finally:
+        j.close()
