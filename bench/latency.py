@@ -55,6 +55,8 @@ FAST_KEY = "dsk_" + "1" * 64
 DEFAULT_KEY = "dsk_" + "2" * 64
 FLOOR_KEY = "dsk_" + "3" * 64
 BURST_KEY = "dsk_" + "4" * 64
+MARKET_KEY = "dsk_" + "5" * 64
+COLD_KEY = "dsk_" + "6" * 64
 ORDER_TIMEOUT_S = 3.0  # per announcement; a miss is counted, never waited for longer
 STARTUP_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 40.0
@@ -210,7 +212,8 @@ async def run(opts: Options) -> Report:
         async with (
             FakeBinance(markets=market_list(opts)) as fake,
             FeedEmulator(
-                api_keys={FAST_KEY, DEFAULT_KEY, FLOOR_KEY, BURST_KEY}, heartbeat_interval=5.0
+                api_keys={FAST_KEY, DEFAULT_KEY, FLOOR_KEY, BURST_KEY, MARKET_KEY, COLD_KEY},
+                heartbeat_interval=5.0,
             ) as emu,
         ):
             listing_buy = StrategySpec("listing_buy", "listing_buy.py", {"cost": 20})
@@ -221,6 +224,7 @@ async def run(opts: Options) -> Report:
                 ccxt: dict[str, Any],
                 strategies: list[StrategySpec],
                 health_port: int | None = None,
+                trading: dict[str, Any] | None = None,
             ) -> str:
                 return daemon_config(
                     emu=emu,
@@ -230,6 +234,7 @@ async def run(opts: Options) -> Report:
                     strategies=strategies,
                     ccxt_extra=ccxt,
                     health_port=health_port,
+                    trading_extra=trading,
                 )
 
             procs: list[Proc] = []
@@ -256,6 +261,17 @@ async def run(opts: Options) -> Report:
                 floor = await spawn_floor(emu, fake, FLOOR_KEY, work)
                 procs.append(floor)
                 await _connected(emu, 3, floor)
+                # The price cap's cost, side by side: the same daemon sending today's uncapped market
+                # order, and one with no warm prices (each order fetches its symbol's book ticker).
+                market_buy = StrategySpec("listing_buy", "listing_buy.py", {"cost": 20, "max_slippage": None})
+                market = await spawn_daemon("market", config("market", MARKET_KEY, {}, [market_buy]), work)
+                procs.append(market)
+                await _connected(emu, 4, market)
+                cold = await spawn_daemon(
+                    "cold", config("cold", COLD_KEY, {}, [listing_buy], trading={"price_refresh": 0}), work
+                )
+                procs.append(cold)
+                await _connected(emu, 5, cold)
                 burst_strategies = [
                     listing_buy,
                     StrategySpec("listing_buy_b", "listing_buy.py", {"cost": 10}),
@@ -267,9 +283,15 @@ async def run(opts: Options) -> Report:
                 )
                 health = f"http://127.0.0.1:{health_port}"
                 procs.append(burster)
-                await _connected(emu, 4, burster)
+                await _connected(emu, 6, burster)
 
-                targets = {"daemon": FAST_KEY, "floor": FLOOR_KEY, "ccxt_default": DEFAULT_KEY}
+                targets = {
+                    "daemon": FAST_KEY,
+                    "daemon_market": MARKET_KEY,
+                    "daemon_cold": COLD_KEY,
+                    "floor": FLOOR_KEY,
+                    "ccxt_default": DEFAULT_KEY,
+                }
                 await _latency(emu, fake, opts, targets, report, procs)
                 await _multi(emu, fake, opts, targets, report, procs)
                 report.rss_before_bursts_kib = burster.memory_kib()[0]
@@ -468,7 +490,9 @@ def render(report: Report, opts: Options) -> str:
     w("announcement -> order request (emulator frame write to fake exchange receipt, wall clock)")
     w(f"  {'path':<34} {'p50':>10} {'p99':>10} {'max':>10} {'missing':>8}")
     labels = {
-        "daemon": "daemon (bridge run)",
+        "daemon": "daemon, capped, warm prices",
+        "daemon_market": "daemon, uncapped market order",
+        "daemon_cold": "daemon, capped, cold prices",
         "floor": "floor (decode + signed aiohttp POST)",
         "ccxt_default": "daemon, ccxt default rate limiter",
     }
@@ -476,9 +500,14 @@ def render(report: Report, opts: Options) -> str:
         s = report.single[name]
         w(f"  {label:<34} {us(s.p(50)):>10} {us(s.p(99)):>10} {us(s.max):>10} {s.missing:>8}")
     d, f, c = (report.single[k] for k in ("daemon", "floor", "ccxt_default"))
+    m, cold = report.single["daemon_market"], report.single["daemon_cold"]
     w(
         f"  daemon / floor: p50 {d.p(50) / f.p(50):.2f}x, p99 {d.p(99) / f.p(99):.2f}x;"
         f"  ccxt default / daemon: p50 {c.p(50) / d.p(50):.1f}x, p99 {c.p(99) / d.p(99):.1f}x"
+    )
+    w(
+        f"  price cap: capped / market p50 {d.p(50) / m.p(50):.2f}x, p99 {d.p(99) / m.p(99):.2f}x;"
+        f"  cold / warm p50 {cold.p(50) / d.p(50):.2f}x, p99 {cold.p(99) / d.p(99):.2f}x"
     )
     w()
     w("three tickers per announcement: first and last of the three orders")

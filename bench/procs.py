@@ -39,6 +39,7 @@ def daemon_config(
     ccxt_extra: dict[str, Any],
     max_event_age: float = 10.0,
     health_port: int | None = None,
+    trading_extra: dict[str, Any] | None = None,
 ) -> str:
     """A live-trading config against the local servers. JSON is YAML, so nested values are dumped."""
     ccxt = {**fake.ccxt_config(), **ccxt_extra}
@@ -56,7 +57,13 @@ def daemon_config(
         f"    ccxt: {json.dumps(ccxt)}",
         "trading: "
         + json.dumps(
-            {"dry_run": False, "max_event_age": max_event_age, "max_order_cost": 100, "daily_max_cost": None}
+            {
+                "dry_run": False,
+                "max_event_age": max_event_age,
+                "max_order_cost": 100,
+                "daily_max_cost": None,
+                **(trading_extra or {}),
+            }
         ),
         f"state_dir: {state_dir}",
         "log: {level: info, format: json}",
