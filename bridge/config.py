@@ -122,10 +122,15 @@ class TradingConfig:
     # Seconds between batch price refreshes per exchange (one request for every symbol, off the order
     # path; Binance: weight 4 each). 0: no warm prices, every order fetches its own.
     price_refresh: float = 1.0
+    # Paper mode's starting free balances per asset (what ctx.balance reports before any fill); paper
+    # fills spend and add to them, and the paper journal keeps them across restarts (seeded once).
+    paper_balance: dict[str, float] = field(default_factory=lambda: {"USDT": 1000.0})
 
     def __post_init__(self) -> None:
         if self.max_event_age <= 0:
             raise SchemaError("max_event_age", "must be positive")
+        if any(amount < 0 for amount in self.paper_balance.values()):
+            raise SchemaError("paper_balance", "amounts must not be negative")
         _check_quote_limits("max_order_cost", self.max_order_cost)
         _check_quote_limits("daily_max_cost", self.daily_max_cost)
 

@@ -204,6 +204,7 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self.exits.run(stop), name="exits"))
         if self.system is not None:
             self._tasks.append(asyncio.create_task(self.system.prices.run(stop), name="prices"))
+            self._tasks.append(asyncio.create_task(self.system.balances.run(stop), name="balances"))
         stopper = asyncio.create_task(self._stop.wait(), name="stop-wait")
         try:
             await asyncio.wait({supervisor, stopper}, return_when=asyncio.FIRST_COMPLETED)

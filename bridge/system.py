@@ -23,6 +23,7 @@ from bridge.errors import ExchangeError
 from bridge.feed.codec import Announcement
 from bridge.feed.recorder import Recorder
 from bridge.feed.supervisor import NoStatusSink, Supervisor
+from bridge.trading.balances import Balances
 from bridge.trading.claims import MAX_WINDOW_S, SymbolClaims
 from bridge.trading.dispatch import DEFAULT_MAX_CONCURRENT, Dispatcher, StrategyRunner, call_hook
 from bridge.trading.exits import ExitManager
@@ -49,6 +50,7 @@ class TradingSystem:
     exchanges: Mapping[str, Exchange]
     router: OrderRouter
     prices: PriceCache
+    balances: Balances
     exits: ExitManager
     runners: list[StrategyRunner]
     dispatcher: Dispatcher
@@ -77,7 +79,8 @@ async def assemble(
     strategy whose `on_start` fails (or exceeds `hook_timeout`) is logged and left out, the others run.
     `dry_run` defaults to the config's; replay passes True whatever the config says. `refresh_prices`
     False keeps no prices warm (replay: the stream's price lines are the venue); the caller runs
-    `system.prices.run(stop)` otherwise."""
+    `system.prices.run(stop)` otherwise. Balances: live, the caller runs `system.balances.run(stop)`;
+    paper, the journal's paper book (seeded from `trading.paper_balance`), moved by paper fills."""
     paper = config.trading.dry_run if dry_run is None else dry_run
     price_max_ages = {s.name: s.price_max_age for s in config.strategies}
     max_concurrent = {s.name: s.max_concurrent for s in config.strategies}
@@ -87,6 +90,15 @@ async def assemble(
         refresh_interval=config.trading.price_refresh if refresh_prices else 0.0,
         clock_ns=clock_ns,
     )
+    balances = Balances(
+        exchanges, paper=config.trading.paper_balance if paper else None, journal=journal if paper else None
+    )
+
+    def outcome_listener(outcome: OrderOutcome) -> None:
+        balances.on_outcome(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
     router = router_factory(
         gate=gate,
         risk=RiskLimits(config.trading, journal, clock_ns=clock_ns, exchanges=config.exchanges),
@@ -95,7 +107,7 @@ async def assemble(
         dry_run=paper,
         prices=prices,
         sleep=sleep,
-        on_outcome=on_outcome,
+        on_outcome=outcome_listener,
     )
     exits = ExitManager(journal=journal, router=router, exchanges=exchanges, prices=prices, clock_ns=clock_ns)
     claims = SymbolClaims(journal.buys_since(clock_ns() - int(MAX_WINDOW_S * 1e9)), clock_ns=clock_ns)
@@ -108,6 +120,7 @@ async def assemble(
             dry_run=paper,
             claims=claims,
             price_max_age=price_max_ages.get(strategy.name),
+            balances=balances,
         )
         if await call_hook(strategy.name, "on_start", strategy.on_start(ctx), within=hook_timeout):
             runners.append(
@@ -122,6 +135,7 @@ async def assemble(
         exchanges=exchanges,
         router=router,
         prices=prices,
+        balances=balances,
         exits=exits,
         runners=runners,
         dispatcher=Dispatcher(source, runners, journal),

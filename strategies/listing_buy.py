@@ -16,6 +16,9 @@ class ListingBuyParams:
     exchange: str = "binance"  # where to buy (a key of `exchanges:` in the config)
     quote: str = "USDT"  # buy TICKER/QUOTE
     cost: float = 20.0  # quote currency to spend per ticker (at most: a capped buy never spends more)
+    # Spend at most this fraction of the free quote balance per ticker (0.01 = 1 %); with `cost`, the
+    # smaller of the two. None: `cost` alone. When set and no balance is known, the buy is skipped.
+    balance_fraction: float | None = None
     # The price cap: a limit IOC at the best ask x (1 + max_slippage); null: a market order, no cap.
     max_slippage: float | None = 0.05
     # Buy a symbol on the exchange once per this many seconds, whichever publisher or title announced
@@ -34,6 +37,8 @@ class ListingBuyParams:
     def __post_init__(self) -> None:
         if self.cost <= 0:
             raise ValueError("cost must be positive")
+        if self.balance_fraction is not None and not 0 < self.balance_fraction <= 1:
+            raise ValueError("balance_fraction is a fraction in (0, 1]: 0.01 = 1 % of the free quote balance")
         if self.max_slippage is not None and not 0 < self.max_slippage < 1:
             raise ValueError("max_slippage is a fraction in (0, 1): 0.05 = 5 % over the best ask")
         if not 0 < self.once_per_symbol <= 30 * 86400:
@@ -78,6 +83,17 @@ class ListingBuy(Strategy):
             ctx.release_symbol(p.exchange, symbol)
             ctx.log.info("order.skipped", exchange=p.exchange, symbol=symbol, reason="no_active_market")
             return None
+        if p.balance_fraction is not None:
+            free = await ctx.balance(p.exchange, p.quote)
+            if free is None:
+                ctx.release_symbol(p.exchange, symbol)
+                ctx.log.info("order.skipped", exchange=p.exchange, symbol=symbol, reason="balance_unknown")
+                return None
+            cost = min(cost, free * p.balance_fraction)
+            if cost <= 0:
+                ctx.release_symbol(p.exchange, symbol)
+                ctx.log.info("order.skipped", exchange=p.exchange, symbol=symbol, reason="balance_empty")
+                return None
         outcome = await ctx.buy(p.exchange, symbol, cost=cost, exit=self._exit, max_slippage=p.max_slippage)
         if outcome.status in ("skipped", "rejected", "expired"):
             ctx.release_symbol(p.exchange, symbol)  # nothing bought: a later announcement may try

@@ -96,6 +96,7 @@ class FakeBinance(FakeVenue):
         port: int = 0,
     ) -> None:
         self._exchange_info: bytes | None = None  # cached: the big response is rebuilt only on change
+        self.balances: dict[str, float] = {"USDT": 100000.0}  # free per asset, as GET account reports
         super().__init__(api_key=api_key, secret=secret, markets=markets, host=host, port=port)
 
     def ccxt_config(self) -> dict[str, Any]:
@@ -317,7 +318,10 @@ class FakeBinance(FakeVenue):
                 "canDeposit": False,
                 "updateTime": self._now_ms(),
                 "accountType": "SPOT",
-                "balances": [{"asset": "USDT", "free": "100000.00000000", "locked": "0.00000000"}],
+                "balances": [
+                    {"asset": asset, "free": f"{free:.8f}", "locked": "0.00000000"}
+                    for asset, free in self.balances.items()
+                ],
                 "permissions": ["SPOT"],
             }
         )

@@ -97,6 +97,7 @@ class Journal:
         self.writable = self._intent_log is not None
         self._pending_announcements: list[tuple[Announcement, int]] = []
         self._pending_intents: list[tuple[OrderIntent, int]] = []
+        self._pending_balances: dict[str, float] = {}
         self._flush_due = False
         self._closed = False
         self._closing = threading.Event()
@@ -129,9 +130,12 @@ class Journal:
         """Write the rows still pending (announcements and intents recorded since the last flush) to
         SQLite in one commit. A no-op once closed: a scheduled flush may fire after shutdown. On a
         failure the rows stay pending (and their intents stay in the intent log) and it raises."""
-        if self._closed or not (self._pending_announcements or self._pending_intents):
+        if self._closed or not (
+            self._pending_announcements or self._pending_intents or self._pending_balances
+        ):
             return
         announcements, intents = self._pending_announcements, self._pending_intents
+        balances = self._pending_balances
         with self._db:  # one transaction; rolled back on error
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -139,8 +143,9 @@ class Journal:
                 [_announcement_row(a, seen_ns) for a, seen_ns in announcements],
             )
             self._db.executemany(_INSERT_INTENT, [_intent_row(i, now) for i, now in intents])
+            self._db.executemany("INSERT OR REPLACE INTO paper_balances VALUES (?,?)", list(balances.items()))
         # Only now, after the commit: a failed flush must leave them to be written again.
-        self._pending_announcements, self._pending_intents = [], []
+        self._pending_announcements, self._pending_intents, self._pending_balances = [], [], {}
         if self._intent_log is not None and self._intent_log.size > INTENT_LOG_MAX_BYTES:
             self._intent_log.clear()
 
@@ -217,6 +222,19 @@ class Journal:
         self._pending_announcements.append((a, a.received_ns or self._clock_ns()))
         self._flush_soon()
         return True
+
+    def paper_balances(self) -> dict[str, float]:
+        """The paper account's free amount per asset as last recorded ({}: never seeded)."""
+        self._try_flush()
+        return {str(a): float(v) for a, v in self._db.execute("SELECT asset, amount FROM paper_balances")}
+
+    def record_paper_balances(self, amounts: dict[str, float]) -> None:
+        """Remember paper amounts (the assets given; others keep theirs). Written with the next flush,
+        like announcement rows: no commit on the order path."""
+        if not self.writable:
+            return
+        self._pending_balances.update(amounts)
+        self._flush_soon()
 
     def reserve(self, intent: OrderIntent) -> bool:
         """Record an order's intent before it is sent: durable (logged) when this returns True. False

@@ -106,6 +106,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "orders.limit_price: the price cap (buys) or floor (sells) of a limit IOC order; NULL: market order.",
         ("ALTER TABLE orders ADD COLUMN limit_price REAL",),
     ),
+    Migration(
+        3,
+        "paper_balances: the paper account's free amount per asset, moved by paper fills.",
+        ("CREATE TABLE paper_balances (asset TEXT PRIMARY KEY, amount REAL NOT NULL)",),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version  # the version this code reads and writes
 

@@ -17,6 +17,7 @@ from bridge.trading.pricing import DEFAULT_MAX_SLIPPAGE
 from bridge.trading.readonly import ReadOnlyExchange
 
 if TYPE_CHECKING:
+    from bridge.trading.balances import Balances
     from bridge.trading.model import ExitPlan, OrderOutcome
     from bridge.trading.orders import OrderRouter
     from bridge.venues.exchange import Exchange
@@ -64,8 +65,10 @@ class Context:
         log: Any = None,
         price_max_age: float | None = None,
         claims: SymbolClaims | None = None,
+        balances: Balances | None = None,
     ) -> None:
         self.strategy = strategy
+        self._balances = balances
         self._claims = claims if claims is not None else SymbolClaims()
         self.price_max_age = price_max_age  # None: the trading-wide `price_max_age`
         self.dry_run = dry_run
@@ -86,6 +89,7 @@ class Context:
             log=self.log,  # already bound to the strategy; binding again costs ~75 µs per announcement
             price_max_age=self.price_max_age,
             claims=self._claims,
+            balances=self._balances,
         )
 
     def claim_symbol(self, exchange: str, symbol: str, window: float) -> bool:
@@ -191,3 +195,12 @@ class Context:
         if exchange not in self._exchanges:
             return None
         return await self._router.prices.reference(exchange, symbol, side, self.price_max_age)
+
+    async def balance(self, exchange: str, asset: str) -> float | None:
+        """The free amount of `asset` (e.g. "USDT") on `exchange`, from the daemon's balance cache (no
+        request on the order path): live, the venue's as of its last refresh (every 30 s and after each
+        fill); paper, the paper account's (`trading.paper_balance`, moved by paper fills). 0.0 for an
+        asset the account holds none of; None when no balance is known."""
+        if self._balances is None or exchange not in self._exchanges:
+            return None
+        return self._balances.free(exchange, asset)

@@ -434,6 +434,14 @@ class Exchange:
         with translated(self._id, "read"):
             return await quotes.fetch_one(ex, symbol)
 
+    async def fetch_free_balances(self) -> dict[str, float]:
+        """Free amount per asset (ccxt fetch_balance()['free']); a failed request raises like fetch_quotes."""
+        ex = self._started()
+        with translated(self._id, "read"):
+            free = (await ex.fetch_balance()).get("free") or {}
+        amounts = {str(asset): finite_float(value) for asset, value in free.items()}
+        return {asset: value for asset, value in amounts.items() if value is not None}
+
     async def fetch_price(self, symbol: str) -> float | None:
         """The last traded price, or None (logged) if the exchange cannot say."""
         ex = self._started()
