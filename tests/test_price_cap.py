@@ -7,9 +7,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
-from bridge import telemetry
+from bridge import load_config_text, run_replay, telemetry
 from bridge.sim.fake_exchange import FakeBinance
 from bridge.trading.claims import SymbolClaims
 from bridge.trading.paper import PaperBroker
@@ -160,3 +161,44 @@ def test_symbol_claim_blocks_a_second_publisher_and_survives_restart() -> None:
     assert restarted.claim("s", "binance", "ABC/USDT", 86400)
     now[0] += 86401 * 10**9
     assert claims.claim("s", "binance", "ABC/USDT", 86400)  # the window has passed
+
+
+async def test_listing_buy_buys_a_coin_once_whoever_announces_it(tmp_path: Path) -> None:
+    """Upbit announces ABC, Bithumb announces it a millisecond later, Upbit updates the title: through
+    the real dispatcher and listing_buy (replay), one buy of ABC/USDT; the second and third are
+    skipped, and a different coin in the same second is still bought."""
+    t = 1_767_225_600_000_000_000
+
+    def ann(ticker: str, publisher: str, title: str, dt_ms: int) -> dict[str, object]:
+        return {
+            "t": t + dt_ms * 1_000_000,
+            "msg": {
+                "type": "announcement",
+                "title": title,
+                "ticker": ticker,
+                "publisher": publisher,
+                "listingType": "spot_listing",
+                "detectedTimestampUs": (t + dt_ms * 1_000_000) // 1000,
+            },
+        }
+
+    lines = [
+        {"markets": {"binance": {"ABC/USDT": 2.0, "DEF/USDT": 0.5}}},
+        ann("ABC", "upbit", "[Upbit] ABC KRW listing", 0),
+        ann("ABC", "bithumb", "[Bithumb] ABC 원화 마켓 추가", 1),
+        ann("DEF", "bithumb", "[Bithumb] DEF listing", 2),
+        ann("ABC", "upbit", "[Upbit] ABC KRW listing (updated)", 500),
+    ]
+    stream = tmp_path / "stream.jsonl"
+    stream.write_bytes(b"\n".join(orjson.dumps(line) for line in lines))
+    cfg = load_config_text(
+        "feed: {api_key: replay-placeholder}\n"
+        "exchanges: {binance: {}}\n"
+        "strategies:\n"
+        "  - {name: lb, module: strategies.listing_buy,"
+        " params: {cost: 10, publishers: [upbit, bithumb]}}\n"
+    )
+    report = await run_replay(stream, cfg)
+    placed = [r.outcome.symbol for r in report.rows if r.outcome.ok]
+    assert sorted(placed) == ["ABC/USDT", "DEF/USDT"]
+    assert report.announcements == 4
