@@ -1,12 +1,17 @@
-"""The one place for waiting after a failure: capped, jittered exponential backoff and the server's
-Retry-After (header or JSON body). Used by the feed supervisor, the venues and the alert senders.
+"""The one place for waiting after a failure: capped, jittered exponential backoff, the server's
+Retry-After (header or JSON body), and the background refresh loop built on both. Used by the feed
+supervisor, the venues, the alert senders and the price and balance caches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
+
+from bridge.aio import Sleep, sleep_or_stop
+from bridge.errors import ExchangeError, RateLimited
 
 JITTER = 0.25
 # A server asking for more than a week is not asking for a delay; treat the value as garbage.
@@ -52,3 +57,32 @@ def retry_after_header(headers: Mapping[str, str] | None) -> float | None:
         return None
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     return parse_retry_after(value)
+
+
+async def refresh_until_stopped(
+    refresh: Callable[[], Awaitable[object]],
+    *,
+    every: float,
+    max_wait: float,
+    stop: asyncio.Event,
+    sleep: Sleep,
+    on_failure: Callable[[ExchangeError, float], None],
+) -> None:
+    """Run `refresh` at once, then every `every` seconds, until `stop`. A failed refresh (an
+    ExchangeError) is reported to `on_failure` with the wait before the next try: the shared backoff
+    from `every` up to `max_wait`, never less than a rate limit's Retry-After."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            await refresh()
+        except ExchangeError as exc:
+            failures += 1
+            wait = backoff_delay(failures, every, max_wait)
+            if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                wait = max(wait, exc.retry_after)
+            on_failure(exc, wait)
+        else:
+            failures = 0
+            wait = every
+        if await sleep_or_stop(sleep, wait, stop):
+            return

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from bridge.aio import Sleep, sleep_or_stop
-from bridge.errors import ExchangeError, RateLimited
-from bridge.retry import backoff_delay
+from bridge.aio import Sleep
+from bridge.errors import ExchangeError
+from bridge.retry import refresh_until_stopped
 from bridge.venues.exchange import Exchange
 from bridge.venues.types import Quote, Side
 
@@ -134,20 +134,14 @@ class PriceCache:
         await asyncio.gather(*(self._run_one(ex_id, stop, sleep) for ex_id in self._exchanges))
 
     async def _run_one(self, exchange: str, stop: asyncio.Event, sleep: Sleep) -> None:
-        failures = 0
-        while not stop.is_set():
-            try:
-                await self.refresh(exchange)
-            except ExchangeError as exc:
-                failures += 1
-                wait = backoff_delay(failures, self.refresh_interval, 60.0)
-                if isinstance(exc, RateLimited) and exc.retry_after is not None:
-                    wait = max(wait, exc.retry_after)
-                log.warning(
-                    "prices.refresh_failed", exchange=exchange, error=str(exc), retry_in=round(wait, 2)
-                )
-            else:
-                failures = 0
-                wait = self.refresh_interval
-            if await sleep_or_stop(sleep, wait, stop):
-                return
+        def failed(exc: ExchangeError, wait: float) -> None:
+            log.warning("prices.refresh_failed", exchange=exchange, error=str(exc), retry_in=round(wait, 2))
+
+        await refresh_until_stopped(
+            lambda: self.refresh(exchange),
+            every=self.refresh_interval,
+            max_wait=60.0,
+            stop=stop,
+            sleep=sleep,
+            on_failure=failed,
+        )
