@@ -54,11 +54,18 @@ class ExitManager:
         self._router = router
         self._exchanges = exchanges
         self._clock_ns = clock_ns
+        # Set after a pass that found no open position (the daemon in exits-only mode waits on it).
+        self.flat = asyncio.Event()
 
     async def check(self) -> list[OrderOutcome]:
         """One pass over the open positions; sells those that reached an exit."""
         outcomes: list[OrderOutcome] = []
-        for position in self._journal.open_positions():
+        positions = self._journal.open_positions()
+        if not positions:
+            self.flat.set()
+            return outcomes
+        self.flat.clear()
+        for position in positions:
             ex = self._exchanges.get(position.exchange)
             if ex is None:
                 continue
