@@ -333,6 +333,10 @@ class Journal:
         cur.row_factory = sqlite3.Row
         return cur.execute(sql, params).fetchall()
 
+    def positions(self, states: tuple[str, ...] | None = None) -> list[Position]:
+        """Positions in `states` (all when None), oldest first: what `bridge positions` lists."""
+        return [p for p in self.open_positions() if states is None or p.state in states]
+
     def open_positions(self) -> list[Position]:
         """Filled entries with an exit plan and no exit order yet (whatever became of that exit: a
         rejected exit is not retried automatically; it is logged for a human)."""
