@@ -83,6 +83,29 @@ async def test_health_is_503_while_halted_and_200_when_armed() -> None:
     assert status == 200 and body["trading"] == {"armed": True, "halt_reasons": []}
 
 
+async def test_health_status_follows_the_halt_table() -> None:
+    """/health answers by the halt table, not by `armed` alone: a daily loss limit (entries halted as
+    designed) is 200 with the reason listed; a venue's rejected key is 503 and listed with its venue;
+    the snapshot carries the daemon's mode."""
+    gate = TradingGate()
+    gate.resume("starting")
+    gate.resume("disconnected")
+    gate.halt("loss_limit")
+    started = time.monotonic()
+
+    def snapshot() -> dict[str, Any]:
+        return build_snapshot(gate=gate, supervisor=None, runners=[], started_at=started, mode="exits_only")
+
+    async with serving(snapshot) as server:
+        status, body = await get_json(server.url + "/health")
+        assert status == 200 and body["healthy"] is True and body["mode"] == "exits_only"
+        assert body["trading"] == {"armed": False, "halt_reasons": ["loss_limit"]}
+        gate.halt("credentials_rejected", venue="binance")
+        status, body = await get_json(server.url + "/health")
+    assert status == 503 and body["healthy"] is False
+    assert body["trading"]["halt_reasons"] == ["credentials_rejected:binance", "loss_limit"]
+
+
 async def test_snapshot_of_a_live_feed_connection() -> None:
     """With a real supervisor connected to the emulator, the snapshot shows the feed state, seconds since
     the last server message and since the welcome, the welcome's tier, exchanges and seconds left on the
@@ -120,6 +143,8 @@ async def test_snapshot_of_a_live_feed_connection() -> None:
         == expected
         == {
             "uptime_s": 100.0,
+            "mode": "normal",
+            "healthy": True,
             "feed": {
                 "state": "connected",
                 "last_message_age_s": round(now - sup.last_message_at, 3),

@@ -552,3 +552,77 @@ async def test_order_outcomes(
     if event is not None:
         assert received[0].body["fields"]["status"] == status
         assert "buy ABC/USDT on binance" in received[0].body["text"]
+
+
+async def test_halt_alerts_follow_the_halt_table(endpoints: Callable[[], Awaitable[Endpoint]]) -> None:
+    """trading_halted goes out for the reasons the halt table marks as alerting (loss_limit,
+    journal_unwritable) and names the venue of a venue-scoped one; feed outages send none."""
+    hook = await endpoints()
+    notifier = Notifier(AlertsConfig(webhook=webhook(hook)))
+    gate = TradingGate()
+    notifier.attach(gate)
+    async with running(notifier):
+        gate.resume("starting")
+        gate.halt("feed_stale")
+        gate.halt("credentials_rejected", venue="binance")
+        gate.halt("loss_limit")
+        gate.halt("journal_unwritable")
+        received = await hook.wait_received(3)
+    assert [r.body["event"] for r in received] == ["trading_halted"] * 3
+    scoped = received[0].body
+    assert scoped["text"] == "Trading halted on binance: credentials_rejected"
+    assert scoped["fields"]["reason"] == "credentials_rejected" and scoped["fields"]["venue"] == "binance"
+    assert "credentials_rejected:binance" in scoped["fields"]["reasons"]
+    assert [r.body["fields"]["reason"] for r in received[1:]] == ["loss_limit", "journal_unwritable"]
+
+
+async def test_exit_alerts(endpoints: Callable[[], Awaitable[Endpoint]]) -> None:
+    """exit_failed, position_abandoned and exits_only are queued like the order alerts (never awaited
+    by the caller) and carry the position's exchange, symbol, client ids and reason."""
+    hook = await endpoints()
+    notifier = Notifier(AlertsConfig(webhook=webhook(hook)))
+    async with running(notifier):
+        notifier.exit_failed("binance", "ABC/USDT", "bxexit1", "insufficient_balance")
+        notifier.position_abandoned("binance", "ABC/USDT", "bxentry1", "5 exits rejected")
+        notifier.exits_only(
+            reason="the feed closed the connection: key_expired", positions=["ABC/USDT on binance"]
+        )
+        received = await hook.wait_received(3)
+    bodies = {r.body["event"]: r.body for r in received}
+    assert list(bodies) == ["exit_failed", "position_abandoned", "exits_only"]
+    assert bodies["exit_failed"]["fields"] == {
+        "exchange": "binance",
+        "symbol": "ABC/USDT",
+        "client_order_id": "bxexit1",
+        "reason": "insufficient_balance",
+    }
+    assert "ABC/USDT on binance" in bodies["exit_failed"]["text"]
+    assert bodies["position_abandoned"]["fields"]["entry_client_order_id"] == "bxentry1"
+    assert "by hand" in bodies["position_abandoned"]["text"]
+    assert bodies["exits_only"]["fields"] == {
+        "reason": "the feed closed the connection: key_expired",
+        "open_positions": 1,
+        "positions": ["ABC/USDT on binance"],
+    }
+
+
+async def test_no_feed_down_in_exits_only_mode(endpoints: Callable[[], Awaitable[Endpoint]]) -> None:
+    """Once exits_only went out (the feed is gone for good), the outage it announced earns no
+    feed_down later."""
+    hook = await endpoints()
+    vt = VirtualTime()
+    notifier = Notifier(
+        AlertsConfig(webhook=webhook(hook), feed_down_after=60), clock=vt.clock, sleep=vt.sleep
+    )
+    gate = TradingGate()
+    gate.resume("starting")
+    gate.resume("disconnected")
+    notifier.attach(gate)
+    async with running(notifier):
+        gate.halt("disconnected")
+        await vt.sleeping(1)
+        notifier.exits_only(reason="key_expired", positions=["ABC/USDT on binance"])
+        await vt.advance(100)
+        notifier.notify("started", "sentinel")
+        await hook.wait_received(2)
+    assert hook.events() == ["exits_only", "started"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 import structlog
@@ -25,10 +25,13 @@ from bridge.feed.codec import Welcome
 from bridge.ops import metrics as _ops_metrics  # noqa: F401
 from bridge.trading import metrics as _trading_metrics  # noqa: F401
 from bridge.trading.gate import TradingGate
+from bridge.trading.halts import unhealthy
 
 log = structlog.get_logger(__name__)
 
 Snapshot = Callable[[], dict[str, Any]]
+# "exits_only": the feed is gone for good (dead key) and the daemon only watches open positions.
+Mode = Literal["normal", "exits_only"]
 
 
 class FeedStatus(Protocol):
@@ -63,15 +66,21 @@ def build_snapshot(
     supervisor: FeedStatus | None,
     runners: Iterable[RunnerStatus],
     started_at: float,
+    mode: Mode = "normal",
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """The daemon's state as plain JSON-ready data. `started_at` and the supervisor's times are on the
-    monotonic clock (asyncio's loop.time() is time.monotonic() on every platform bridge runs on)."""
+    monotonic clock (asyncio's loop.time() is time.monotonic() on every platform bridge runs on).
+    `healthy` is what /health answers 200 for: no halt reason the halt table marks as 503. Scoped
+    reasons are listed with their venue ("credentials_rejected:binance")."""
     now = clock()
+    reasons = gate.reasons
     return {
         "uptime_s": _age(now, started_at),
+        "mode": mode,
+        "healthy": not unhealthy(reasons),
         "feed": _feed(supervisor, now),
-        "trading": {"armed": gate.armed, "halt_reasons": sorted(gate.reasons)},
+        "trading": {"armed": not reasons, "halt_reasons": sorted(reasons)},
         "strategies": {
             r.name: {"handled": r.handled, "errors": r.errors, "queued": r.queue.qsize()} for r in runners
         },
@@ -106,8 +115,9 @@ def _age(now: float, since: float | None) -> float | None:
 
 
 class HealthServer:
-    """`GET /health`: the snapshot as JSON, 200 while trading is armed, else 503 (so a plain HTTP check
-    alerts on a halt). `GET /metrics`: Prometheus text exposition of bridge's metrics."""
+    """`GET /health`: the snapshot as JSON, 200 while it is `healthy` (no halt reason the halt table
+    marks as 503; a snapshot without that field: while trading is armed), else 503, so a plain HTTP
+    check alerts on a halt that needs attention. `GET /metrics`: Prometheus text exposition."""
 
     def __init__(self, cfg: HealthConfig, snapshot: Snapshot) -> None:
         self._cfg = cfg
@@ -146,10 +156,12 @@ class HealthServer:
         except Exception:  # a health check must answer, even about a broken snapshot
             log.exception("health.snapshot_failed")
             return web.json_response({"error": "snapshot_failed"}, status=500)
-        armed = snapshot.get("trading", {}).get("armed") is True
+        healthy = snapshot.get("healthy")
+        if healthy is None:
+            healthy = snapshot.get("trading", {}).get("armed")
         return web.Response(
             body=orjson.dumps(snapshot, default=str),
-            status=200 if armed else 503,
+            status=200 if healthy is True else 503,
             content_type="application/json",
         )
 

@@ -23,6 +23,7 @@ from bridge.config import AlertsConfig, TelegramConfig, WebhookConfig
 from bridge.feed.codec import Welcome
 from bridge.ops import metrics
 from bridge.trading.gate import TradingGate
+from bridge.trading.halts import rule_for, split_key
 
 log = structlog.get_logger(__name__)
 
@@ -37,10 +38,10 @@ FLUSH_TIMEOUT = 3.0  # close() gives queued alerts this long, so shutdown stays 
 KEY_ALERT_EVERY = 86400.0  # key_expiring at most once a day
 TELEGRAM_MAX_TEXT = 4000  # Telegram refuses texts over 4096 characters
 
+# Feed outages earn `feed_down` once they last; the halt table keeps them (and start-up, shutdown) out
+# of `trading_halted`: a reconnect blip halts trading for a second or two, and paging on each one
+# would teach people to ignore us.
 FEED_REASONS = frozenset({"disconnected", "feed_stale"})
-# Halts that other alerts report: feed outages (feed_down, once they last), start-up and shutdown. A
-# reconnect blip halts trading for a second or two; paging on each one would teach people to ignore us.
-QUIET_REASONS = FEED_REASONS | {"starting", "shutting_down"}
 
 # Order outcome status -> (alert event, headline). `skipped` is routine (gate, risk limits): log only.
 ORDER_ALERTS: Mapping[str, tuple[str, str]] = {
@@ -161,6 +162,7 @@ class Notifier:
         self._feed_changed = asyncio.Event()
         self._key_alerted_at: float | None = None
         self._stopping = False
+        self._feed_gone = False  # exits-only mode: the feed will not come back, as exits_only said
 
     @property
     def enabled(self) -> bool:
@@ -198,17 +200,28 @@ class Notifier:
         gate.subscribe(self.on_gate_change)
 
     def on_gate_change(self, armed: bool, reasons: frozenset[str], reason: str) -> None:
-        """A TradingGate listener: trading_halted when a halt reason other than a feed outage, start or
-        stop is set; trading_resumed when trading is armed again after such an alert."""
+        """A TradingGate listener: trading_halted when a halt reason the halt table marks as alerting is
+        set (a venue-scoped one names its venue); trading_resumed when trading is armed again after
+        such an alert."""
         self._track_feed(reasons)
         if armed:
             if self._halt_alerted:
                 self._halt_alerted = False
                 self.notify("trading_resumed", "Trading resumed", reason=reason)
             return
-        if reason in reasons and reason not in QUIET_REASONS:
+        if reason in reasons and rule_for(reason).alerts:
             self._halt_alerted = True
-            self.notify("trading_halted", f"Trading halted: {reason}", reason=reason, reasons=sorted(reasons))
+            name, venue = split_key(reason)
+            if venue is None:
+                self.notify("trading_halted", f"Trading halted: {name}", reason=name, reasons=sorted(reasons))
+            else:
+                self.notify(
+                    "trading_halted",
+                    f"Trading halted on {venue}: {name}",
+                    reason=name,
+                    venue=venue,
+                    reasons=sorted(reasons),
+                )
 
     def on_welcome(self, welcome: Welcome) -> None:
         """key_expiring when the feed key expires within key_expiry_days; at most once a day."""
@@ -236,6 +249,42 @@ class Notifier:
         event, headline = known
         self.notify(event, _order_text(headline, fields), **{**fields, "status": outcome_status})
 
+    def exit_failed(self, exchange: str, symbol: str, client_order_id: str | None, reason: str) -> None:
+        """exit_failed: an exit sell was refused or failed; the position is still open."""
+        self.notify(
+            "exit_failed",
+            f"Exit failed: sell {symbol} on {exchange} ({reason}); the position is still open",
+            exchange=exchange,
+            symbol=symbol,
+            client_order_id=client_order_id,
+            reason=reason,
+        )
+
+    def position_abandoned(self, exchange: str, symbol: str, entry_client_order_id: str, reason: str) -> None:
+        """position_abandoned: bridge stopped trying to close a position; a human must."""
+        self.notify(
+            "position_abandoned",
+            f"Position abandoned: {symbol} on {exchange} is no longer managed ({reason}); close it by hand",
+            exchange=exchange,
+            symbol=symbol,
+            entry_client_order_id=entry_client_order_id,
+            reason=reason,
+        )
+
+    def exits_only(self, *, reason: str, positions: list[str]) -> None:
+        """exits_only: the feed is gone for good (its key is dead) but positions are open, so the daemon
+        keeps watching them for their exits (no new entries) and stops once flat. No feed_down follows:
+        this alert already says the feed is gone."""
+        self._feed_gone = True
+        self._feed_changed.set()
+        self.notify(
+            "exits_only",
+            f"Feed lost for good; exits only until {len(positions)} open position(s) are closed",
+            reason=reason,
+            open_positions=len(positions),
+            positions=positions,
+        )
+
     # ---- feed outage detection ------------------------------------------------------------------------
 
     def _track_feed(self, reasons: frozenset[str]) -> None:
@@ -253,7 +302,7 @@ class Notifier:
 
     def _feed_down_in(self) -> float | None:
         """Seconds until the current outage earns `feed_down`; None when there is nothing to wait for."""
-        if self._down_since is None or self._down_alerted or self._stopping:
+        if self._down_since is None or self._down_alerted or self._stopping or self._feed_gone:
             return None
         return self._down_since + self._cfg.feed_down_after - self._clock()
 

@@ -1,0 +1,144 @@
+"""The one table of halt reasons: each reason's scope, whether it stops entries and exits, whether
+/health answers 503 and whether it alerts. The gate, /health and the notifier read it; the README's
+"Halt reasons" table is this table (a test compares the two).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+HaltReason = Literal[
+    "starting",
+    "disconnected",
+    "feed_stale",
+    "key_expired",
+    "credentials_rejected",
+    "shutting_down",
+    "journal_unwritable",
+    "loss_limit",
+]
+
+# "all": every venue; "venue": one exchange (the gate keys it "reason:venue"); "link": one of several
+# redundant feed links (no reason uses it yet: the gate will learn a link qualifier with the first one).
+Scope = Literal["all", "venue", "link"]
+
+
+@dataclass(frozen=True, slots=True)
+class HaltRule:
+    reason: str
+    scope: Scope
+    blocks_entries: bool
+    blocks_exits: bool
+    unhealthy: bool  # /health answers 503 while it is set
+    alerts: bool  # `trading_halted` goes out when it is set
+    meaning: str
+
+
+HALT_RULES: tuple[HaltRule, ...] = (
+    HaltRule(
+        "starting", "all", True, True, True, False, "exchanges, markets and strategies are not ready yet"
+    ),
+    HaltRule(
+        "disconnected",
+        "all",
+        True,
+        False,
+        True,
+        False,
+        "no live feed connection with a welcome (reconnecting)",
+    ),
+    HaltRule(
+        "feed_stale",
+        "all",
+        True,
+        False,
+        True,
+        False,
+        "no server message within feed.heartbeat_timeout; the socket is being replaced",
+    ),
+    HaltRule(
+        "key_expired",
+        "all",
+        True,
+        False,
+        True,
+        True,
+        "the feed key was rejected, expired, revoked or invalidated: a new key is needed",
+    ),
+    HaltRule(
+        "credentials_rejected",
+        "venue",
+        True,
+        True,
+        True,
+        True,
+        "that exchange rejected its API key: nothing is sent to it until a new key is in place",
+    ),
+    HaltRule("shutting_down", "all", True, True, True, False, "the daemon is stopping"),
+    HaltRule(
+        "journal_unwritable",
+        "all",
+        True,
+        True,
+        True,
+        True,
+        "the journal cannot be written: nothing may be sent that it did not record",
+    ),
+    HaltRule(
+        "loss_limit",
+        "all",
+        True,
+        False,
+        False,
+        True,
+        "the daily loss limit is reached: no new entries until the next UTC day",
+    ),
+)
+
+RULES: Mapping[str, HaltRule] = {rule.reason: rule for rule in HALT_RULES}
+
+# A reason missing from the table (a bug) is treated as the strictest one, never as harmless.
+_UNKNOWN = HaltRule("unknown", "all", True, True, True, True, "not in the table")
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """A gate key ("credentials_rejected:binance", or "key_expired") as (reason, venue or None)."""
+    reason, sep, venue = key.partition(":")
+    return reason, venue if sep else None
+
+
+def halt_key(reason: str, venue: str | None) -> str:
+    """The gate's key for `reason`, qualified by `venue` when it is scoped to one."""
+    return reason if venue is None else f"{reason}:{venue}"
+
+
+def rule_for(key: str) -> HaltRule:
+    """The table row of a reason or gate key (strictest row for an unknown reason)."""
+    return RULES.get(split_key(key)[0], _UNKNOWN)
+
+
+def unhealthy(keys: Iterable[str]) -> bool:
+    """Whether /health answers 503 while these reasons (gate keys) are set."""
+    return any(rule_for(key).unhealthy for key in keys)
+
+
+def markdown_table() -> str:
+    """The table as the README shows it (`python -m bridge.trading.halts` prints it)."""
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    lines = [
+        "| reason | scope | blocks entries | blocks exits | /health 503 | alerts | meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in HALT_RULES:
+        flags = " | ".join(yes(f) for f in (r.blocks_entries, r.blocks_exits, r.unhealthy, r.alerts))
+        lines.append(f"| `{r.reason}` | {r.scope} | {flags} | {r.meaning} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())  # a developer's helper: the README table, ready to paste
