@@ -1,4 +1,4 @@
-"""Command line: `bridge run | demo | check-config | show-config | emulate | fake-exchange`.
+"""Command line: `bridge run | positions | close | check-config | replay | ...` (`bridge -h`: all).
 
 Every user mistake ends as one line on stderr and a documented exit code (0 ok, 1 unexpected,
 77 credentials rejected, 78 configuration error); never a traceback.
@@ -62,6 +62,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     _recording_options(rec)
     rec.set_defaults(func=_cmd_record)
+
+    pos = sub.add_parser(
+        "positions", help="list the open positions and their exit plans from the journal (read-only)"
+    )
+    pos.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    pos.add_argument("--json", action="store_true", help="print a JSON list, for scripts")
+    pos.set_defaults(func=_cmd_positions)
+
+    close = sub.add_parser("close", help="ask the running daemon to sell a position now")
+    close.add_argument("symbol", help="the position's symbol, as `positions` shows it, e.g. ABC/USDT")
+    close.add_argument("--exchange", help="the position's exchange (needed only if several hold SYMBOL)")
+    close.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    close.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer (default: 30)"
+    )
+    close.set_defaults(func=_cmd_close)
+
+    resume = sub.add_parser(
+        "resume", help="ask the running daemon to lift a halt that waits for a human (loss_limit)"
+    )
+    resume.add_argument("reason", choices=["loss_limit"], help="the halt reason to lift")
+    resume.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    resume.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer")
+    resume.set_defaults(func=_cmd_resume)
 
     demo = sub.add_parser(
         "demo", help="run the whole path offline: local feed emulator + local fake exchange, paper trading"
@@ -299,6 +323,60 @@ def _cmd_list_strategies(args: argparse.Namespace) -> int:
     if not config.strategies:
         print("no strategies configured")
     return int(ExitCode.OK)
+
+
+def _quiet_logs() -> None:
+    """Read-only tools: only warnings, on stderr, so stdout holds nothing but the answer."""
+    logs.configure("warning", "console" if sys.stderr.isatty() else "json", stream=sys.stderr)
+
+
+def _cmd_positions(args: argparse.Namespace) -> int:
+    import time
+
+    from bridge.ops import positions_report as positions
+
+    config = config_mod.load(args.config, offline=True)  # no secret needed to read the journal
+    _quiet_logs()
+    found = positions.read_positions(config.state_dir, dry_run=config.trading.dry_run)
+    now_ns = time.time_ns()
+    if args.json:
+        print(positions.to_json(found, now_ns=now_ns))
+    elif not found:
+        print(positions.NO_POSITIONS)
+    else:
+        print(positions.render_table(found, now_ns=now_ns))
+    return int(ExitCode.OK)
+
+
+def _cmd_close(args: argparse.Namespace) -> int:
+    message = {"cmd": "close", "symbol": args.symbol, "exchange": args.exchange}  # None: the daemon picks
+    return _ask_daemon(args, message, f"closing {args.symbol}")
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    return _ask_daemon(args, {"cmd": "resume", "reason": args.reason}, f"{args.reason} lifted")
+
+
+def _ask_daemon(args: argparse.Namespace, message: dict[str, object], done: str) -> int:
+    """Send one control request to the running daemon; print its answer. 0 if it did it, else 1."""
+    from bridge.ops import control
+
+    config = config_mod.load(args.config, offline=True)
+    _quiet_logs()
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
+    answer = asyncio.run(
+        control.request(
+            control.socket_path(config.state_dir, dry_run=config.trading.dry_run),
+            message,
+            timeout=args.timeout,
+        )
+    )
+    if answer["ok"]:
+        print(answer.get("message") or done)
+        return int(ExitCode.OK)
+    print(f"bridge: {answer.get('error') or 'the daemon refused, without a reason'}", file=sys.stderr)
+    return int(ExitCode.FAILURE)
 
 
 def _cmd_show_config(args: argparse.Namespace) -> int:
