@@ -1,7 +1,8 @@
 """bridge: cryptolisting.ws announcements -> strategy plugins -> ccxt orders.
 
 The public API, and the only module a strategy plugin (or its test) needs to import:
-- to write a strategy: `Strategy`, `Context`, `Announcement`, `ExitPlan`, `OrderOutcome`, and the
+- to write a strategy: `Strategy`, `Context`, `Announcement`, `ExitPlan` (with `TakeProfitTier`),
+  `OrderOutcome`, and the
   types the context hands back, `Market` and `OrderResult`;
 - to test one offline: `load_config_text` (a config from a string) and `run_replay` (a stream
   through the configured strategies, paper only), as the test `bridge new-strategy` writes does.
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bridge.config import loads as load_config_text
     from bridge.replay import replay as run_replay
-    from bridge.trading.model import Announcement, ExitPlan, OrderOutcome, OrderResult
+    from bridge.trading.model import Announcement, ExitPlan, OrderOutcome, OrderResult, TakeProfitTier
     from bridge.trading.strategy import Context, Strategy
     from bridge.venues.types import Market
 
@@ -29,6 +30,7 @@ __all__ = [
     "OrderOutcome",
     "OrderResult",
     "Strategy",
+    "TakeProfitTier",
     "load_config_text",
     "run_replay",
 ]
@@ -36,6 +38,7 @@ __all__ = [
 _WHERE = {
     "Announcement": ("bridge.trading.model", "Announcement"),
     "ExitPlan": ("bridge.trading.model", "ExitPlan"),
+    "TakeProfitTier": ("bridge.trading.model", "TakeProfitTier"),
     "OrderOutcome": ("bridge.trading.model", "OrderOutcome"),
     "OrderResult": ("bridge.trading.model", "OrderResult"),
     "Market": ("bridge.venues.types", "Market"),

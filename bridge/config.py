@@ -113,6 +113,12 @@ class TradingConfig:
     max_order_cost: QuoteLimits = 100.0
     # Most quote currency committed per UTC day by strategy orders, per quote currency. None: no cap.
     daily_max_cost: QuoteLimits | None = None
+    # Most quote currency held in open positions at once (their entry cost, plus entries in flight),
+    # per quote currency: a new entry that would pass it is refused (`over_max_open_cost`). None: no cap.
+    max_open_cost: QuoteLimits | None = None
+    # Realised loss per UTC day, per quote currency, at which new entries halt (`loss_limit`) until the
+    # next day or `bridge resume loss_limit`; exits go on. None: no limit.
+    daily_loss_limit: QuoteLimits | None = None
     max_orders_per_announcement: int = 10
     allow_symbols: tuple[str, ...] | None = None
     deny_symbols: tuple[str, ...] = ()
@@ -133,6 +139,8 @@ class TradingConfig:
             raise SchemaError("paper_balance", "amounts must not be negative")
         _check_quote_limits("max_order_cost", self.max_order_cost)
         _check_quote_limits("daily_max_cost", self.daily_max_cost)
+        _check_quote_limits("max_open_cost", self.max_open_cost)
+        _check_quote_limits("daily_loss_limit", self.daily_loss_limit)
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,9 @@ ALERT_EVENTS = (
     "key_expiring",
     "order_placed",
     "order_rejected",
+    "exits_only",
+    "exit_failed",
+    "position_abandoned",
 )
 
 

@@ -1,6 +1,7 @@
 """The daemon's life in three plain steps: `startup()` (journal, exchanges warm, strategies started),
-`main_loop()` (feed supervisor, dispatcher, strategy tasks), `shutdown()` (halt, close everything,
-bounded in time). Fatal conditions surface as BridgeError subclasses carrying their exit code.
+`main_loop()` (feed supervisor, dispatcher, strategy tasks; exits-only mode while positions outlive a
+dead feed key), `shutdown()` (halt, close everything, bounded in time). Fatal conditions surface as
+BridgeError subclasses carrying their exit code.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ import structlog
 
 from bridge.aio import Sleep
 from bridge.config import Config
-from bridge.errors import BridgeError, ConfigError, ExchangeAuthError, ExchangeError
+from bridge.errors import BridgeError, ConfigError, CredentialsRejected, ExchangeAuthError, ExchangeError
 from bridge.feed.codec import Announcement
 from bridge.feed.recorder import Recorder
 from bridge.feed.supervisor import Supervisor
-from bridge.ops.health import HealthServer, build_snapshot, run_status_log
+from bridge.ops.control import ControlServer, socket_path
+from bridge.ops.health import HealthServer, Mode, build_snapshot, run_status_log
 from bridge.ops.notify import Notifier
 from bridge.ops.sdnotify import SystemdNotifier, run_watchdog
 from bridge.retry import backoff_delay
-from bridge.system import TradingSystem, assemble, market_snapshot, stop_strategies
+from bridge.system import TradingSystem, assemble, control_handlers, market_snapshot, stop_strategies
 from bridge.trading.dispatch import Dispatcher, StrategyRunner
 from bridge.trading.exits import ExitManager
 from bridge.trading.gate import TradingGate
+from bridge.trading.halts import split_key
 from bridge.trading.journal import Journal
 from bridge.trading.model import OPEN_STATES, OrderOutcome
 from bridge.trading.orders import OrderRouter
@@ -59,6 +62,7 @@ class Daemon:
         self.runners: list[StrategyRunner] = []
         self.journal: Journal | None = None
         self.router: OrderRouter | None = None
+        self.control: ControlServer | None = None
         self.exits: ExitManager | None = None
         self.dispatcher: Dispatcher | None = None
         self.system: TradingSystem | None = None
@@ -69,7 +73,9 @@ class Daemon:
         self.notifier = Notifier(config.alerts)
         self.notifier.attach(self.gate)
         self.systemd = SystemdNotifier.from_env()
-        self.gate.subscribe(lambda *_: self._report_status())
+        self.gate.subscribe(self._on_gate_change)
+        self.mode: Mode = "normal"
+        self._fatal: BridgeError | None = None  # found by a listener; main_loop raises it
         self.health: HealthServer | None = None
         self._stop = asyncio.Event()
         self._sleep = sleep
@@ -80,7 +86,8 @@ class Daemon:
         self._dispatch_mark: tuple[int, float] = (0, time.monotonic())
 
     def request_stop(self) -> None:
-        """Ask the daemon to stop (signal handlers call this). Safe to call more than once."""
+        """Ask the daemon to stop (signal handlers call this): at once, exit 0, even in exits-only mode
+        (open positions stay in the journal for the next run). Safe to call more than once."""
         self._stop.set()
 
     async def run(self) -> None:
@@ -110,7 +117,11 @@ class Daemon:
     def snapshot(self) -> dict[str, Any]:
         """The daemon's state for /health and the periodic `daemon.status` line."""
         return build_snapshot(
-            gate=self.gate, supervisor=self.supervisor, runners=self.runners, started_at=self.started_at
+            gate=self.gate,
+            supervisor=self.supervisor,
+            runners=self.runners,
+            started_at=self.started_at,
+            mode=self.mode,
         )
 
     async def startup(self) -> None:
@@ -151,9 +162,16 @@ class Daemon:
             sleep=self._sleep,
             on_outcome=self._order_alert,
             hook_timeout=STRATEGY_HOOK_TIMEOUT,
+            alerts=self.notifier,
         )
         self.router = self.system.router
         self.exits = self.system.exits
+        # `bridge close` / `bridge resume` reach the running daemon here (a ConfigError, exit 78, if
+        # another daemon answers on it).
+        self.control = ControlServer(
+            socket_path(cfg.state_dir, dry_run=cfg.trading.dry_run), control_handlers(self.system)
+        )
+        await self.control.start()
         self.runners = self.system.runners
         self.dispatcher = self.system.dispatcher
         self.supervisor = Supervisor(
@@ -186,6 +204,9 @@ class Daemon:
         log.info("daemon.ready", elapsed_ms=round((time.perf_counter() - started) * 1000, 1))
 
     async def main_loop(self) -> None:
+        """Run until stopped, or until the feed fails for good. A dead feed key (CredentialsRejected)
+        or a 401 (ConfigError) with positions open first runs exits-only mode until they are closed,
+        then raises that same error (exit 77/78); a stop request returns (exit 0)."""
         assert self.supervisor is not None and self.dispatcher is not None
         stop = asyncio.Event()
         supervisor = asyncio.create_task(self.supervisor.run(), name="feed-supervisor")
@@ -208,6 +229,9 @@ class Daemon:
         stopper = asyncio.create_task(self._stop.wait(), name="stop-wait")
         try:
             await asyncio.wait({supervisor, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            feed_error = _feed_gone_for_good(supervisor)
+            if feed_error is not None and not self._stop.is_set():
+                await self._exits_only(feed_error)
         finally:
             stop.set()
             stopper.cancel()
@@ -216,21 +240,73 @@ class Daemon:
                 self.supervisor.stop()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(supervisor), 2.0)
+        if self._fatal is not None:
+            raise self._fatal
+        if self.mode == "exits_only" and self._stop.is_set():
+            return  # stopped by request during exits-only mode: a clean stop, positions journaled
         if supervisor.done() and not supervisor.cancelled():
             supervisor.result()  # re-raise a fatal feed condition (key expired, 401, 403)
         elif not supervisor.done():
             supervisor.cancel()
 
+    async def _exits_only(self, error: BridgeError) -> None:
+        """The feed cannot come back (its key is dead), so no new entry can be trusted; positions
+        already open still need their exits, which need no feed. With positions open, keep the exit
+        manager running until it finds none (`exits.flat`) or a stop is requested; the feed is not
+        reconnected and entries stay halted ("disconnected", and "key_expired" for a 403)."""
+        assert self.journal is not None
+        # An entry already past the gate may still be filling: let it land before counting positions.
+        await self._drain_runners()
+        try:
+            positions = self.journal.open_positions()
+        except Exception:  # an unreadable journal: stop as the feed said; the positions stay journaled
+            log.exception("daemon.open_positions_failed")
+            return
+        exits_task = next((t for t in self._tasks if t.get_name() == "exits"), None)
+        if not positions or self.exits is None or exits_task is None or self._stop.is_set():
+            return
+        self.mode = "exits_only"
+        names = [f"{p.symbol} on {p.exchange}" for p in positions]
+        log.warning(
+            "daemon.exits_only",
+            reason=str(error),
+            exit_code=int(error.exit_code),
+            open_positions=len(positions),
+            positions=names,
+        )
+        self.notifier.exits_only(reason=str(error), positions=names)
+        self._report_status()
+        flat = self.exits.flat
+        flat.clear()  # set by a pass before these positions were counted: only a pass from now counts
+        flat_wait = asyncio.create_task(flat.wait(), name="exits-flat")
+        stop_wait = asyncio.create_task(self._stop.wait(), name="exits-only-stop")
+        try:
+            await asyncio.wait({flat_wait, stop_wait, exits_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            flat_wait.cancel()
+            stop_wait.cancel()
+        if self._fatal is not None:
+            outcome = "fatal"  # e.g. every venue's key rejected too: main_loop raises that
+        elif self._stop.is_set():
+            outcome = "stop_requested"
+        elif flat.is_set():
+            outcome = "flat"
+        else:
+            outcome = "exit_manager_ended"  # nothing watches the positions any more: stop as the feed said
+        log.info("daemon.exits_only_ended", outcome=outcome, exit_code=int(error.exit_code))
+
     async def shutdown(self) -> None:
         log.info("daemon.stopping")
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
+        if self.router is not None:
+            self.router.cancel_lookups()  # the next start looks those orders up again
         self.gate.halt("shutting_down")
         if self.supervisor is not None:
             self.supervisor.stop()
         # Let strategies finish what they are sending (bounded), then cancel everything left.
-        busy = [r.idle.wait() for r in self.runners if not r.idle.is_set()]
-        if busy:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*busy), DRAIN_TIMEOUT)
+        await self._drain_runners()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -241,6 +317,12 @@ class Daemon:
             self.journal.close()
             self.journal = None
         log.info("daemon.stopped")
+
+    async def _drain_runners(self) -> None:
+        busy = [r.idle.wait() for r in self.runners if not r.idle.is_set()]
+        if busy:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*busy), DRAIN_TIMEOUT)
 
     async def _stop_aux(self) -> None:
         self._aux_stop.set()
@@ -268,12 +350,33 @@ class Daemon:
                 dry_run=self.config.trading.dry_run,
             )
 
+    def _on_gate_change(self, armed: bool, reasons: frozenset[str], key: str) -> None:
+        self._report_status()
+        if key in reasons and split_key(key)[0] == "credentials_rejected":
+            self._check_every_venue_rejected()
+
+    def _check_every_venue_rejected(self) -> None:
+        """One venue's rejected key halts that venue only; once every configured venue's key has been
+        rejected there is nothing left to trade or exit on, and a restart cannot help: stop, exit 77."""
+        venues = sorted(self.config.exchanges)
+        if not venues or self._fatal is not None:
+            return
+        if all(self.gate.halted_on("credentials_rejected", v) for v in venues):
+            log.error("daemon.every_venue_rejected", venues=venues)
+            self._fatal = CredentialsRejected(
+                f"every venue's key was rejected ({', '.join(venues)}); new keys are needed"
+            )
+            self._stop.set()
+
     def _report_status(self) -> None:
+        """The systemd status line: the mode, every halt reason (scoped ones with their venue), the feed."""
         state = self.supervisor.state if self.supervisor is not None else "starting"
         if self.gate.armed:
             text = f"trading armed; feed {state}"
         else:
             text = f"trading halted ({', '.join(sorted(self.gate.reasons))}); feed {state}"
+        if self.mode == "exits_only":
+            text = f"exits only: closing open positions, no new entries; {text}"
         self.systemd.status(text)
 
     def _making_progress(self) -> bool:
@@ -281,7 +384,9 @@ class Daemon:
         dispatcher is not stuck behind a full queue. A feed outage is progress (the supervisor is
         backing off as it should); a wedged loop never gets here at all."""
         by_name = {t.get_name(): t for t in self._tasks}
-        if any(by_name[name].done() for name in ("feed-supervisor", "dispatcher") if name in by_name):
+        # In exits-only mode the feed has ended on purpose; the exit manager is what must stay alive.
+        needed = ("exits", "dispatcher") if self.mode == "exits_only" else ("feed-supervisor", "dispatcher")
+        if any(by_name[name].done() for name in needed if name in by_name):
             return False
         if self.dispatcher is None:
             return True
@@ -332,3 +437,12 @@ class Daemon:
                 "order.reconciling", client_order_id=record.intent.client_order_id, state=record.state
             )
             await self.router.reconcile(ex, record.intent)
+
+
+def _feed_gone_for_good(supervisor: asyncio.Task[None]) -> BridgeError | None:
+    """The supervisor's error when it ended because the feed cannot come back without a human (a dead
+    key: 403 or a key_expired/revoked/invalidated close; a 401); None otherwise."""
+    if not supervisor.done() or supervisor.cancelled():
+        return None
+    exc = supervisor.exception()
+    return exc if isinstance(exc, CredentialsRejected | ConfigError) else None

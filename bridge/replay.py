@@ -205,12 +205,9 @@ class RecordingRouter(OrderRouter):
         )
         return outcome
 
-    async def submit_exit(self, position: Position, reason: str) -> OrderOutcome:
-        outcome = await super().submit_exit(position, reason)
-        self.rows.append(
-            ReplayRow(self.clock.now_ns, position.strategy, outcome, None, position.filled, reason)
-        )
-        return outcome
+    def emit_exit(self, position: Position, reason: str, amount: float, outcome: OrderOutcome) -> None:
+        self.rows.append(ReplayRow(self.clock.now_ns, position.strategy, outcome, None, amount, reason))
+        super().emit_exit(position, reason, amount, outcome)
 
 
 @dataclass

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -26,7 +27,8 @@ from bridge.feed.supervisor import NoStatusSink, Supervisor
 from bridge.trading.balances import Balances
 from bridge.trading.claims import MAX_WINDOW_S, SymbolClaims
 from bridge.trading.dispatch import DEFAULT_MAX_CONCURRENT, Dispatcher, StrategyRunner, call_hook
-from bridge.trading.exits import ExitManager
+from bridge.trading.exits import ExitAlerts, ExitManager
+from bridge.trading.exposure import Exposure
 from bridge.trading.gate import TradingGate
 from bridge.trading.journal import Journal
 from bridge.trading.model import OrderOutcome
@@ -39,6 +41,8 @@ from bridge.venues.exchange import Exchange
 log = structlog.get_logger(__name__)
 
 RouterFactory = Callable[..., OrderRouter]
+# A control-socket command: the request's JSON object in, the answer's out ({"ok": ..., ...}).
+ControlHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -52,6 +56,7 @@ class TradingSystem:
     prices: PriceCache
     balances: Balances
     exits: ExitManager
+    exposure: Exposure
     runners: list[StrategyRunner]
     dispatcher: Dispatcher
     queue: asyncio.Queue[Announcement]
@@ -72,6 +77,7 @@ async def assemble(
     router_factory: RouterFactory = OrderRouter,
     hook_timeout: float | None = None,
     refresh_prices: bool = True,
+    alerts: ExitAlerts | None = None,
 ) -> TradingSystem:
     """Wire risk limits, router, exits, one context and runner per strategy, and the dispatcher.
 
@@ -82,6 +88,16 @@ async def assemble(
     `system.prices.run(stop)` otherwise. Balances: live, the caller runs `system.balances.run(stop)`;
     paper, the journal's paper book (seeded from `trading.paper_balance`), moved by paper fills."""
     paper = config.trading.dry_run if dry_run is None else dry_run
+
+    def journal_writable(ok: bool, error: str | None) -> None:
+        # Nothing may be sent that the journal did not record: halt entries and exits until it works.
+        if ok:
+            gate.resume("journal_unwritable")
+        else:
+            gate.halt("journal_unwritable")
+
+    journal.health.listener = journal_writable
+    exposure = Exposure(config.trading, journal, gate, clock_ns=clock_ns)
     price_max_ages = {s.name: s.price_max_age for s in config.strategies}
     max_concurrent = {s.name: s.max_concurrent for s in config.strategies}
     prices = PriceCache(
@@ -101,7 +117,9 @@ async def assemble(
 
     router = router_factory(
         gate=gate,
-        risk=RiskLimits(config.trading, journal, clock_ns=clock_ns, exchanges=config.exchanges),
+        risk=RiskLimits(
+            config.trading, journal, clock_ns=clock_ns, exchanges=config.exchanges, exposure=exposure
+        ),
         journal=journal,
         exchanges=exchanges,
         dry_run=paper,
@@ -109,7 +127,17 @@ async def assemble(
         sleep=sleep,
         on_outcome=outcome_listener,
     )
-    exits = ExitManager(journal=journal, router=router, exchanges=exchanges, prices=prices, clock_ns=clock_ns)
+    exits = ExitManager(
+        journal=journal,
+        router=router,
+        exchanges=exchanges,
+        prices=prices,
+        gate=gate,
+        dry_run=paper,
+        alerts=alerts,
+        exposure=exposure,
+        clock_ns=clock_ns,
+    )
     claims = SymbolClaims(journal.buys_since(clock_ns() - int(MAX_WINDOW_S * 1e9)), clock_ns=clock_ns)
     runners: list[StrategyRunner] = []
     for strategy in strategies:
@@ -137,10 +165,38 @@ async def assemble(
         prices=prices,
         balances=balances,
         exits=exits,
+        exposure=exposure,
         runners=runners,
         dispatcher=Dispatcher(source, runners, journal),
         queue=source,
     )
+
+
+def control_handlers(system: TradingSystem) -> dict[str, ControlHandler]:
+    """What the daemon's control socket answers (`bridge close`, `bridge resume`)."""
+
+    async def close(request: dict[str, Any]) -> dict[str, Any]:
+        symbol, exchange = request.get("symbol"), request.get("exchange")
+        if not isinstance(symbol, str) or not symbol or not (exchange is None or isinstance(exchange, str)):
+            return {
+                "ok": False,
+                "error": 'close: expected {"symbol": "ABC/USDT", "exchange": null or a name}',
+            }
+        ok, text = system.exits.request_close(symbol, exchange)
+        return {"ok": True, "message": text} if ok else {"ok": False, "error": text}
+
+    async def resume(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("reason") != "loss_limit":
+            return {
+                "ok": False,
+                "error": "resume: only loss_limit waits for a human; the others lift by themselves",
+            }
+        was = system.exposure.resume()
+        text = "loss_limit lifted until 00:00 UTC" if was else "loss_limit was not halting trading"
+        log.warning("risk.loss_limit_resumed", by="control socket", was_halted=was)
+        return {"ok": True, "message": text}
+
+    return {"close": close, "resume": resume}
 
 
 async def stop_strategies(system: TradingSystem, *, within: float | None = None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from bridge import Announcement, Context, ExitPlan, OrderOutcome, Strategy
+from bridge import Announcement, Context, ExitPlan, OrderOutcome, Strategy, TakeProfitTier
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,20 @@ class ListingBuyParams:
     split_tickers: bool = False
     publishers: tuple[str, ...] = ("upbit", "binance")  # whose announcements to act on
     listing_types: tuple[str, ...] = ("spot_listing",)
-    # Optional exits, each off when unset: sell the position at +take_profit (0.5 = +50 %), at
-    # -stop_loss (0.2 = -20 %), or exit_after seconds after the buy, whichever comes first.
-    take_profit: float | None = None
+    # Optional exits, each off when unset; the first reached sells. take_profit: sell all at +50 % (0.5),
+    # or in tiers, e.g. [{at: 0.2, sell: 0.5}, {at: 0.5, sell: 1.0}]: at +20 % sell half of what is
+    # held, at +50 % the rest. stop_loss: sell at -20 % (0.2). trailing_stop: sell once the price falls
+    # 10 % (0.1) from its highest since the buy. exit_after: sell this many seconds after the buy.
+    take_profit: float | tuple[TakeProfitTier, ...] | None = None
     stop_loss: float | None = None
+    trailing_stop: float | None = None
     exit_after: float | None = None
+    # Also rest a stop order on the exchange at the stop-loss price, so the position is protected while
+    # bridge, the host or the network is down (needs stop_loss; live only: paper has no order book).
+    stop_on_exchange: bool = False
+    # Take-profit and time exits are limit IOC sells at the best bid x (1 - exit_slippage), re-sent
+    # until filled; stop-loss and trailing exits are market orders.
+    exit_slippage: float = 0.05
 
     def __post_init__(self) -> None:
         if self.cost <= 0:
@@ -46,7 +55,16 @@ class ListingBuyParams:
         self.exit_plan()  # validates the exit settings at load time (a config error, exit 78)
 
     def exit_plan(self) -> ExitPlan | None:
-        plan = ExitPlan(take_profit=self.take_profit, stop_loss=self.stop_loss, after=self.exit_after)
+        tiers = self.take_profit if isinstance(self.take_profit, tuple) else ()
+        plan = ExitPlan(
+            take_profit=None if isinstance(self.take_profit, tuple) else self.take_profit,
+            tiers=tiers,
+            stop_loss=self.stop_loss,
+            trailing_stop=self.trailing_stop,
+            after=self.exit_after,
+            stop_on_exchange=self.stop_on_exchange,
+            exit_slippage=self.exit_slippage,
+        )
         return plan if plan.active else None
 
 

@@ -210,8 +210,11 @@ async def test_rejection_logged_and_not_retried(live: Rig, fault: str, code: str
 
 @pytest.mark.parametrize("fault", ["timeout_after", "server_error_after"])
 async def test_unknown_outcome_is_looked_up_not_resent(live: Rig, fault: str) -> None:
-    """A timeout or 5xx after the exchange executed the order is settled by looking the order up by
-    its client id: exactly one order request, the journal ends `placed`."""
+    """A timeout or 5xx after the exchange executed the order: `submit` returns at once with `unknown`
+    (looking_up), and the background look-up by client id settles it: exactly one order request, the
+    journal ends `placed`, the outcome listener hears of it."""
+    heard: list[str] = []
+    live.router._on_outcome = lambda o: heard.append(o.status)
     live.exchange.ccxt.timeout = 500  # ms: the fake hangs on "timeout_after"
     live.fake.fail_next_order(fault)  # type: ignore[arg-type]
     outcome = await live.router.submit(
@@ -222,7 +225,9 @@ async def test_unknown_outcome_is_looked_up_not_resent(live: Rig, fault: str) ->
         side="buy",
         cost=20,
     )
-    assert outcome.status == "placed", outcome
+    assert (outcome.status, outcome.reason) == ("unknown", "looking_up"), outcome
+    await live.router.settled()
+    assert heard == ["unknown", "placed"]
     assert order_posts(live.fake) == 1
     assert live.fake.count("GET", "/api/v3/order") >= 1
     record = live.journal.get(outcome.client_order_id or "")
@@ -241,7 +246,8 @@ async def test_unknown_outcome_never_executed_is_not_resent(live: Rig) -> None:
         side="buy",
         cost=20,
     )
-    assert outcome.status == "not_found"
+    assert outcome.status == "unknown"
+    await live.router.settled()
     assert order_posts(live.fake) == 1
     assert live.fake.count("GET", "/api/v3/order") == len(LOOKUP_DELAYS)
     assert live.sleeps == list(LOOKUP_DELAYS)

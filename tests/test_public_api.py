@@ -19,6 +19,7 @@ PUBLIC = {
     "OrderOutcome",
     "OrderResult",
     "Strategy",
+    "TakeProfitTier",
     "load_config_text",
     "run_replay",
 }

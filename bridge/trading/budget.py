@@ -9,10 +9,10 @@ What counts, from the moment an order's intent is written until the day ends (00
 - nothing once it is known to have bought nothing: rejected, or expired with nothing filled.
 
 At start the ledger is rebuilt from the journal with the same rules (`SpendLedger.load`), so a restart
-neither forgets what was spent today nor counts it twice. One difference: the journal does not keep the
-reference price of an uncapped amount-sized order, so such an order still unresolved at the restart
-counts at the `fallback` the caller passes (the risk limits pass its quote's max_order_cost: the most
-the order could have been allowed to cost).
+neither forgets what was spent today nor counts it twice: each intent row keeps the estimate it was
+counted at (`est_cost`). Rows written before that column existed (schema < 4) that carry no price (an
+uncapped amount-sized order still unresolved) count at the `fallback` the caller passes (the risk limits
+pass its quote's max_order_cost: the most the order could have been allowed to cost).
 """
 
 from __future__ import annotations
@@ -127,9 +127,11 @@ class SpendLedger:
 
 
 def estimate_of(record: OrderRecord) -> float | None:
-    """An order's estimated cost from its journal row: its cost, or amount x limit price; None when the
-    row says nothing of its price (an uncapped order sized by amount)."""
+    """An order's estimated cost from its journal row: the estimate it was counted at, else its cost, or
+    amount x limit price; None when an older row says nothing of its price."""
     intent = record.intent
+    if intent.est_cost is not None:  # what the check counted (journals from schema v4 on)
+        return intent.est_cost
     if intent.cost is not None:
         return intent.cost
     if intent.amount is not None and intent.limit_price is not None:

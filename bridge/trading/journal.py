@@ -33,13 +33,21 @@ import structlog
 from bridge.errors import ConfigError
 from bridge.trading import journal_schema
 from bridge.trading.intentlog import IntentLog
+from bridge.trading.journal_health import WriteHealth
 from bridge.trading.model import (
     Announcement,
-    ExitPlan,
     OrderIntent,
     OrderRecord,
     OrderState,
     Position,
+)
+from bridge.trading.positions import (
+    POSITION_FIELDS,
+    POSITIONS_SQL,
+    REALISED_SQL,
+    plan_from_row,
+    plan_json,
+    position_from_row,
 )
 
 log = structlog.get_logger(__name__)
@@ -98,6 +106,8 @@ class Journal:
         self._pending_announcements: list[tuple[Announcement, int]] = []
         self._pending_intents: list[tuple[OrderIntent, int]] = []
         self._pending_balances: dict[str, float] = {}
+        self._pending_writes: list[tuple[str, tuple[Any, ...]]] = []  # updates a failed write kept, in order
+        self.health = WriteHealth()  # its listener: the trading gate's journal_unwritable halt
         self._flush_due = False
         self._closed = False
         self._closing = threading.Event()
@@ -130,22 +140,26 @@ class Journal:
         """Write the rows still pending (announcements and intents recorded since the last flush) to
         SQLite in one commit. A no-op once closed: a scheduled flush may fire after shutdown. On a
         failure the rows stay pending (and their intents stay in the intent log) and it raises."""
-        if self._closed or not (
-            self._pending_announcements or self._pending_intents or self._pending_balances
-        ):
+        pending = self._pending_announcements or self._pending_intents or self._pending_balances
+        if self._closed or not (pending or self._pending_writes or not self.health.ok):
             return
         announcements, intents = self._pending_announcements, self._pending_intents
-        balances = self._pending_balances
+        balances, writes = self._pending_balances, self._pending_writes
         with self._db:  # one transaction; rolled back on error
             self._db.execute("BEGIN")
+            # A write, whatever is pending: after a failure it proves the journal works again.
+            self._db.execute(f"PRAGMA user_version = {journal_schema.SCHEMA_VERSION:d}")
             self._db.executemany(
                 "INSERT OR IGNORE INTO announcements VALUES (?,?,?,?,?,?,?,?)",
                 [_announcement_row(a, seen_ns) for a, seen_ns in announcements],
             )
             self._db.executemany(_INSERT_INTENT, [_intent_row(i, now) for i, now in intents])
             self._db.executemany("INSERT OR REPLACE INTO paper_balances VALUES (?,?)", list(balances.items()))
+            for sql, params in writes:
+                self._db.execute(sql, params)
         # Only now, after the commit: a failed flush must leave them to be written again.
         self._pending_announcements, self._pending_intents, self._pending_balances = [], [], {}
+        self._pending_writes = []
         if self._intent_log is not None and self._intent_log.size > INTENT_LOG_MAX_BYTES:
             self._intent_log.clear()
 
@@ -153,16 +167,12 @@ class Journal:
         try:
             self.flush()
         except sqlite3.Error as exc:
-            log.exception(
-                "journal.flush_failed",
-                error=str(exc),
-                pending_intents=len(self._pending_intents),
-                hint="the intents stay in the intent log and are written at the next start",
-            )
+            self.health.failed(exc, "flush", pending_intents=len(self._pending_intents))
             return False
+        self.health.succeeded()
         return True
 
-    def _flush_soon(self) -> None:
+    def _flush_soon(self, delay: float = FLUSH_DELAY_S) -> None:
         if self._flush_due:
             return
         try:
@@ -171,12 +181,12 @@ class Journal:
             self._try_flush()
             return
         self._flush_due = True
-        loop.call_later(FLUSH_DELAY_S, self._scheduled_flush)
+        loop.call_later(delay, self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         self._flush_due = False
         if not self._try_flush():
-            self._flush_soon()  # the rows are still pending: try again shortly
+            self._flush_soon(self.health.retry_delay)  # still pending: try again, backing off
 
     def _replay_intent_log(self, intent_log: IntentLog) -> None:
         """Insert intents a previous process logged but did not get to write to SQLite (kill -9 between
@@ -265,27 +275,37 @@ class Journal:
     ) -> None:
         if not self.writable:  # only the writer records results (this process sent nothing)
             return
-        self._try_flush()
-        cur = self._db.execute(
-            "UPDATE orders SET state=?, updated_ns=?, order_id=?, filled=?, average=?, result_cost=?,"
-            " error_code=?, error_message=?, raw=? WHERE client_order_id=?",
-            (
-                state,
-                self._clock_ns(),
-                order_id,
-                filled,
-                average,
-                cost,
-                error_code,
-                error_message,
-                None if raw is None else orjson.dumps(raw, default=str).decode(),
-                client_order_id,
-            ),
+        row = (
+            state,
+            self._clock_ns(),
+            order_id,
+            filled,
+            average,
+            cost,
+            error_code,
+            error_message,
+            None if raw is None else orjson.dumps(raw, default=str).decode(),
+            client_order_id,
         )
+        cur = self._write(_UPDATE_RESULT, row, "record_result")
+        if cur is None:
+            return  # kept, written with the next flush that works
         if cur.rowcount != 1:
             # Its intent row is not in SQLite (a failed flush): the intent log still has it, and the
             # next start reconciles it by client id. Say so loudly rather than lose the result.
             log.error("journal.result_not_recorded", client_order_id=client_order_id, state=state)
+
+    def _write(self, sql: str, params: tuple[Any, ...], what: str) -> sqlite3.Cursor | None:
+        """Run one update and commit it; if the journal cannot be written, keep it (in order, behind
+        what already waits) for the next flush that works, and return None."""
+        if self._try_flush() and not self._pending_writes:
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                self.health.failed(exc, what)
+        self._pending_writes.append((sql, params))
+        self._flush_soon(self.health.retry_delay)
+        return None
 
     def buys_since(self, since_ns: int) -> list[tuple[str, str, str, int]]:
         """(strategy, exchange, symbol, created_ns) of entry buys since `since_ns` that may have bought
@@ -297,17 +317,6 @@ class Journal:
             (since_ns,),
         ).fetchall()
         return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
-
-    def spent_since(self, since_ns: int, quote: str) -> float:
-        """Quote currency committed to buys since `since_ns`: every buy not known to have failed (an
-        order that lookups could not find still counts: it may exist)."""
-        self._try_flush()
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(COALESCE(result_cost, cost, 0)), 0) FROM orders"
-            " WHERE side='buy' AND quote=? AND created_ns>=? AND state != 'rejected'",
-            (quote, since_ns),
-        ).fetchone()
-        return float(row[0])
 
     def orders(self, *, states: tuple[str, ...] | None = None) -> list[OrderRecord]:
         sql = "SELECT * FROM orders"
@@ -334,40 +343,56 @@ class Journal:
         return cur.execute(sql, params).fetchall()
 
     def positions(self, states: tuple[str, ...] | None = None) -> list[Position]:
-        """Positions in `states` (all when None), oldest first: what `bridge positions` lists."""
-        return [p for p in self.open_positions() if states is None or p.state in states]
+        """Positions in `states` (pending, open, closed, abandoned; all when None), oldest first."""
+        found = (position_from_row(r) for r in self._rows(POSITIONS_SQL + " ORDER BY e.created_ns", ()))
+        return [p for p in found if p is not None and (states is None or p.state in states)]
 
     def open_positions(self) -> list[Position]:
-        """Filled entries with an exit plan and no exit order yet (whatever became of that exit: a
-        rejected exit is not retried automatically; it is logged for a human)."""
-        rows = self._rows(
-            "SELECT e.* FROM orders e WHERE e.side='buy' AND e.exit_of IS NULL AND e.state IN ('placed','paper')"
-            " AND COALESCE(e.filled, 0) > 0"
-            " AND (e.take_profit IS NOT NULL OR e.stop_loss IS NOT NULL OR e.exit_after IS NOT NULL)"
-            " AND NOT EXISTS (SELECT 1 FROM orders x WHERE x.exit_of = e.client_order_id)"
-            " ORDER BY e.created_ns",
-            (),
+        """The positions the exits watch: open ones, and pending ones (fill not known yet)."""
+        return self.positions(("pending", "open"))
+
+    def position(self, entry_client_order_id: str) -> Position | None:
+        rows = self._rows(POSITIONS_SQL + " AND e.client_order_id=?", (entry_client_order_id,))
+        return position_from_row(rows[0]) if rows else None
+
+    def realised_since(self, since_ns: int) -> dict[str, float]:
+        """Realised profit (negative: loss) of exit fills since `since_ns`, per quote currency."""
+        return {str(r[0]): float(r[1] or 0.0) for r in self._rows(REALISED_SQL, (since_ns,))}
+
+    def exit_orders(self, entry_client_order_id: str) -> list[OrderRecord]:
+        """The orders sent to close a position (exit attempts and resting stops), oldest first."""
+        sql = "SELECT * FROM orders WHERE exit_of=? ORDER BY created_ns"
+        return [_record(r) for r in self._rows(sql, (entry_client_order_id,))]
+
+    def update_position(self, entry_client_order_id: str, **fields: Any) -> None:
+        """Set a position's exit progress (`positions` columns); one commit. A no-op for a reader."""
+        unknown = set(fields) - POSITION_FIELDS
+        if unknown:
+            raise ValueError(f"not a position field: {sorted(unknown)}")
+        if not self.writable:
+            return
+        self._write(
+            "INSERT OR IGNORE INTO positions (entry_cid, state, updated_ns) VALUES (?, 'open', ?)",
+            (entry_client_order_id, self._clock_ns()),
+            "update_position",
         )
-        return [
-            Position(
-                client_order_id=r["client_order_id"],
-                strategy=r["strategy"],
-                exchange=r["exchange"],
-                symbol=r["symbol"],
-                filled=r["filled"],
-                average=r["average"] or (r["result_cost"] / r["filled"] if r["result_cost"] else None),
-                opened_ns=r["created_ns"],
-                plan=ExitPlan(r["take_profit"], r["stop_loss"], r["exit_after"]),
-            )
-            for r in rows
-        ]
+        assignments = ", ".join(f"{name}=?" for name in fields)
+        self._write(
+            f"UPDATE positions SET {assignments}, updated_ns=? WHERE entry_cid=?",  # noqa: S608 - names checked
+            (*fields.values(), self._clock_ns(), entry_client_order_id),
+            "update_position",
+        )
 
 
+_UPDATE_RESULT = (
+    "UPDATE orders SET state=?, updated_ns=?, order_id=?, filled=?, average=?, result_cost=?,"
+    " error_code=?, error_message=?, raw=? WHERE client_order_id=?"
+)
 _INSERT_INTENT = (
     "INSERT OR IGNORE INTO orders (client_order_id, announcement_key, strategy, exchange, symbol,"
     " side, quote, cost, amount, dry_run, state, created_ns, updated_ns,"
-    " take_profit, stop_loss, exit_after, exit_of, limit_price)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?,?,?,?,?,?)"
+    " take_profit, stop_loss, exit_after, exit_of, limit_price, exit_plan, est_cost)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -397,6 +422,8 @@ def _intent_row(intent: OrderIntent, now: int) -> tuple[Any, ...]:
         None if plan is None else plan.after,
         intent.exit_of,
         intent.limit_price,  # new values go last: an older bridge's intent-log lines are padded
+        plan_json(plan),
+        intent.est_cost,
     )
 
 
@@ -417,9 +444,10 @@ def _record(r: sqlite3.Row) -> OrderRecord:
         cost=r["cost"],
         amount=r["amount"],
         dry_run=bool(r["dry_run"]),
-        plan=_plan(r),
+        plan=plan_from_row(r),
         exit_of=r["exit_of"],
         limit_price=r["limit_price"],
+        est_cost=r["est_cost"],
     )
     return OrderRecord(
         intent=intent,
@@ -432,8 +460,3 @@ def _record(r: sqlite3.Row) -> OrderRecord:
         error_code=r["error_code"],
         error_message=r["error_message"],
     )
-
-
-def _plan(r: sqlite3.Row) -> ExitPlan | None:
-    plan = ExitPlan(r["take_profit"], r["stop_loss"], r["exit_after"])
-    return plan if plan.active else None

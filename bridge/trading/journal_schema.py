@@ -91,6 +91,30 @@ def _v1_baseline(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _v4_positions(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE orders ADD COLUMN exit_plan TEXT")
+    db.execute("ALTER TABLE orders ADD COLUMN est_cost REAL")
+    db.execute(
+        """CREATE TABLE positions (
+    entry_cid TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    high_water REAL,
+    tiers_done INTEGER NOT NULL DEFAULT 0,
+    tier_hold REAL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    stop_cid TEXT,
+    close_reason TEXT,
+    updated_ns INTEGER NOT NULL
+)"""
+    )
+    # Before v4 a position had one exit order: if it filled, the position is over.
+    db.execute(
+        "INSERT INTO positions (entry_cid, state, close_reason, updated_ns)"
+        " SELECT DISTINCT x.exit_of, 'closed', 'sold', x.updated_ns FROM orders x"
+        " WHERE x.exit_of IS NOT NULL AND x.state IN ('placed', 'paper') AND COALESCE(x.filled, 0) > 0"
+    )
+
+
 # In order, one per version. A schema change appends a step, e.g.
 #   Migration(2, "orders.fee: the fee the exchange charged", ("ALTER TABLE orders ADD COLUMN fee REAL",)),
 # and never edits a released one: files in the field were migrated by it already.
@@ -110,6 +134,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "paper_balances: the paper account's free amount per asset, moved by paper fills.",
         ("CREATE TABLE paper_balances (asset TEXT PRIMARY KEY, amount REAL NOT NULL)",),
+    ),
+    Migration(
+        4,
+        "orders.exit_plan (the whole exit plan as JSON: tiers, trailing stop, resting stop), orders.est_cost"
+        " (the cost the risk limits counted at the intent); positions: each position's exit progress. A"
+        " position whose exit filled before this version is closed; one whose exit failed is open again.",
+        _v4_positions,
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version  # the version this code reads and writes

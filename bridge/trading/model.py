@@ -133,10 +133,21 @@ class Position:
     sold: float = 0.0  # filled by its exit orders so far
     high_water: float | None = None  # highest price seen since the entry (trailing stop)
     tiers_done: int = 0  # take-profit tiers already sold
+    tier_hold: float | None = None  # while a tier is selling: what the position keeps once it has sold
     attempts: int = 0  # exit orders sent so far: the next one's attempt number
     failures: int = 0  # definitive exit rejections in a row
     stop_client_order_id: str | None = None  # the stop resting on the exchange, if any
     close_reason: str | None = None
+    entry_cost: float | None = None  # quote spent by the entry (its estimate while pending)
+
+    @property
+    def open_cost(self) -> float:
+        """The entry cost of what the position still holds (all of it while pending)."""
+        if self.entry_cost is None:
+            return 0.0
+        if self.filled <= 0:
+            return self.entry_cost
+        return self.entry_cost * self.remaining / self.filled
 
     @property
     def remaining(self) -> float:
@@ -159,6 +170,7 @@ class OrderIntent:
     plan: ExitPlan | None = None  # entries: when to exit the position
     exit_of: str | None = None  # exits: the entry's client order id
     limit_price: float | None = None  # a limit IOC order's price cap (buys) or floor (sells); None: market
+    est_cost: float | None = None  # what the risk limits counted it at (cost, or amount x reference)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The order path: trading gate, risk limits, journal intent, then exactly one request (or a paper fill).
 
-Every order of every strategy goes through `OrderRouter.submit`. An order whose outcome is unknown
-(timeout, 5xx) is looked up by its client order id; it is never sent a second time.
+Every order of every strategy goes through `OrderRouter.submit` (exits through bridge.trading.
+exit_orders, which shares its journal book and look-ups). An order whose outcome is unknown (timeout,
+5xx) is looked up by its client order id, in the background: it is never sent a second time.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from bridge.venues.types import OrderRequest, OrderResult
 
 log = structlog.get_logger(__name__)
 
-# Halt reasons that do not stop an exit: selling a position reduces risk and needs no feed.
-EXIT_ALLOWED_WHILE = frozenset({"disconnected", "feed_stale", "key_expired"})
 # Delays between look-ups of an order whose outcome is unknown: about 10 s in all, enough for an
 # exchange to have processed a request that timed out on our side.
 LOOKUP_DELAYS = (0.25, 0.5, 1.0, 2.0, 3.0, 3.0)
@@ -64,15 +63,19 @@ class OrderRouter:
         on_outcome: Callable[[OrderOutcome], None] | None = None,
     ) -> None:
         self._on_outcome = on_outcome
+        # Look-ups of entries whose outcome is unknown run here, outside the announcement's task.
+        self._lookups: set[asyncio.Task[None]] = set()
         # The one price source (warm quotes, one fetch at most when stale): caps, estimates, paper fills.
         self.prices = prices if prices is not None else PriceCache(exchanges, refresh_interval=0)
         self._gate = gate
+        self.gate = gate
+        self.dry_run = dry_run
         self._risk = risk
         self._journal = journal
         self._exchanges = exchanges
         self._dry_run = dry_run
         self._paper = PaperBroker(self.prices)
-        self._book = OutcomeBook(journal, risk)
+        self.book = OutcomeBook(journal, risk)  # shared with the exit orders
         self._sleep = sleep
 
     async def submit(
@@ -107,10 +110,15 @@ class OrderRouter:
             exit,
             _Pricing(max_slippage, leg, price_max_age),
         )
-        self._emit(outcome)
+        self.emit(outcome)
         return outcome
 
-    def _emit(self, outcome: OrderOutcome) -> None:
+    def emit_exit(self, position: Position, reason: str, amount: float, outcome: OrderOutcome) -> None:
+        """Report an exit order's outcome (replay notes the exit's reason too)."""
+        self.emit(outcome)
+
+    def emit(self, outcome: OrderOutcome) -> None:
+        """Tell the outcome listener (alerts, paper balances) what became of an order."""
         if self._on_outcome is not None:
             try:
                 self._on_outcome(outcome)
@@ -145,8 +153,8 @@ class OrderRouter:
         ex = self._exchanges.get(exchange)
         if ex is None:
             return skipped("exchange_not_configured")
-        if not self._gate.armed:
-            return skipped("trading_halted:" + ",".join(sorted(self._gate.reasons)))
+        if blockers := self._gate.entry_blockers(exchange):
+            return skipped("trading_halted:" + ",".join(sorted(blockers)))
         market = ex.market(symbol) or await ex.find_market(symbol)
         if market is None:
             return skipped("unknown_symbol")
@@ -212,20 +220,23 @@ class OrderRouter:
             self._dry_run,
             plan=plan if plan is not None and plan.active else None,
             limit_price=terms.limit_price,
+            est_cost=est_cost,
         )
         # Gate again right before the intent: the awaits above may have let a halt in.
         try:
-            self._gate.check()
+            self._gate.check(exchange)
+            reserved = self.reserve(intent)
         except TradingHalted as exc:
             if prepaid:
                 ex.refund_order()  # not sent: give the request budget back
             return skipped("trading_halted:" + ",".join(sorted(exc.reasons)), cid)
-        if not self._journal.reserve(intent):
+        if not reserved:
             if prepaid:
                 ex.refund_order()
             return skipped("duplicate", cid)
         self._risk.count(strategy, announcement)
-        self._risk.reserve(cid, exchange, market.quote, est_cost)  # counts toward the daily budgets
+        # Counts toward the daily budgets, and toward the open cost when it opens a watched position.
+        self._risk.reserve(cid, exchange, market.quote, est_cost, opens_position=intent.plan is not None)
         request = OrderRequest(
             symbol=symbol,
             side=side,
@@ -236,40 +247,85 @@ class OrderRouter:
             prepaid=prepaid,
         )
         if self._dry_run:
-            return await self._paper_fill(ex, request, intent, announcement, pricing.price_max_age)
+            return await self.paper_fill(ex, request, intent, announcement, pricing.price_max_age)
         return await self._send(ex, request, intent, announcement)
 
+    def reserve(self, intent: OrderIntent) -> bool:
+        """Write an order's intent (durable when True; False: a duplicate). A journal that cannot be
+        written halts trading (`journal_unwritable`) and raises TradingHalted: nothing is sent that
+        the journal did not record."""
+        try:
+            return self._journal.reserve(intent)
+        except OSError as exc:
+            log.error(  # noqa: TRY400 - the message says it all; no traceback for a full disk
+                "journal.intent_failed", client_order_id=intent.client_order_id, error=str(exc)
+            )
+            self._gate.halt("journal_unwritable")
+            raise TradingHalted(frozenset({"journal_unwritable"})) from None
+
+    async def settled(self) -> None:
+        """Wait for the background look-ups started so far (tests, and a bounded shutdown)."""
+        while self._lookups:
+            await asyncio.gather(*list(self._lookups), return_exceptions=True)
+
+    def cancel_lookups(self) -> None:
+        """Stop the background look-ups (shutdown): the next start looks those orders up again."""
+        for task in list(self._lookups):
+            task.cancel()
+
     async def _send(
-        self, ex: Exchange, req: OrderRequest, intent: OrderIntent, announcement: Announcement | None
+        self,
+        ex: Exchange,
+        req: OrderRequest,
+        intent: OrderIntent,
+        announcement: Announcement | None,
+        *,
+        background: bool = True,
     ) -> OrderOutcome:
         started = time.perf_counter_ns()
         try:
             result = await ex.create_order(req)
         except OrderStatusUnknown as exc:
-            self._journal.record_result(
-                req.client_order_id, "unknown", error_code=exc.code, error_message=str(exc)
-            )
-            log.warning(
-                "order.unknown",
-                strategy=intent.strategy,
-                exchange=ex.id,
-                symbol=req.symbol,
-                client_order_id=req.client_order_id,
-                error=str(exc),
-            )
-            return await self.reconcile(ex, intent)
+            self.record_unknown(intent, exc)
+            if not background:
+                return await self.reconcile(ex, intent)
+            # The announcement's task goes on at once; the look-up (about 10 s at worst) runs apart
+            # and reports its outcome (alerts, balances, the exit plan's fill) when it ends.
+            task = asyncio.create_task(self._lookup(ex, intent), name=f"lookup:{req.client_order_id}")
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+            return OrderOutcome("unknown", ex.id, req.symbol, req.side, req.client_order_id, "looking_up")
         except ExchangeError as exc:  # rejected, rate limited, auth: the exchange said no
             if isinstance(exc, ExchangeAuthError):
-                self._gate.halt("credentials_rejected")
-            return self._book.rejected(intent, exc)
+                self._gate.halt("credentials_rejected", venue=ex.id)
+            return self.book.rejected(intent, exc)
         if is_expired(result):
-            return self._book.expired(intent, result)
-        self._book.placed(intent, announcement, started, result)  # logged first: the order is out
+            return self.book.expired(intent, result)
+        self.book.placed(intent, announcement, started, result)  # logged first: the order is out
         if result.filled is None and intent.plan is not None:
             # Some exchanges (okx, bybit) answer an order with its id only; an exit needs the fill.
             result = await self._completed(ex, intent, result)
-        self._book.record_fill(intent, "placed", result)
+        self.book.record_fill(intent, "placed", result)
         return OrderOutcome("placed", ex.id, req.symbol, req.side, req.client_order_id, result=result)
+
+    def record_unknown(self, intent: OrderIntent, exc: OrderStatusUnknown) -> None:
+        self._journal.record_result(
+            intent.client_order_id, "unknown", error_code=exc.code, error_message=str(exc)
+        )
+        log.warning(
+            "order.unknown",
+            strategy=intent.strategy,
+            exchange=intent.exchange,
+            symbol=intent.symbol,
+            client_order_id=intent.client_order_id,
+            error=str(exc),
+        )
+
+    async def _lookup(self, ex: Exchange, intent: OrderIntent) -> None:
+        try:
+            self.emit(await self.reconcile(ex, intent))
+        except Exception:  # a look-up must never take the daemon down; the next start retries it
+            log.exception("order.lookup_crashed", client_order_id=intent.client_order_id)
 
     async def _completed(self, ex: Exchange, intent: OrderIntent, result: OrderResult) -> OrderResult:
         try:
@@ -279,7 +335,7 @@ class OrderRouter:
             return result
         return found if found is not None else result
 
-    async def _paper_fill(
+    async def paper_fill(
         self,
         ex: Exchange,
         req: OrderRequest,
@@ -290,71 +346,10 @@ class OrderRouter:
         started = time.perf_counter_ns()
         result = await self._paper.fill(ex, req, max_age=max_age)
         if is_expired(result):
-            return self._book.expired(intent, result)
-        self._book.record_fill(intent, "paper", result)
-        self._book.placed(intent, announcement, started, result)
+            return self.book.expired(intent, result)
+        self.book.record_fill(intent, "paper", result)
+        self.book.placed(intent, announcement, started, result)
         return OrderOutcome("paper", ex.id, req.symbol, req.side, req.client_order_id, result=result)
-
-    async def submit_exit(self, position: Position, reason: str) -> OrderOutcome:
-        """Sell a position that reached its exit. Allowed while trading is halted for feed reasons only
-        (an exit reduces risk and needs no feed); never twice for one position (the exit's client id
-        derives from the entry's)."""
-        outcome = await self._submit_exit(position, reason)
-        self._emit(outcome)
-        return outcome
-
-    async def _submit_exit(self, position: Position, reason: str) -> OrderOutcome:
-        exchange, symbol = position.exchange, position.symbol
-        ex = self._exchanges.get(exchange)
-
-        def skipped(why: str, cid: str | None = None) -> OrderOutcome:
-            log.info(
-                "order.skipped",
-                strategy=position.strategy,
-                exchange=exchange,
-                symbol=symbol,
-                side="sell",
-                reason=why,
-                exit=reason,
-                client_order_id=cid,
-            )
-            return OrderOutcome("skipped", exchange, symbol, "sell", cid, why)
-
-        if ex is None:
-            return skipped("exchange_not_configured")
-        blocking = self._gate.reasons - EXIT_ALLOWED_WHILE
-        if blocking:
-            return skipped("trading_halted:" + ",".join(sorted(blocking)))
-        market = ex.market(symbol) or await ex.find_market(symbol)
-        if market is None:
-            return skipped("unknown_symbol")
-        cid = ex.format_client_order_id(
-            client_order_id(position.client_order_id, position.strategy, exchange, symbol, "exit")
-        )
-        intent = OrderIntent(
-            cid,
-            None,
-            position.strategy,
-            exchange,
-            symbol,
-            "sell",
-            market.quote,
-            None,
-            position.filled,
-            self._dry_run,
-            exit_of=position.client_order_id,
-        )
-        if self._gate.reasons - EXIT_ALLOWED_WHILE:
-            return skipped("trading_halted:" + ",".join(sorted(self._gate.reasons)), cid)
-        if not self._journal.reserve(intent):
-            return skipped("duplicate", cid)
-        request = OrderRequest(symbol=symbol, side="sell", client_order_id=cid, amount=position.filled)
-        log.info(
-            "exit.sending", strategy=position.strategy, symbol=symbol, reason=reason, client_order_id=cid
-        )
-        if self._dry_run:
-            return await self._paper_fill(ex, request, intent, None)
-        return await self._send(ex, request, intent, None)
 
     async def reconcile(self, ex: Exchange, intent: OrderIntent) -> OrderOutcome:
         """Find out what happened to an order whose request outcome is unknown, by its client id.
@@ -370,7 +365,7 @@ class OrderRouter:
                 continue
             answered = True
             if found is not None:
-                self._book.record_fill(intent, "placed", found)
+                self.book.record_fill(intent, "placed", found)
                 metrics.ORDERS.labels(intent.exchange, "placed", str(intent.dry_run).lower()).inc()
                 log.info(
                     "order.reconciled",

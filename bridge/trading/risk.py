@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from bridge.config import ExchangeConfig, TradingConfig, quote_limits
 from bridge.feed.codec import Announcement
 from bridge.trading.budget import SpendLedger
+from bridge.trading.exposure import Exposure
 from bridge.trading.journal import Journal
 
 
@@ -31,10 +32,13 @@ class RiskLimits:
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         exchanges: Mapping[str, ExchangeConfig] | None = None,
+        exposure: Exposure | None = None,
     ) -> None:
         """Reads today's orders from `journal` once, here. `exchanges`: the config's exchanges, for
-        their own daily budgets (`exchanges.NAME.daily_max_cost`)."""
+        their own daily budgets (`exchanges.NAME.daily_max_cost`). `exposure`: the open-cost and loss
+        limits (bridge.trading.exposure), checked for buys."""
         self._cfg = cfg
+        self.exposure = exposure
         self._clock_ns = clock_ns
         self._per_announcement: dict[tuple[str, str], int] = {}
         self._order_limits = quote_limits(cfg.max_order_cost)
@@ -97,14 +101,27 @@ class RiskLimits:
                 return f"no_exchange_daily_limit_for_quote:{quote}"
             if self.ledger.spent(quote, exchange) + cost > limit:
                 return "over_exchange_daily_max_cost"
+        if side == "buy" and self.exposure is not None:
+            return self.exposure.check(quote, cost)
         return None
 
-    def reserve(self, client_order_id: str, exchange: str, quote: str, estimated_cost: float | None) -> None:
+    def reserve(
+        self,
+        client_order_id: str,
+        exchange: str,
+        quote: str,
+        estimated_cost: float | None,
+        *,
+        opens_position: bool = False,
+    ) -> None:
         """Count an order toward the daily budgets from now on, at `estimated_cost` (the `cost` its
-        check passed with). Call right after the journal accepted its intent; never for an exit."""
+        check passed with), and toward the open cost if it `opens_position` (an entry with an exit
+        plan). Call right after the journal accepted its intent; never for an exit."""
         if estimated_cost is None:  # check() refuses such an order; count the most it may cost
             estimated_cost = self._fallback(quote)
         self.ledger.reserve(client_order_id, exchange, quote, estimated_cost)
+        if opens_position and self.exposure is not None:
+            self.exposure.opened(quote, estimated_cost)
 
     def settle(self, client_order_id: str, real_cost: float | None, counts: bool) -> None:
         """The order's outcome is known. `counts` False: it bought nothing (rejected, expired unfilled)

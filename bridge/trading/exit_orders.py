@@ -1,0 +1,338 @@
+"""The orders that close positions: one exit attempt (market, or limit IOC under the bid), the stop that
+rests on the exchange, and the look-ups that settle them. Every one is journalled (exit_of = the entry)
+before it is sent, with its own client id (the attempt number), and shares the order router's journal
+book, look-ups and outcome listener.
+
+What an attempt's failure means is said in its ExitAttempt: transient (rate limit, venue unavailable:
+retry after a backoff), a definitive rejection (with the venue's reason), or an unknown outcome that the
+look-ups could not settle (the next attempt waits for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from bridge.errors import (
+    ExchangeAuthError,
+    ExchangeError,
+    ExchangeUnavailable,
+    OrderStatusUnknown,
+    RateLimited,
+    TradingHalted,
+)
+from bridge.trading.exit_rules import ExitDecision, stop_price
+from bridge.trading.gate import TradingGate
+from bridge.trading.ids import client_order_id
+from bridge.trading.journal import Journal
+from bridge.trading.model import OrderIntent, OrderOutcome, OrderRecord, Position
+from bridge.trading.orders import OrderRouter
+from bridge.trading.outcomes import is_expired
+from bridge.venues.exchange import Exchange
+from bridge.venues.types import OrderRequest, OrderResult
+
+log = structlog.get_logger(__name__)
+
+CONTRACT_TYPES = frozenset({"swap", "future"})
+
+
+@dataclass(frozen=True, slots=True)
+class ExitAttempt:
+    """What one exit attempt did. `sold`: base currency it filled. `transient`: it failed for a reason
+    that passes (retry after `retry_after` or a backoff). `rejection`: the venue refused it for good
+    (OrderRejected.kind), or why it was not sent (`dust`, `halted`, `unknown_symbol`, `no_price`)."""
+
+    outcome: OrderOutcome | None
+    sold: float = 0.0
+    transient: bool = False
+    retry_after: float | None = None
+    rejection: str | None = None
+    unresolved: bool = False  # sent, and nobody knows yet whether it executed
+
+
+class ExitOrders:
+    def __init__(
+        self,
+        *,
+        router: OrderRouter,
+        journal: Journal,
+        exchanges: Mapping[str, Exchange],
+        gate: TradingGate,
+        dry_run: bool,
+    ) -> None:
+        self._router = router
+        self._journal = journal
+        self._exchanges = exchanges
+        self._gate = gate
+        self._dry_run = dry_run
+
+    @property
+    def paper(self) -> bool:
+        return self._dry_run
+
+    def record_entry(self, intent: OrderIntent, found: OrderResult) -> None:
+        """An entry whose fill was unknown has been found: record it (its position opens)."""
+        self._router.book.record_fill(intent, "placed", found)
+        log.info(
+            "order.reconciled",
+            exchange=intent.exchange,
+            client_order_id=intent.client_order_id,
+            filled=found.filled,
+        )
+
+    def exit_id(self, position: Position, kind: str, attempt: int) -> str:
+        """The client id of a position's exit attempt (`kind` "exit") or resting stop ("stop"). Attempt
+        0 of an exit is the id bridge gave a position's one exit before attempts existed."""
+        ex = self._exchanges[position.exchange]
+        return ex.format_client_order_id(
+            client_order_id(
+                position.client_order_id,
+                position.strategy,
+                position.exchange,
+                position.symbol,
+                kind,
+                attempt=attempt,
+            )
+        )
+
+    async def sell(self, position: Position, decision: ExitDecision, amount: float) -> ExitAttempt:
+        """Send one exit attempt for `amount` of `position` (journalled first, never twice)."""
+        ex = self._exchanges.get(position.exchange)
+        if ex is None:
+            return ExitAttempt(None, rejection="exchange_not_configured")
+        if blockers := self._gate.exit_blockers(position.exchange):
+            return ExitAttempt(None, transient=True, rejection="halted:" + ",".join(sorted(blockers)))
+        market = ex.market(position.symbol) or await ex.find_market(position.symbol)
+        if market is None:
+            return ExitAttempt(None, rejection="unknown_symbol")
+        reference = await self._router.prices.reference(position.exchange, position.symbol, "sell")
+        limit: float | None = None
+        if reference is not None:
+            floor = reference if decision.market else reference * (1 - position.plan.exit_slippage)
+            terms = ex.limit_terms(position.symbol, "sell", cap_price=floor, amount=amount)
+            if terms is None:  # under the venue's minimum amount or cost: it can never fill
+                return ExitAttempt(None, rejection="dust")
+            amount = terms[0]
+            if not decision.market:
+                limit = terms[1]
+        elif not decision.market:
+            return ExitAttempt(None, transient=True, rejection="no_price")
+        cid = self.exit_id(position, "exit", position.attempts)
+        intent = OrderIntent(
+            cid,
+            None,
+            position.strategy,
+            position.exchange,
+            position.symbol,
+            "sell",
+            market.quote,
+            None,
+            amount,
+            self._dry_run,
+            exit_of=position.client_order_id,
+            limit_price=limit,
+        )
+        try:
+            if not self._router.reserve(intent):
+                return ExitAttempt(None, rejection="duplicate")
+        except TradingHalted:
+            return ExitAttempt(None, transient=True, rejection="halted:journal_unwritable")
+        request = OrderRequest(
+            symbol=position.symbol,
+            side="sell",
+            client_order_id=cid,
+            amount=amount,
+            limit_price=limit,
+            reduce_only=market.type in CONTRACT_TYPES,
+        )
+        log.info(
+            "exit.sending",
+            strategy=position.strategy,
+            exchange=position.exchange,
+            symbol=position.symbol,
+            reason=decision.reason,
+            amount=amount,
+            limit_price=limit,
+            attempt=position.attempts,
+            client_order_id=cid,
+            entry_client_order_id=position.client_order_id,
+        )
+        attempt = await self._execute(ex, request, intent)
+        if attempt.outcome is not None:
+            self._router.emit_exit(position, decision.reason, amount, attempt.outcome)
+        return attempt
+
+    async def _execute(self, ex: Exchange, request: OrderRequest, intent: OrderIntent) -> ExitAttempt:
+        book = self._router.book
+        if self._dry_run:
+            outcome = await self._router.paper_fill(ex, request, intent, None)
+            return ExitAttempt(outcome, sold=_filled(outcome.result))
+        try:
+            result = await ex.create_order(request)
+        except OrderStatusUnknown as exc:
+            self._router.record_unknown(intent, exc)
+            outcome = await self._router.reconcile(ex, intent)  # before anything else is sent
+            return ExitAttempt(outcome, sold=_filled(outcome.result), unresolved=outcome.status == "unknown")
+        except RateLimited as exc:
+            return ExitAttempt(book.rejected(intent, exc), transient=True, retry_after=exc.retry_after)
+        except ExchangeUnavailable as exc:
+            return ExitAttempt(book.rejected(intent, exc), transient=True)
+        except ExchangeAuthError as exc:
+            self._gate.halt("credentials_rejected", venue=ex.id)
+            return ExitAttempt(book.rejected(intent, exc), transient=True, rejection="credentials_rejected")
+        except ExchangeError as exc:
+            kind = str(getattr(exc, "kind", "other"))
+            return ExitAttempt(book.rejected(intent, exc), rejection=kind)
+        if is_expired(result):
+            return ExitAttempt(book.expired(intent, result))
+        book.placed(intent, None, 0, result)
+        book.record_fill(intent, "placed", result)
+        outcome = OrderOutcome(
+            "placed", ex.id, request.symbol, "sell", request.client_order_id, result=result
+        )
+        return ExitAttempt(outcome, sold=_filled(result))
+
+    async def resolve(self, record: OrderRecord) -> bool:
+        """Look up an exit order whose outcome is unknown (one request). True once settled: found (its
+        fill recorded) or the venue says it has no such order (it never executed: `not_found`)."""
+        ex = self._exchanges.get(record.intent.exchange)
+        if ex is None or self._dry_run:
+            return False
+        cid = record.intent.client_order_id
+        try:
+            found = await ex.fetch_order_by_client_id(record.intent.symbol, cid)
+        except ExchangeError as exc:
+            log.warning("exit.lookup_failed", client_order_id=cid, error=str(exc))
+            return False
+        if found is None:
+            self._journal.record_result(cid, "not_found", error_message="not on the exchange; never executed")
+            log.info("exit.not_found", client_order_id=cid)
+            return True
+        self._router.book.record_fill(record.intent, "placed", found)
+        log.info(
+            "order.reconciled", exchange=ex.id, client_order_id=cid, status=found.status, filled=found.filled
+        )
+        return True
+
+    def stops_supported(self, position: Position) -> bool:
+        ex = self._exchanges.get(position.exchange)
+        return ex is not None and not self._dry_run and ex.supports_resting_stops(position.symbol)
+
+    async def place_stop(self, position: Position) -> bool:
+        """Rest a stop-loss order on the exchange for what `position` holds. True when one rests."""
+        ex = self._exchanges[position.exchange]
+        trigger = stop_price(position)
+        market = ex.market(position.symbol)
+        if trigger is None or market is None:
+            return False
+        cid = self.exit_id(position, "stop", position.attempts)
+        intent = OrderIntent(
+            cid,
+            None,
+            position.strategy,
+            position.exchange,
+            position.symbol,
+            "sell",
+            market.quote,
+            None,
+            position.remaining,
+            False,
+            exit_of=position.client_order_id,
+            limit_price=trigger,  # a stop's row keeps its trigger price here
+        )
+        try:
+            if not self._router.reserve(intent):
+                return False
+        except TradingHalted:
+            return False
+        try:
+            result = await ex.place_stop(
+                position.symbol, amount=position.remaining, stop_price=trigger, client_order_id=cid
+            )
+        except OrderStatusUnknown as exc:
+            self._router.record_unknown(intent, exc)
+            outcome = await self._router.reconcile(ex, intent)
+            if outcome.status != "placed":
+                return False
+            result = outcome.result or _open(intent)
+        except ExchangeError as exc:
+            self._router.book.rejected(intent, exc)
+            log.warning("exit.stop_failed", client_order_id=cid, symbol=position.symbol, error=str(exc))
+            return False
+        self._record_stop(intent, result)
+        self._journal.update_position(position.client_order_id, stop_cid=cid)
+        log.info(
+            "exit.stop_placed",
+            symbol=position.symbol,
+            stop_price=trigger,
+            amount=position.remaining,
+            client_order_id=cid,
+            entry_client_order_id=position.client_order_id,
+        )
+        return True
+
+    async def check_stop(self, position: Position) -> None:
+        """Look up the resting stop (one request): record what it filled; forget it once it is over."""
+        cid = position.stop_client_order_id
+        ex = self._exchanges.get(position.exchange)
+        if cid is None or ex is None:
+            return
+        try:
+            found = await ex.fetch_order_by_client_id(position.symbol, cid)
+        except ExchangeError as exc:
+            log.warning("exit.stop_lookup_failed", client_order_id=cid, error=str(exc))
+            return
+        self._settle_stop(position, cid, found)
+
+    async def cancel_stop(self, position: Position) -> bool:
+        """Take the resting stop off the exchange before the daemon sells itself (on a spot venue the
+        stop holds the coins). True once no stop rests; what it filled meanwhile (the race) is recorded."""
+        cid = position.stop_client_order_id
+        ex = self._exchanges.get(position.exchange)
+        if cid is None:
+            return True
+        if ex is None:
+            return False
+        try:
+            result = await ex.cancel_order_by_client_id(position.symbol, cid)
+        except ExchangeError as exc:
+            log.warning("exit.stop_cancel_failed", client_order_id=cid, error=str(exc))
+            return False
+        self._settle_stop(position, cid, result, cancelled=True)
+        return True
+
+    def _settle_stop(
+        self, position: Position, cid: str, found: OrderResult | None, *, cancelled: bool = False
+    ) -> None:
+        record = self._journal.get(cid)
+        if found is not None and record is not None and (found.filled or 0) > 0:
+            self._router.book.record_fill(record.intent, "placed", found)
+            log.info("exit.stop_filled", client_order_id=cid, filled=found.filled, average=found.average)
+        over = found is None or cancelled or found.status not in ("open", "new")
+        if over:
+            self._journal.update_position(position.client_order_id, stop_cid=None)
+            if cancelled:
+                log.info(
+                    "exit.stop_cancelled", client_order_id=cid, filled=None if found is None else found.filled
+                )
+
+    def _record_stop(self, intent: OrderIntent, result: OrderResult) -> None:
+        self._journal.record_result(
+            intent.client_order_id,
+            "placed",
+            order_id=result.order_id,
+            filled=result.filled or 0.0,
+            raw=result.raw,
+        )
+
+
+def _filled(result: OrderResult | None) -> float:
+    return 0.0 if result is None or result.filled is None else float(result.filled)
+
+
+def _open(intent: OrderIntent) -> OrderResult:
+    return OrderResult(
+        intent.exchange, intent.symbol, "sell", intent.client_order_id, None, "open", 0.0, None, None
+    )
