@@ -7,6 +7,12 @@ table in bridge.venues.errors translates them into the ExchangeError branch belo
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Literal
+
+# Why the exchange refused an order, as far as the exits code needs to tell (set on OrderRejected by the
+# one translation table in bridge.venues.errors): no coins or quote left to trade, below the market's
+# minimum size or notional, the market is not trading, the symbol is not listed; "other" for the rest.
+RejectionKind = Literal["insufficient_balance", "too_small", "market_closed", "unknown_symbol", "other"]
 
 
 class ExitCode(IntEnum):
@@ -61,7 +67,19 @@ class ExchangeError(BridgeError):
 
 class OrderRejected(ExchangeError):
     """The exchange answered and refused the order (balance, min notional, bad symbol, precision).
-    Final for this order: log `order.rejected`, do not retry."""
+    Final for this order: log `order.rejected`, do not retry. `kind` says why, for the caller that
+    corrects and sends another order (see RejectionKind)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exchange: str = "",
+        code: str | None = None,
+        kind: RejectionKind = "other",
+    ) -> None:
+        super().__init__(message, exchange=exchange, code=code)
+        self.kind: RejectionKind = kind
 
 
 class ExchangeAuthError(ExchangeError):

@@ -5,6 +5,10 @@ MARKET orders fill whole at the listing's price. LIMIT orders with timeInForce I
 as Binance checks them (tick size, step size, notional, mandatory parameters, with Binance's codes),
 then fill at once at the listing's price if it is at or better than the limit, up to the listing's
 depth; what does not fill expires (status EXPIRED, as Binance reports an IOC that did not fill whole).
+STOP_LOSS and STOP_LOSS_LIMIT (GTC) sells, checked the same way, rest (status NEW) until `set_price`
+reaches their stop price (see FakeVenue.set_price); DELETE /api/v3/order cancels a resting one. With
+`track_balances`, orders need and move the account's balances as on Binance. The public endpoints are
+in fake_binance_public.py.
 """
 
 from __future__ import annotations
@@ -15,18 +19,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-import orjson
 from aiohttp import web
 
+from bridge.sim.fake_binance_public import BinancePublicApi
 from bridge.sim.fake_venue import (
     DEFAULT_MARKETS,
     MIN_NOTIONAL,
     ApiError,
-    FakeVenue,
     FaultKind,
     Listing,
     Order,
-    book_quote,
     fill_amounts,
     fmt_num,
     json_response,
@@ -34,12 +36,15 @@ from bridge.sim.fake_venue import (
     signature_ok,
     timestamp_problem,
 )
+from bridge.sim.fake_wallet import Wallet
 
 DEFAULT_API_KEY = "fake-binance-key"
 DEFAULT_SECRET = "fake-binance-secret"  # noqa: S105 - the fake's own test credential
 RECV_WINDOW_MS = 5_000
 # Binance's expiryReason for a limit order that did not fill whole, by timeInForce
 _EXPIRY_REASONS = {"IOC": "UNFILLED_IOC_QUANTITY_EXPIRED", "FOK": "UNFILLED_FOK_ORDER_EXPIRED"}
+_STOP_TYPES = ("STOP_LOSS", "STOP_LOSS_LIMIT")
+_INSUFFICIENT = "Account has insufficient balance for requested action."
 
 # Every `urls.api` key of ccxt's binance describe(), mapped to a path on this server. Endpoints the fake
 # does not implement still route here, so an unexpected call shows up as a 404 in `requests`
@@ -70,12 +75,17 @@ _API_PATHS: dict[str, str] = {
 }
 
 
-class FakeBinance(FakeVenue):
-    """The fake exchange. `async with FakeBinance() as fake:` then pass `fake.ccxt_config()` to ccxt."""
+class FakeBinance(BinancePublicApi):
+    """The fake exchange. `async with FakeBinance() as fake:` then pass `fake.ccxt_config()` to ccxt.
 
-    _UNKNOWN_SYMBOL = (400, -1121, "Invalid symbol.")
+    `balances` (free per asset, as GET account reports) is what tests set; update it in place. With
+    `track_balances` orders need and move it as on Binance: an order the account cannot pay for is
+    refused -2010, a resting stop sell locks its coins (free -> locked) so a second sell of the same
+    coins is refused, a fill pays one asset for the other (no fees). Without it (the default) orders
+    never check or change balances."""
+
     _FAULT_ERRORS: ClassVar[Mapping[FaultKind, tuple[int, int, str]]] = {
-        "insufficient_balance": (400, -2010, "Account has insufficient balance for requested action."),
+        "insufficient_balance": (400, -2010, _INSUFFICIENT),
         "min_notional": (400, -1013, "Filter failure: NOTIONAL"),
         "rate_limited": (429, -1003, "Too many requests; current limit of IP is 6000 requests per minute."),
         "server_error_after": (
@@ -94,9 +104,11 @@ class FakeBinance(FakeVenue):
         markets: Iterable[tuple[str, str, float]] = DEFAULT_MARKETS,
         host: str = "127.0.0.1",
         port: int = 0,
+        track_balances: bool = False,
     ) -> None:
-        self._exchange_info: bytes | None = None  # cached: the big response is rebuilt only on change
-        self.balances: dict[str, float] = {"USDT": 100000.0}  # free per asset, as GET account reports
+        self.balances: dict[str, float] = {"USDT": 100000.0}
+        self.track_balances = track_balances
+        self.wallet = Wallet(self.balances)  # its `locked` is what resting orders hold
         super().__init__(api_key=api_key, secret=secret, markets=markets, host=host, port=port)
 
     def ccxt_config(self) -> dict[str, Any]:
@@ -106,28 +118,12 @@ class FakeBinance(FakeVenue):
         # timeout_on_exit: ccxt's close() waits 250 ms for TLS shutdown; plain loopback HTTP has none.
         return {"urls": {"api": urls, "test": dict(urls), "demo": dict(urls)}, "timeout_on_exit": 0}
 
-    def exchange_info(self) -> dict[str, Any]:
-        """The full GET /api/v3/exchangeInfo body, e.g. to record it for a mocked-HTTP test."""
-        return self._exchange_info_body(self._listings.values())
-
-    # ----- FakeVenue hooks -----
-
     def _add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/api/v3/ping", self._ping)
-        router.add_get("/api/v3/time", self._time)
-        router.add_get("/api/v3/exchangeInfo", self._exchange_info_handler)
-        router.add_get("/api/v3/ticker/24hr", self._ticker_24hr)
-        router.add_get("/api/v3/ticker/price", self._ticker_price)
-        router.add_get("/api/v3/ticker/bookTicker", self._book_ticker)
+        super()._add_routes(router)
         router.add_post("/api/v3/order", self._post_order)
         router.add_get("/api/v3/order", self._get_order)
+        router.add_delete("/api/v3/order", self._delete_order)
         router.add_get("/api/v3/account", self._account)
-
-    def _error_response(self, exc: ApiError) -> web.Response:
-        return json_response({"code": exc.code, "msg": exc.msg}, status=exc.status, headers=exc.headers)
-
-    def _markets_changed(self) -> None:
-        self._exchange_info = None
 
     # ----- authentication -----
 
@@ -157,158 +153,12 @@ class FakeBinance(FakeVenue):
         if problem == "stale":
             raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
 
-    # ----- public endpoints -----
-
-    async def _ping(self, request: web.Request) -> web.Response:
-        return json_response({})
-
-    async def _time(self, request: web.Request) -> web.Response:
-        return json_response({"serverTime": self._now_ms()})
-
-    async def _exchange_info_handler(self, request: web.Request) -> web.Response:
-        wanted = self._requested_symbols(request)
-        if wanted is None:
-            if self._exchange_info is None:
-                self._exchange_info = orjson.dumps(self._exchange_info_body(self._listings.values()))
-            return web.Response(body=self._exchange_info, content_type="application/json")
-        return json_response(self._exchange_info_body([self._listing(s) for s in wanted]))
-
-    @staticmethod
-    def _requested_symbols(request: web.Request) -> list[str] | None:
-        if "symbol" in request.query:
-            return [request.query["symbol"]]
-        if "symbols" in request.query:
-            try:
-                symbols = orjson.loads(request.query["symbols"])
-            except orjson.JSONDecodeError:
-                raise ApiError(400, -1100, "Illegal characters found in parameter 'symbols'.") from None
-            return [str(s) for s in symbols]
-        return None
-
-    def _exchange_info_body(self, listings: Iterable[Listing]) -> dict[str, Any]:
-        return {
-            "timezone": "UTC",
-            "serverTime": self._now_ms(),
-            "rateLimits": [],
-            "exchangeFilters": [],
-            "symbols": [self._symbol_info(listing) for listing in listings],
-        }
-
-    @staticmethod
-    def _symbol_info(listing: Listing) -> dict[str, Any]:
-        return {
-            "symbol": listing.symbol,
-            "status": listing.status,
-            "baseAsset": listing.base,
-            "baseAssetPrecision": 8,
-            "quoteAsset": listing.quote,
-            "quotePrecision": 8,
-            "quoteAssetPrecision": 8,
-            "baseCommissionPrecision": 8,
-            "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
-            "icebergAllowed": True,
-            "ocoAllowed": True,
-            "quoteOrderQtyMarketAllowed": True,
-            "allowTrailingStop": True,
-            "cancelReplaceAllowed": True,
-            "isSpotTradingAllowed": True,
-            "isMarginTradingAllowed": False,
-            "filters": [
-                {
-                    "filterType": "PRICE_FILTER",
-                    "minPrice": fmt_num(listing.tick_size),
-                    "maxPrice": "1000000.00000000",
-                    "tickSize": fmt_num(listing.tick_size),
-                },
-                {
-                    "filterType": "LOT_SIZE",
-                    "minQty": fmt_num(listing.step_size),
-                    "maxQty": "9000000.00000000",
-                    "stepSize": fmt_num(listing.step_size),
-                },
-                {
-                    "filterType": "NOTIONAL",
-                    "minNotional": fmt_num(MIN_NOTIONAL),
-                    "applyMinToMarket": True,
-                    "maxNotional": "9000000.00000000",
-                    "applyMaxToMarket": False,
-                    "avgPriceMins": 5,
-                },
-            ],
-            "permissions": [],
-            "permissionSets": [["SPOT"]],
-            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
-        }
-
-    async def _ticker_24hr(self, request: web.Request) -> web.Response:
-        wanted = self._requested_symbols(request)
-        if wanted is not None and "symbol" in request.query:
-            return json_response(self._ticker(self._listing(wanted[0])))
-        listings = self._listings.values() if wanted is None else [self._listing(s) for s in wanted]
-        return json_response([self._ticker(listing) for listing in listings])
-
-    def _ticker(self, listing: Listing) -> dict[str, Any]:
-        now = self._now_ms()
-        price = fmt_num(listing.price)
-        return {
-            "symbol": listing.symbol,
-            "priceChange": "0.00000000",
-            "priceChangePercent": "0.000",
-            "weightedAvgPrice": price,
-            "prevClosePrice": price,
-            "lastPrice": price,
-            "lastQty": "1.00000000",
-            "bidPrice": price,
-            "bidQty": "1.00000000",
-            "askPrice": price,
-            "askQty": "1.00000000",
-            "openPrice": price,
-            "highPrice": price,
-            "lowPrice": price,
-            "volume": "0.00000000",
-            "quoteVolume": "0.00000000",
-            "openTime": now - 86_400_000,
-            "closeTime": now,
-            "firstId": 1,
-            "lastId": 1,
-            "count": 1,
-        }
-
-    async def _ticker_price(self, request: web.Request) -> web.Response:
-        wanted = self._requested_symbols(request)
-        if wanted is not None and "symbol" in request.query:
-            listing = self._listing(wanted[0])
-            return json_response({"symbol": listing.symbol, "price": fmt_num(listing.price)})
-        listings = self._listings.values() if wanted is None else [self._listing(s) for s in wanted]
-        return json_response([{"symbol": item.symbol, "price": fmt_num(item.price)} for item in listings])
-
-    async def _book_ticker(self, request: web.Request) -> web.Response:
-        """Best bid/ask: `spread` apart around the price; zeros while a market is not trading (an empty
-        book). Public, like Binance's: no key, no signature."""
-        wanted = self._requested_symbols(request)
-        if wanted is not None and "symbol" in request.query:
-            return json_response(self._book_entry(self._listing(wanted[0])))
-        listings = self._listings.values() if wanted is None else [self._listing(s) for s in wanted]
-        return json_response([self._book_entry(listing) for listing in listings])
-
-    def _book_entry(self, listing: Listing) -> dict[str, Any]:
-        trading = listing.status == "TRADING"
-        bid, ask = book_quote(listing, self.spread) if trading else (0.0, 0.0)
-        size = fmt_num((1_000_000.0 if listing.depth is None else listing.depth) if trading else 0.0)
-        return {
-            "symbol": listing.symbol,
-            "bidPrice": fmt_num(bid),
-            "bidQty": size,
-            "askPrice": fmt_num(ask),
-            "askQty": size,
-        }
-
     # ----- signed endpoints -----
 
     async def _account(self, request: web.Request) -> web.Response:
         self._authenticate(request, "")
+        locked = self.wallet.locked
+        assets = list(self.balances) + [a for a in locked if a not in self.balances]
         return json_response(
             {
                 "makerCommission": 10,
@@ -319,8 +169,12 @@ class FakeBinance(FakeVenue):
                 "updateTime": self._now_ms(),
                 "accountType": "SPOT",
                 "balances": [
-                    {"asset": asset, "free": f"{free:.8f}", "locked": "0.00000000"}
-                    for asset, free in self.balances.items()
+                    {
+                        "asset": asset,
+                        "free": fmt_num(self.balances.get(asset, 0.0)),
+                        "locked": fmt_num(locked.get(asset, 0.0)),
+                    }
+                    for asset in assets
                 ],
                 "permissions": ["SPOT"],
             }
@@ -345,18 +199,26 @@ class FakeBinance(FakeVenue):
         self._apply_price_move(listing)
         if listing.status != "TRADING":
             raise ApiError(400, -1013, "Market is closed.")
-        if params.get("type") not in ("MARKET", "LIMIT"):
+        order_type = params.get("type")
+        if order_type not in ("MARKET", "LIMIT", *_STOP_TYPES):
             raise ApiError(400, -1116, "Invalid orderType.")
         side = params.get("side")
         if side not in ("BUY", "SELL"):
             raise ApiError(400, -1100, "Illegal characters found in parameter 'side'.")
-        if params["type"] == "LIMIT":
+        existing = self._by_client_id.get(params.get("newClientOrderId") or "")
+        if existing is not None and existing.open:
+            raise ApiError(400, -2010, "Duplicate order sent.")
+        if order_type == "LIMIT":
             return self._create_limit(params, listing, side)
+        if order_type in _STOP_TYPES:
+            return self._create_stop(params, listing, side)
         qty, quote_qty = self._fill_amounts(params, listing.price)
         if quote_qty < MIN_NOTIONAL:
             raise ApiError(400, -1013, "Filter failure: NOTIONAL")
+        self._check_funds(listing, side, qty, quote_qty)
         order = self._new_order(listing, side, qty, quote_qty, params.get("newClientOrderId"))
         order.orig_quote_qty = float(params.get("quoteOrderQty", 0) or 0)
+        self._settle(listing, order)
         self._book(order, self._order_response(order, fills=False))
         return order
 
@@ -364,24 +226,13 @@ class FakeBinance(FakeVenue):
         """A LIMIT order, checked in the order Binance reports problems, filled as `limit_fill` says."""
         if "quoteOrderQty" in params:
             raise ApiError(400, -1106, "Parameter 'quoteOrderQty' sent when not required.")
-        tif = params.get("timeInForce")
-        if not tif:
-            raise ApiError(
-                400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed."
-            )
-        if tif not in ("GTC", "IOC", "FOK"):
-            raise ApiError(400, -1115, "Invalid timeInForce.")
+        tif = self._time_in_force(params)
         if tif == "GTC":  # not Binance's answer: this fake has no order book for a resting order
             raise ApiError(400, -1, "FakeBinance fills LIMIT orders with timeInForce IOC or FOK only")
         qty = self._decimal_param(params, "quantity")
         price = self._decimal_param(params, "price")
-        tick, step = Decimal(str(listing.tick_size)), Decimal(str(listing.step_size))
-        if price <= 0 or price % tick != 0:
-            raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
-        if qty < step or qty % step != 0:
-            raise ApiError(400, -1013, "Filter failure: LOT_SIZE")
-        if price * qty < Decimal(str(MIN_NOTIONAL)):
-            raise ApiError(400, -1013, "Filter failure: NOTIONAL")
+        self._check_filters(listing, qty, [price], notional=price * qty)
+        self._check_funds(listing, side, float(qty), float(price * qty))
         filled, quote_qty = limit_fill(
             listing.price,
             buy=side == "BUY",
@@ -394,8 +245,87 @@ class FakeBinance(FakeVenue):
         order.order_type, order.time_in_force = "LIMIT", tif
         order.limit_price, order.orig_qty = float(price), float(qty)
         order.status = "FILLED" if filled >= float(qty) else "EXPIRED"
+        self._settle(listing, order)
         self._book(order, self._order_response(order, fills=False))
         return order
+
+    def _create_stop(self, params: dict[str, str], listing: Listing, side: str) -> Order:
+        """A STOP_LOSS (market once triggered) or STOP_LOSS_LIMIT (GTC limit once triggered) sell,
+        checked as Binance checks it, resting (status NEW) with its coins locked."""
+        limit = params["type"] == "STOP_LOSS_LIMIT"
+        if side != "SELL":  # not Binance's answer: this fake triggers sell stops only
+            raise ApiError(400, -1, "FakeBinance takes STOP_LOSS and STOP_LOSS_LIMIT sells only")
+        if "quoteOrderQty" in params:
+            raise ApiError(400, -1106, "Parameter 'quoteOrderQty' sent when not required.")
+        if limit and self._time_in_force(params) != "GTC":
+            raise ApiError(400, -1, "FakeBinance rests STOP_LOSS_LIMIT orders with timeInForce GTC only")
+        if not limit and "timeInForce" in params:
+            raise ApiError(400, -1114, "TimeInForce parameter sent when not required.")
+        if not limit and "price" in params:
+            raise ApiError(400, -1106, "Parameter 'price' sent when not required.")
+        qty = self._decimal_param(params, "quantity")
+        stop = self._decimal_param(params, "stopPrice")
+        price = self._decimal_param(params, "price") if limit else None
+        # the notional of a stop-limit is its limit's; a stop at market is checked at its stop price
+        notional = (stop if price is None else price) * qty
+        self._check_filters(listing, qty, [stop] if price is None else [stop, price], notional=notional)
+        if float(stop) >= listing.price:
+            raise ApiError(400, -2010, "Order would trigger immediately.")
+        self._check_funds(listing, side, float(qty), 0.0)
+        order = self._new_order(listing, side, 0.0, 0.0, params.get("newClientOrderId"))
+        order.order_type, order.status = params["type"], "NEW"
+        order.orig_qty, order.stop_price = float(qty), float(stop)
+        order.limit_price = 0.0 if price is None else float(price)
+        if self.track_balances:
+            self.wallet.lock(listing.base, float(qty))
+        self._book(order, self._order_response(order, fills=False))
+        return order
+
+    @staticmethod
+    def _time_in_force(params: dict[str, str]) -> str:
+        tif = params.get("timeInForce")
+        if not tif:
+            raise ApiError(
+                400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed."
+            )
+        if tif not in ("GTC", "IOC", "FOK"):
+            raise ApiError(400, -1115, "Invalid timeInForce.")
+        return tif
+
+    @staticmethod
+    def _check_filters(listing: Listing, qty: Decimal, prices: list[Decimal], *, notional: Decimal) -> None:
+        """Binance's PRICE_FILTER (every price on the tick), LOT_SIZE and NOTIONAL, in that order."""
+        tick, step = Decimal(str(listing.tick_size)), Decimal(str(listing.step_size))
+        if any(price <= 0 or price % tick != 0 for price in prices):
+            raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
+        if qty < step or qty % step != 0:
+            raise ApiError(400, -1013, "Filter failure: LOT_SIZE")
+        if notional < Decimal(str(MIN_NOTIONAL)):
+            raise ApiError(400, -1013, "Filter failure: NOTIONAL")
+
+    def _check_funds(self, listing: Listing, side: str, qty: float, quote_qty: float) -> None:
+        """With tracked balances, refuse an order the account cannot pay for: a sell's coins, a buy's quote."""
+        asset, amount = (listing.base, qty) if side == "SELL" else (listing.quote, quote_qty)
+        if self.track_balances and not self.wallet.has(asset, amount):
+            raise ApiError(400, -2010, _INSUFFICIENT)
+
+    def _settle(self, listing: Listing, order: Order, *, from_locked: bool = False) -> None:
+        """With tracked balances, what `order` filled pays one asset for the other."""
+        if not self.track_balances or order.qty <= 0:
+            return
+        base, quote = (listing.base, order.qty), (listing.quote, order.quote_qty)
+        paid, got = (base, quote) if order.side == "SELL" else (quote, base)
+        self.wallet.trade(paid=paid, got=got, from_locked=from_locked)
+
+    def _resting_order_changed(self, order: Order, *, filled: bool) -> None:
+        if filled:
+            self._settle(self._listing(order.symbol), order, from_locked=True)
+        self._refresh(order)
+
+    def _refresh(self, order: Order) -> None:
+        """Bring what the order lookup answers (and `executed` shows) up to the order's state."""
+        order.info.clear()
+        order.info.update(self._order_response(order, fills=False))
 
     @staticmethod
     def _decimal_param(params: dict[str, str], name: str) -> Decimal:
@@ -450,6 +380,10 @@ class FakeBinance(FakeVenue):
             "isWorking": True,
             "selfTradePreventionMode": "EXPIRE_MAKER",
         }
+        if order.stop_price > 0:  # a stop works (is on the book) only once triggered
+            data["stopPrice"] = fmt_num(order.stop_price)
+            data["isWorking"] = order.triggered
+            data["workingTime"] = order.time_ms if order.triggered else -1
         if order.status == "EXPIRED":  # shown since 2026-03-26 in RESULT and FULL answers
             data["expiryReason"] = _EXPIRY_REASONS.get(order.time_in_force, "INSUFFICIENT_LIQUIDITY")
         if fills:  # FULL answers list the trades: none for an order that expired unfilled
@@ -466,11 +400,45 @@ class FakeBinance(FakeVenue):
     async def _get_order(self, request: web.Request) -> web.Response:
         params = self._authenticate(request, "")
         self._listing(params.get("symbol"))
+        order = self._find_order(params)
+        if order is None:
+            raise ApiError(400, -2013, "Order does not exist.")
+        return json_response(order.info)
+
+    async def _delete_order(self, request: web.Request) -> web.Response:
+        """Cancel an open order by origClientOrderId (or orderId): Binance's answer, status CANCELED, with
+        our id as origClientOrderId and the cancel's own (newClientOrderId, else a fresh one) as
+        clientOrderId. -2011 "Unknown order sent." when no open order has that id."""
+        params = self._authenticate(request, await request.text())
+        fault = self._next_cancel_fault()
+        self._fail_before(fault)
+        listing = self._listing(params.get("symbol"))
+        if not params.get("origClientOrderId") and not params.get("orderId"):
+            raise ApiError(
+                400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
+            )
+        order = self._find_order(params)
+        if order is None or not order.open:
+            raise ApiError(400, -2011, "Unknown order sent.")
+        order.status = "CANCELED"
+        if self.track_balances:
+            self.wallet.unlock(listing.base, (order.orig_qty or order.qty) - order.qty)
+        self._refresh(order)
+        await self._fail_after(fault)
+        answer = self._order_response(order, fills=False)
+        for key in ("time", "updateTime", "workingTime", "isWorking"):
+            answer.pop(key, None)
+        answer["origClientOrderId"] = order.client_order_id
+        answer["clientOrderId"] = params.get("newClientOrderId") or f"cancel{order.order_id}"
+        answer["transactTime"] = self._now_ms()
+        return json_response(answer)
+
+    def _find_order(self, params: dict[str, str]) -> Order | None:
+        """The order a lookup or cancel names by origClientOrderId (the newest with it) or orderId, on
+        the symbol it names; None if there is none."""
         order: Order | None = None
         if "origClientOrderId" in params:
             order = self._by_client_id.get(params["origClientOrderId"])
         elif "orderId" in params and params["orderId"].isdigit():
             order = self._by_id.get(int(params["orderId"]))
-        if order is None or order.symbol != params.get("symbol"):
-            raise ApiError(400, -2013, "Order does not exist.")
-        return json_response(order.info)
+        return order if order is not None and order.symbol == params.get("symbol") else None

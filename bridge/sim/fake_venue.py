@@ -1,7 +1,8 @@
 """The venue-independent half of a fake exchange: listings, the fill model (market orders fill whole at
-the listing's price; limit orders fill what their price and the listing's depth allow, see `limit_fill`),
-a best bid/ask around the price (`book_quote`), fault injection, request-signing helpers and the
-aiohttp server plumbing. FakeBinance builds on `FakeVenue`.
+the listing's price; limit orders fill what their price and the listing's depth allow, see `limit_fill`;
+resting sell stops trigger when the price falls to them, see `FakeVenue.set_price`), a best bid/ask
+around the price (`book_quote`), fault injection, request-signing helpers and the aiohttp server
+plumbing. FakeBinance builds on `FakeVenue`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ class Order:
     limit_price: float = 0.0
     orig_qty: float | None = None  # None: `qty`
     status: str = "FILLED"
+    # a resting sell stop: it triggers once the price is at or below `stop_price`, then fills whole at
+    # the price (at or above `limit_price`, if it has one)
+    stop_price: float = 0.0
+    triggered: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED"})
 
 
 class ApiError(Exception):
@@ -192,6 +204,7 @@ class FakeVenue(ABC):
         self._by_client_id: dict[str, Order] = {}
         self._by_id: dict[int, Order] = {}
         self._faults: list[FaultKind] = []
+        self._cancel_faults: list[FaultKind] = []
         self._price_moves: dict[str, float] = {}  # symbol -> price it jumps to when its next order arrives
         self._ids = itertools.count(1001)
         self._released = asyncio.Event()
@@ -272,8 +285,17 @@ class FakeVenue(ABC):
         return listing.symbol
 
     def set_price(self, symbol: str, price: float) -> None:
-        """Set the price of a market by venue id ("BTCUSDT") or unified symbol ("BTC/USDT")."""
-        self._listing(symbol.replace("/", "")).price = price
+        """Set the price of a market by venue id ("BTCUSDT") or unified symbol ("BTC/USDT"). Resting sell
+        stops at or above the new price trigger: a stop fills whole at this price, a stop-limit only if
+        the price is at or above its limit (else it rests, triggered, until a later price reaches it)."""
+        listing = self._listing(symbol.replace("/", ""))
+        listing.price = price
+        self._price_changed(listing)
+
+    def open_orders(self, symbol: str) -> list[Order]:
+        """The orders resting on a market (venue id or unified symbol), oldest first."""
+        venue_id = symbol.replace("/", "")
+        return [o for o in self._by_id.values() if o.symbol == venue_id and o.open]
 
     def move_price_on_next_order(self, symbol: str, price: float) -> None:
         """Make the price jump to `price` when the next order for `symbol` reaches the matching engine
@@ -284,6 +306,13 @@ class FakeVenue(ABC):
     def fail_next_order(self, kind: FaultKind, count: int = 1) -> None:
         """Make the next `count` order requests that pass authentication fail as `kind`."""
         self._faults.extend([kind] * count)
+
+    def fail_next_cancel(self, kind: FaultKind, count: int = 1) -> None:
+        """Make the next `count` cancel requests that pass authentication fail as `kind` (with the same
+        answers as an order: "rate_limited" a 429 with Retry-After, "server_error_before" a 500 and
+        nothing cancelled, "server_error_after" cancelled then a 500, "timeout_after" cancelled then no
+        answer until stop())."""
+        self._cancel_faults.extend([kind] * count)
 
     async def wait_for_orders(self, count: int) -> None:
         """Return once `count` order requests have arrived: lets tests and benchmarks wait without polling."""
@@ -339,6 +368,9 @@ class FakeVenue(ABC):
     def _next_fault(self) -> FaultKind | None:
         return self._faults.pop(0) if self._faults else None
 
+    def _next_cancel_fault(self) -> FaultKind | None:
+        return self._cancel_faults.pop(0) if self._cancel_faults else None
+
     def _fail_before(self, fault: FaultKind | None) -> None:
         """Refuse the order for a fault that strikes before it is created."""
         if fault is None or fault in ("server_error_after", "timeout_after"):
@@ -361,6 +393,24 @@ class FakeVenue(ABC):
         moved = self._price_moves.pop(listing.symbol, None)
         if moved is not None:
             listing.price = moved
+            self._price_changed(listing)
+
+    def _price_changed(self, listing: Listing) -> None:
+        """The listing's price moved: trigger and fill its resting sell stops (see `set_price`)."""
+        price = listing.price
+        for order in self.open_orders(listing.symbol):
+            triggers = not order.triggered and 0 < price <= order.stop_price
+            order.triggered = order.triggered or triggers
+            fills = order.triggered and price >= order.limit_price
+            if fills:
+                order.qty, order.quote_qty = fill_amounts(price, qty=order.orig_qty or order.qty)
+                order.price, order.status = price, "FILLED"
+            if triggers or fills:
+                self._resting_order_changed(order, filled=fills)
+
+    def _resting_order_changed(self, order: Order, *, filled: bool) -> None:  # noqa: B027 - optional hook
+        """Called after a resting order triggered or `filled`, e.g. to settle balances and refresh what
+        the order lookup answers. A no-op by default."""
 
     def _new_order(
         self, listing: Listing, side: str, qty: float, quote_qty: float, client_order_id: str | None

@@ -1,5 +1,6 @@
-"""The one table that translates ccxt's exceptions into bridge.errors, and the capture of the failed
-HTTP response behind an exception (its Retry-After, the exchange's own error code).
+"""The one table that translates ccxt's exceptions into bridge.errors (with why an order was refused,
+OrderRejected.kind), and the capture of the failed HTTP response behind an exception (its Retry-After,
+the exchange's own error code).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bridge.errors import (
     OrderRejected,
     OrderStatusUnknown,
     RateLimited,
+    RejectionKind,
     UnknownSymbol,
 )
 from bridge.retry import retry_after_header
@@ -54,6 +56,26 @@ _RULES: tuple[tuple[type[BaseException], type[ExchangeError], type[ExchangeError
     (ccxt_async.ExchangeError, OrderStatusUnknown, ExchangeUnavailable),
 )
 
+# Why an order was refused: OrderRejected.kind. First match wins. Columns: ccxt class (None: any), the
+# exchange's code (None: any), a fragment of the error text, lower case ("": any), the kind. ccxt's class
+# decides where it is specific; where ccxt lumps refusals together (binance -2010 NEW_ORDER_REJECTED is
+# any matching-engine refusal, -1013 any filter failure) the exchange's code and message decide. Binance
+# answers a symbol that is not TRADING with "Market is closed." (-2010 per its docs, -1013 per ccxt's).
+_REJECTION_KINDS: tuple[tuple[type[BaseException] | None, str | None, str, RejectionKind], ...] = (
+    (ccxt_async.MarketClosed, None, "", "market_closed"),
+    (None, None, "market is closed", "market_closed"),
+    (None, None, "trading halted", "market_closed"),
+    (ccxt_async.InsufficientFunds, None, "", "insufficient_balance"),
+    (None, "-2010", "insufficient balance", "insufficient_balance"),
+    (ccxt_async.BadSymbol, None, "", "unknown_symbol"),
+    (None, "-1121", "", "unknown_symbol"),  # Invalid symbol.
+    (None, "-1013", "notional", "too_small"),  # Filter failure: NOTIONAL, MIN_NOTIONAL
+    (None, "-1013", "lot_size", "too_small"),  # Filter failure: LOT_SIZE, MARKET_LOT_SIZE
+    (None, "-2010", "price * qty is zero or less", "too_small"),
+    # ccxt's own check before sending: the amount rounds to nothing on the market's lot
+    (ccxt_async.InvalidOrder, None, "must be greater than minimum amount precision", "too_small"),
+)
+
 
 def translate_error(
     exc: BaseException,
@@ -79,9 +101,26 @@ def translate_error(
     if code is None and body:
         code = _parse_error_body(body)[0]
     message = f"{exchange}: {type(exc).__name__}: {_clean(msg or text) or 'no detail'}"
+    if target is OrderRejected:
+        kind = rejection_kind(exc, code, f"{text} {body or ''}")
+        return OrderRejected(message, exchange=exchange, code=code, kind=kind)
     if target is RateLimited:
         return RateLimited(message, exchange=exchange, code=code, retry_after=retry_after_header(headers))
     return target(message, exchange=exchange, code=code)
+
+
+def rejection_kind(exc: BaseException, code: str | None, text: str) -> RejectionKind:
+    """Why an order was refused, by _REJECTION_KINDS: from the ccxt class of `exc`, the exchange's
+    `code` and the error `text` (ccxt's message, the response body)."""
+    lowered = text.lower()
+    for ccxt_class, wanted_code, fragment, kind in _REJECTION_KINDS:
+        if (
+            (ccxt_class is None or isinstance(exc, ccxt_class))
+            and (wanted_code is None or wanted_code == code)
+            and fragment in lowered
+        ):
+            return kind
+    return "other"
 
 
 def _parse_error_body(text: str) -> tuple[str | None, str | None]:

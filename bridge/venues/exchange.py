@@ -1,36 +1,28 @@
-"""The ccxt adapter: the Exchange class, one ccxt instance per exchange account, with its lifecycle,
-markets, market and limit IOC orders, order lookups and quotes. Its pieces live beside it in
-bridge.venues (the limit terms in `precision`, the quote requests in `quotes`).
+"""The ccxt adapter: the Exchange class, one ccxt instance per exchange account, with its lifecycle and
+markets (from its base, `session.ExchangeSession`), market and limit IOC orders, resting stop orders
+and cancels by client id, order lookups and quotes. Its pieces live beside it in bridge.venues (the
+limit terms in `precision`, the stop and cancel requests in `stops`, the quote requests in `quotes`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt_async
 import structlog
 
-from bridge.config import ExchangeConfig
-from bridge.errors import ConfigError, ExchangeError, OrderRejected, UnknownSymbol
-from bridge.venues import fastpath, precision, quotes
-from bridge.venues.ccxt_client import (
-    CLIENT_ID_BASE,
-    OrderCall,
-    ccxt_config,
-    client_id_rule,
-    limit_market_loading,
-    order_call,
-    recording,
-)
+from bridge.errors import ExchangeError, OrderRejected, UnknownSymbol
+from bridge.venues import precision, quotes, stops
+from bridge.venues.ccxt_client import CLIENT_ID_BASE, OrderCall, order_call
 from bridge.venues.errors import describe, translated
-from bridge.venues.markets import SYMBOL_REFRESH_BURST, SYMBOL_REFRESH_MIN_INTERVAL_S, MarketBook
-from bridge.venues.ratelimit import Budget, TokenBucket
-from bridge.venues.types import Limiter, Market, OrderRequest, OrderResult, Quote, Side, finite_float
+from bridge.venues.markets import SYMBOL_REFRESH_BURST, SYMBOL_REFRESH_MIN_INTERVAL_S
+from bridge.venues.ratelimit import TokenBucket
+from bridge.venues.session import KEEP_WARM_CONNECTIONS, KEEP_WARM_S, ExchangeSession
+from bridge.venues.types import OrderRequest, OrderResult, Quote, Side, finite_float
 
-# SYMBOL_REFRESH_*: re-exported for the tests that read them here
+# KEEP_WARM_* and SYMBOL_REFRESH_*: re-exported for the tests that read them here
 __all__ = [
     "KEEP_WARM_CONNECTIONS",
     "KEEP_WARM_S",
@@ -41,235 +33,13 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# A pooled connection idle for aiohttp's keep-alive (15 s) is closed, and the next order would pay a
-# TCP (and on the real exchange TLS) handshake. Every KEEP_WARM_S this many concurrent cheap requests
-# (fetch_time, binance weight 1 each) keep that many connections open for concurrent orders.
-KEEP_WARM_S = 10.0
-KEEP_WARM_CONNECTIONS = 4
+_T = TypeVar("_T")
 
 
-# ----- the adapter -----
-
-
-class Exchange:
+class Exchange(ExchangeSession):
     """One ccxt instance for one exchange account. Create it anywhere, `await start()` inside the
     running loop, `await close()` on shutdown. With `dry_run` it reads markets and prices but refuses
     to send any order (paper fills are bridge.trading.paper's job): a last line of defence for paper mode."""
-
-    def __init__(
-        self,
-        exchange_id: str,
-        cfg: ExchangeConfig,
-        *,
-        dry_run: bool,
-        clock: Callable[[], float] = time.monotonic,
-        keep_warm_s: float = KEEP_WARM_S,
-    ) -> None:
-        self._id = exchange_id
-        self._cfg = cfg
-        self._dry_run = dry_run
-        self._clock = clock
-        self._keep_warm_s = keep_warm_s
-        self._ex: Any = None
-        user_limit = cfg.ccxt.get("enableRateLimit")
-        self.limiter: Limiter = "bridge" if user_limit is None else ("ccxt" if user_limit else "off")
-        self._bucket: TokenBucket | None = None
-        self._order_cost = 1.0  # ccxt cost units of one order request; learned from the first order
-        self._keep_warm: asyncio.Task[None] | None = None
-        self._client_id_rule = client_id_rule(exchange_id)
-        self._fast: fastpath.BinanceSpotOrders | None = None
-        self._markets = MarketBook(exchange_id, clock=clock, limiter=self.limiter)
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def dry_run(self) -> bool:
-        return self._dry_run
-
-    @property
-    def ccxt(self) -> Any:
-        """The raw ccxt instance, for strategies that ask for it explicitly. Its errors are not
-        translated and its calls bypass every check here."""
-        return self._started()
-
-    def _started(self) -> Any:
-        if self._ex is None:
-            raise RuntimeError(f"exchange {self._id} is not started")
-        return self._ex
-
-    # ----- lifecycle -----
-
-    async def start(self, *, check_keys: bool) -> None:
-        """Create the ccxt instance, load markets (one request on binance spot), measure the clock
-        offset and, if `check_keys`, prove the key works with one cheap signed call."""
-        began = time.perf_counter()
-        self._ex = self._create()
-        try:
-            if self._cfg.sandbox:
-                self._enable_sandbox()
-            await _all_or_none(self._load_markets(), self._sync_clock_then_check(check_keys))
-        except BaseException:
-            await self.close()
-            raise
-        self._fast = self._fast_path()
-        if self._keep_warm_s > 0 and self._ex.has.get("fetchTime"):
-            self._keep_warm = asyncio.create_task(self._run_keep_warm(), name=f"keep-warm:{self._id}")
-        log.info(
-            "exchange.started",
-            exchange=self._id,
-            markets=len(self._ex.markets or {}),
-            time_offset_ms=self.time_offset_ms,
-            elapsed_ms=round((time.perf_counter() - began) * 1000, 1),
-            sandbox=self._cfg.sandbox,
-            dry_run=self._dry_run,
-            rate_limiter=self.limiter,
-        )
-        if self.limiter == "off":
-            log.warning(
-                "exchange.rate_limit_off",
-                exchange=self._id,
-                hint="enableRateLimit: false in the ccxt block; nothing keeps requests within the exchange's limits",
-            )
-        elif self.limiter == "ccxt":
-            log.warning(
-                "exchange.ccxt_rate_limiter",
-                exchange=self._id,
-                hint="enableRateLimit: true in the ccxt block selects ccxt's own limiter (~10 ms per binance "
-                "order); leave it out for bridge's, which sends at once within the same limits",
-            )
-
-    async def close(self) -> None:
-        """Release the HTTP session. Safe to call twice."""
-        tasks = [*self._markets.refreshing(), *([self._keep_warm] if self._keep_warm is not None else [])]
-        self._keep_warm = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        ex, self._ex = self._ex, None
-        if ex is not None:
-            await ex.close()
-            log.info("exchange.closed", exchange=self._id)
-
-    @property
-    def time_offset_ms(self) -> int | None:
-        """Our clock minus the exchange's, as ccxt subtracts it from request timestamps."""
-        value = (self._ex.options or {}).get("timeDifference") if self._ex is not None else None
-        return None if value is None else int(value)
-
-    def _create(self) -> Any:
-        if self._id not in ccxt_async.exchanges:
-            raise ConfigError(f"exchanges.{self._id}: unknown exchange id {self._id!r} (not a ccxt exchange)")
-        ex = recording(getattr(ccxt_async, self._id))(ccxt_config(self._cfg, dry_run=self._dry_run))
-        limit_market_loading(ex, self._cfg)
-        if self.limiter == "bridge":
-            # ccxt keeps calling throttle() with each endpoint's cost; the bucket decides
-            self._bucket = ex.bridge_bucket = TokenBucket(
-                Budget.for_exchange(self._id, float(ex.rateLimit)), clock=self._clock
-            )
-        return ex
-
-    def _enable_sandbox(self) -> None:
-        error = ConfigError(f"exchanges.{self._id}.sandbox: ccxt has no sandbox URLs for {self._id}")
-        if not self._ex.urls.get("test"):  # some exchanges declare `test: None`, which ccxt trips over
-            raise error
-        try:
-            self._ex.set_sandbox_mode(True)
-        except ccxt_async.NotSupported:
-            raise error from None
-
-    async def _load_markets(self) -> None:
-        with translated(self._id, "read"):
-            await self._ex.load_markets()
-
-    async def _sync_clock_then_check(self, check_keys: bool) -> None:
-        await self._sync_clock()
-        if check_keys:
-            await self._check_keys()
-
-    async def _sync_clock(self) -> None:
-        """Measure the clock offset that signed requests subtract (binance rejects skew as -1021)."""
-        if not self._ex.has.get("fetchTime"):
-            return
-        with translated(self._id, "read"):
-            await self._ex.load_time_difference()
-
-    async def _check_keys(self) -> None:
-        ex = self._ex
-        if not ex.check_required_credentials(False):
-            raise ConfigError(f"exchanges.{self._id}: checking keys needs api_key and secret")
-        with translated(self._id, "read"):
-            if isinstance(ex, ccxt_async.binance):
-                await ex.private_get_account({"omitZeroBalances": "true"})  # weight 20, no market load
-            else:
-                await ex.fetch_balance()
-        log.info("exchange.keys_accepted", exchange=self._id)
-
-    def _fast_path(self) -> fastpath.BinanceSpotOrders | None:
-        """bridge.venues.fastpath where it applies (see fastpath.select); orders then cost its cost."""
-        fast = fastpath.select(self._ex, self._id, ccxt_limiter=self.limiter == "ccxt")
-        if fast is not None:
-            self._order_cost = fast.cost
-        return fast
-
-    async def _run_keep_warm(self) -> None:
-        """Every keep_warm_s, a few concurrent cheap requests, so the order after a quiet hour finds
-        open connections. Failures are logged at debug level: the next order reconnects anyway."""
-        while True:
-            await asyncio.sleep(self._keep_warm_s)
-            pings = [self._ex.fetch_time() for _ in range(KEEP_WARM_CONNECTIONS)]
-            for outcome in await asyncio.gather(*pings, return_exceptions=True):
-                if isinstance(outcome, Exception):
-                    log.debug("exchange.keep_warm_failed", exchange=self._id, error=describe(outcome))
-
-    # ----- markets -----
-
-    def market(self, symbol: str) -> Market | None:
-        """The cached market, without I/O. Market objects are built once per symbol and map: the order
-        path asks for the same one several times per order."""
-        return self._markets.market(self._ex, symbol)
-
-    async def find_market(self, symbol: str) -> Market | None:
-        """The cached market, else one bounded, rate-limited targeted refresh (shared by concurrent
-        callers for the same symbol). None if the exchange does not list it or no refresh was allowed."""
-        return await self._markets.find(self._started(), symbol)
-
-    async def refresh_markets(self) -> None:
-        """Reload every market and re-measure the clock. Markets a targeted refresh added meanwhile
-        are kept, so a slow full reload cannot drop a listing found a moment ago."""
-        ex = self._started()
-        began, began_wall = self._clock(), time.perf_counter()
-        before = len(ex.markets or {})
-        with translated(self._id, "read"):
-            await _all_or_none(ex.load_markets(True), self._sync_clock())
-        self._markets.keep_targeted(ex, since=began)
-        log.info(
-            "exchange.markets_refreshed",
-            exchange=self._id,
-            markets=len(ex.markets),
-            change=len(ex.markets) - before,
-            time_offset_ms=self.time_offset_ms,
-            elapsed_ms=round((time.perf_counter() - began_wall) * 1000, 1),
-        )
-
-    async def run_market_refresh(self, stop: asyncio.Event) -> None:
-        """Refresh markets every `markets_refresh` seconds until `stop` is set. Never raises."""
-        interval = self._cfg.markets_refresh
-        if interval <= 0:
-            log.info("exchange.markets_refresh_disabled", exchange=self._id)
-            return
-        while True:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
-            else:
-                return
-            try:
-                await self.refresh_markets()
-            except Exception as exc:  # noqa: BLE001 - a failed refresh keeps the old markets; try next time
-                log.warning("exchange.markets_refresh_failed", exchange=self._id, error=describe(exc))
 
     # ----- orders -----
 
@@ -311,24 +81,13 @@ class Exchange:
         timestamp (binance -1021), which proves it was not executed. Raises OrderRejected,
         OrderStatusUnknown, RateLimited, ExchangeAuthError, or UnknownSymbol when the symbol is not in
         the cached markets."""
-        ex = self._started()
-        if self.market(req.symbol) is None:
-            raise UnknownSymbol(f"{self._id}: {req.symbol} is not a loaded market", exchange=self._id)
-        if self._dry_run:
-            raise OrderRejected(
-                f"{self._id}: dry run: orders are never sent", exchange=self._id, code="dry_run"
-            )
+        ex = self._order_ready(req.symbol)
         began = time.perf_counter()
         call = OrderCall(self._order_cost if req.prepaid else None)
         token = order_call.set(call)
         try:
             with translated(self._id, "order"):
-                try:
-                    order = await self._send(ex, req)
-                except ccxt_async.InvalidNonce:
-                    # the timestamp was refused, so nothing executed: resync and send exactly once more
-                    await self._resync_after_clock_skew(req)
-                    order = await self._send(ex, req)
+                order = await self._skew_retried(lambda: self._send(ex, req), req.client_order_id)
         finally:
             order_call.reset(token)
             if call.charged is not None:
@@ -357,7 +116,9 @@ class Exchange:
             return await fast.create(
                 market, req.side, req.client_order_id, cost=req.cost, amount=req.amount, price=limit
             )
-        params = {"clientOrderId": req.client_order_id}  # fresh dict: ccxt may write into it
+        params: dict[str, Any] = {"clientOrderId": req.client_order_id}  # fresh: ccxt may write into it
+        if req.reduce_only and (ex.markets.get(req.symbol) or {}).get("contract") is True:
+            params["reduceOnly"] = True  # spot has no such flag: see OrderRequest.reduce_only
         order: dict[str, Any]
         if limit is not None:
             params["timeInForce"] = "IOC"
@@ -370,8 +131,29 @@ class Exchange:
             order = await ex.create_order(req.symbol, "market", req.side, req.amount, None, params)
         return order
 
-    async def _resync_after_clock_skew(self, req: OrderRequest) -> None:
-        log.warning("exchange.clock_skew", exchange=self._id, client_order_id=req.client_order_id)
+    def _order_ready(self, symbol: str) -> Any:
+        """The ccxt instance, for an order request on `symbol`: UnknownSymbol when it is not a loaded
+        market; OrderRejected (code "dry_run") in a dry run, which never sends one."""
+        ex = self._started()
+        if self.market(symbol) is None:
+            raise UnknownSymbol(f"{self._id}: {symbol} is not a loaded market", exchange=self._id)
+        if self._dry_run:
+            raise OrderRejected(
+                f"{self._id}: dry run: orders are never sent", exchange=self._id, code="dry_run"
+            )
+        return ex
+
+    async def _skew_retried(self, send: Callable[[], Awaitable[_T]], client_order_id: str) -> _T:
+        """`send()`, and exactly once more after a refused timestamp (binance -1021), which proves the
+        request was not executed, once the clock is re-measured."""
+        try:
+            return await send()
+        except ccxt_async.InvalidNonce:
+            await self._resync_after_clock_skew(client_order_id)
+            return await send()
+
+    async def _resync_after_clock_skew(self, client_order_id: str) -> None:
+        log.warning("exchange.clock_skew", exchange=self._id, client_order_id=client_order_id)
         try:
             await self._sync_clock()
         except ExchangeError as exc:
@@ -383,9 +165,10 @@ class Exchange:
         log.info("exchange.clock_resynced", exchange=self._id, time_offset_ms=self.time_offset_ms)
 
     async def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> OrderResult | None:
-        """Look an order up by its client id: the way to settle OrderStatusUnknown. None when the
-        exchange says no such order exists; ExchangeUnavailable (or another ExchangeError) when the
-        lookup itself fails."""
+        """Look an order up by its client id: the way to settle OrderStatusUnknown, and to follow a
+        resting stop (status "open" while it rests; filled and average once triggered and filled). None
+        when the exchange says no such order exists; ExchangeUnavailable (or another ExchangeError) when
+        the lookup itself fails."""
         if self._dry_run:
             return None  # nothing was ever sent
         ex = self._started()
@@ -396,6 +179,99 @@ class Exchange:
                 return None
         side: Side = "sell" if order.get("side") == "sell" else "buy"
         return self._to_result(order, symbol, side, client_order_id)
+
+    # ----- resting stops and cancels -----
+
+    def supports_resting_stops(self, symbol: str) -> bool:
+        """Can a stop-loss sell rest on the exchange for `symbol` (`place_stop`)? Binance spot markets
+        that take STOP_LOSS orders; False elsewhere for now, for a market not loaded, and in a dry run
+        (which sends nothing). Without I/O."""
+        return self._ex is not None and not self._dry_run and stops.supported(self._ex, symbol)
+
+    async def place_stop(
+        self,
+        symbol: str,
+        *,
+        amount: float,
+        stop_price: float,
+        client_order_id: str,
+        limit_price: float | None = None,
+    ) -> OrderResult:
+        """Rest a stop-loss SELL of `amount` on the exchange: it sells at market once the price trades at
+        or below `stop_price` (binance STOP_LOSS), or with `limit_price` places a GTC limit sell at that
+        price (STOP_LOSS_LIMIT). The amount is truncated to the lot, the prices to the tick (down). The
+        result has status "open" while it rests. Charged to the request budget; never retried, except
+        once after a refused timestamp. Raises like create_order: OrderRejected (with its kind; "too_small"
+        when the amount truncates to nothing), OrderStatusUnknown, RateLimited, UnknownSymbol; ValueError
+        for a size or price that is not a positive number."""
+        ex = self._order_ready(symbol)
+        amount, stop_price, limit_price = stops.terms(
+            ex, ex.markets[symbol], amount=amount, stop_price=stop_price, limit_price=limit_price
+        )
+        if amount <= 0 or stop_price <= 0 or limit_price == 0:
+            raise OrderRejected(
+                f"{self._id}: stop for {symbol} rounds to nothing on the market's lot or tick",
+                exchange=self._id,
+                kind="too_small" if amount <= 0 else "other",
+            )
+        began = time.perf_counter()
+        with translated(self._id, "order"):
+            order = await self._skew_retried(
+                lambda: stops.place(ex, symbol, amount, stop_price, limit_price, client_order_id),
+                client_order_id,
+            )
+        result = self._to_result(order, symbol, "sell", client_order_id)
+        log.info(
+            "exchange.stop_placed",
+            exchange=self._id,
+            symbol=symbol,
+            client_order_id=client_order_id,
+            order_id=result.order_id,
+            status=result.status,
+            amount=amount,
+            stop_price=stop_price,
+            limit_price=limit_price,
+            elapsed_ms=round((time.perf_counter() - began) * 1000, 2),
+        )
+        return result
+
+    async def cancel_order_by_client_id(self, symbol: str, client_order_id: str) -> OrderResult | None:
+        """Cancel an open order by its client id and return its final state as the exchange reports it:
+        status "canceled" with what had filled. If it was no longer open (filled or cancelled meanwhile:
+        binance -2011 "Unknown order sent."), the order as a lookup by client id finds it (e.g. status
+        "closed", filled = amount). None only when the exchange has no order with that client id at
+        all, and in a dry run. Raises OrderStatusUnknown when the cancel's own outcome is unknown
+        (timeout, 5xx), RateLimited, ExchangeUnavailable when the lookup after -2011 fails."""
+        if self._dry_run:
+            return None  # nothing was ever sent
+        ex = self._order_ready(symbol)
+        with translated(self._id, "order"):
+            order = await self._skew_retried(
+                lambda: stops.cancel(ex, symbol, client_order_id), client_order_id
+            )
+        if order is not None:
+            result = self._to_result(
+                order, symbol, "sell" if order.get("side") == "sell" else "buy", client_order_id
+            )
+            log.info(
+                "exchange.order_cancelled",
+                exchange=self._id,
+                symbol=symbol,
+                client_order_id=client_order_id,
+                status=result.status,
+                filled=result.filled,
+            )
+            return result
+        found = await self.fetch_order_by_client_id(symbol, client_order_id)
+        log.info(
+            "exchange.cancel_found_no_open_order",
+            exchange=self._id,
+            symbol=symbol,
+            client_order_id=client_order_id,
+            status=None if found is None else found.status,
+            filled=None if found is None else found.filled,
+        )
+        return found
 
     def limit_terms(
         self,
@@ -478,18 +354,3 @@ class Exchange:
             average=finite_float(order.get("average")),
             raw=order,
         )
-
-
-# ----- helpers -----
-
-
-async def _all_or_none(*coros: Coroutine[Any, Any, Any]) -> None:
-    """Run coroutines concurrently; on the first failure cancel the rest and re-raise it."""
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

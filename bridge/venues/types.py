@@ -47,6 +47,9 @@ class OrderRequest:
     # Its request budget was taken by Exchange.reserve_order() (and waited for) before the last gate
     # check, so the request itself does not wait again.
     prepaid: bool = False
+    # Only reduce a position, never open or flip one: sent as ccxt's `reduceOnly` on contract markets
+    # (swap, future); ignored on spot, which has no such flag (a spot sell cannot sell coins not held).
+    reduce_only: bool = False
 
     def __post_init__(self) -> None:
         sizes = [v for v in (self.cost, self.amount) if v is not None]

@@ -1,0 +1,266 @@
+"""The session half of the ccxt adapter: ExchangeSession, the base of bridge.venues.exchange.Exchange,
+with the ccxt instance's lifecycle (start, clock sync, key check, keep-warm, close) and its markets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import ccxt.async_support as ccxt_async
+import structlog
+
+from bridge.config import ExchangeConfig
+from bridge.errors import ConfigError
+from bridge.venues import fastpath
+from bridge.venues.ccxt_client import ccxt_config, client_id_rule, limit_market_loading, recording
+from bridge.venues.errors import describe, translated
+from bridge.venues.markets import MarketBook
+from bridge.venues.ratelimit import Budget, TokenBucket
+from bridge.venues.types import Limiter, Market
+
+# the adapter's logger name: these events are the exchange's, wherever the code lives
+log = structlog.get_logger("bridge.venues.exchange")
+
+# A pooled connection idle for aiohttp's keep-alive (15 s) is closed, and the next order would pay a
+# TCP (and on the real exchange TLS) handshake. Every KEEP_WARM_S this many concurrent cheap requests
+# (fetch_time, binance weight 1 each) keep that many connections open for concurrent orders.
+KEEP_WARM_S = 10.0
+KEEP_WARM_CONNECTIONS = 4
+
+
+class ExchangeSession:
+    """One ccxt instance for one exchange account, without the orders (see Exchange). Create it
+    anywhere, `await start()` inside the running loop, `await close()` on shutdown."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        cfg: ExchangeConfig,
+        *,
+        dry_run: bool,
+        clock: Callable[[], float] = time.monotonic,
+        keep_warm_s: float = KEEP_WARM_S,
+    ) -> None:
+        self._id = exchange_id
+        self._cfg = cfg
+        self._dry_run = dry_run
+        self._clock = clock
+        self._keep_warm_s = keep_warm_s
+        self._ex: Any = None
+        user_limit = cfg.ccxt.get("enableRateLimit")
+        self.limiter: Limiter = "bridge" if user_limit is None else ("ccxt" if user_limit else "off")
+        self._bucket: TokenBucket | None = None
+        self._order_cost = 1.0  # ccxt cost units of one order request; learned from the first order
+        self._keep_warm: asyncio.Task[None] | None = None
+        self._client_id_rule = client_id_rule(exchange_id)
+        self._fast: fastpath.BinanceSpotOrders | None = None
+        self._markets = MarketBook(exchange_id, clock=clock, limiter=self.limiter)
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dry_run(self) -> bool:
+        return self._dry_run
+
+    @property
+    def ccxt(self) -> Any:
+        """The raw ccxt instance, for strategies that ask for it explicitly. Its errors are not
+        translated and its calls bypass every check here."""
+        return self._started()
+
+    def _started(self) -> Any:
+        if self._ex is None:
+            raise RuntimeError(f"exchange {self._id} is not started")
+        return self._ex
+
+    # ----- lifecycle -----
+
+    async def start(self, *, check_keys: bool) -> None:
+        """Create the ccxt instance, load markets (one request on binance spot), measure the clock
+        offset and, if `check_keys`, prove the key works with one cheap signed call."""
+        began = time.perf_counter()
+        self._ex = self._create()
+        try:
+            if self._cfg.sandbox:
+                self._enable_sandbox()
+            await _all_or_none(self._load_markets(), self._sync_clock_then_check(check_keys))
+        except BaseException:
+            await self.close()
+            raise
+        self._fast = self._fast_path()
+        if self._keep_warm_s > 0 and self._ex.has.get("fetchTime"):
+            self._keep_warm = asyncio.create_task(self._run_keep_warm(), name=f"keep-warm:{self._id}")
+        log.info(
+            "exchange.started",
+            exchange=self._id,
+            markets=len(self._ex.markets or {}),
+            time_offset_ms=self.time_offset_ms,
+            elapsed_ms=round((time.perf_counter() - began) * 1000, 1),
+            sandbox=self._cfg.sandbox,
+            dry_run=self._dry_run,
+            rate_limiter=self.limiter,
+        )
+        if self.limiter == "off":
+            log.warning(
+                "exchange.rate_limit_off",
+                exchange=self._id,
+                hint="enableRateLimit: false in the ccxt block; nothing keeps requests within the exchange's limits",
+            )
+        elif self.limiter == "ccxt":
+            log.warning(
+                "exchange.ccxt_rate_limiter",
+                exchange=self._id,
+                hint="enableRateLimit: true in the ccxt block selects ccxt's own limiter (~10 ms per binance "
+                "order); leave it out for bridge's, which sends at once within the same limits",
+            )
+
+    async def close(self) -> None:
+        """Release the HTTP session. Safe to call twice."""
+        tasks = [*self._markets.refreshing(), *([self._keep_warm] if self._keep_warm is not None else [])]
+        self._keep_warm = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        ex, self._ex = self._ex, None
+        if ex is not None:
+            await ex.close()
+            log.info("exchange.closed", exchange=self._id)
+
+    @property
+    def time_offset_ms(self) -> int | None:
+        """Our clock minus the exchange's, as ccxt subtracts it from request timestamps."""
+        value = (self._ex.options or {}).get("timeDifference") if self._ex is not None else None
+        return None if value is None else int(value)
+
+    def _create(self) -> Any:
+        if self._id not in ccxt_async.exchanges:
+            raise ConfigError(f"exchanges.{self._id}: unknown exchange id {self._id!r} (not a ccxt exchange)")
+        ex = recording(getattr(ccxt_async, self._id))(ccxt_config(self._cfg, dry_run=self._dry_run))
+        limit_market_loading(ex, self._cfg)
+        if self.limiter == "bridge":
+            # ccxt keeps calling throttle() with each endpoint's cost; the bucket decides
+            self._bucket = ex.bridge_bucket = TokenBucket(
+                Budget.for_exchange(self._id, float(ex.rateLimit)), clock=self._clock
+            )
+        return ex
+
+    def _enable_sandbox(self) -> None:
+        error = ConfigError(f"exchanges.{self._id}.sandbox: ccxt has no sandbox URLs for {self._id}")
+        if not self._ex.urls.get("test"):  # some exchanges declare `test: None`, which ccxt trips over
+            raise error
+        try:
+            self._ex.set_sandbox_mode(True)
+        except ccxt_async.NotSupported:
+            raise error from None
+
+    async def _load_markets(self) -> None:
+        with translated(self._id, "read"):
+            await self._ex.load_markets()
+
+    async def _sync_clock_then_check(self, check_keys: bool) -> None:
+        await self._sync_clock()
+        if check_keys:
+            await self._check_keys()
+
+    async def _sync_clock(self) -> None:
+        """Measure the clock offset that signed requests subtract (binance rejects skew as -1021)."""
+        if not self._ex.has.get("fetchTime"):
+            return
+        with translated(self._id, "read"):
+            await self._ex.load_time_difference()
+
+    async def _check_keys(self) -> None:
+        ex = self._ex
+        if not ex.check_required_credentials(False):
+            raise ConfigError(f"exchanges.{self._id}: checking keys needs api_key and secret")
+        with translated(self._id, "read"):
+            if isinstance(ex, ccxt_async.binance):
+                await ex.private_get_account({"omitZeroBalances": "true"})  # weight 20, no market load
+            else:
+                await ex.fetch_balance()
+        log.info("exchange.keys_accepted", exchange=self._id)
+
+    def _fast_path(self) -> fastpath.BinanceSpotOrders | None:
+        """bridge.venues.fastpath where it applies (see fastpath.select); orders then cost its cost."""
+        fast = fastpath.select(self._ex, self._id, ccxt_limiter=self.limiter == "ccxt")
+        if fast is not None:
+            self._order_cost = fast.cost
+        return fast
+
+    async def _run_keep_warm(self) -> None:
+        """Every keep_warm_s, a few concurrent cheap requests, so the order after a quiet hour finds
+        open connections. Failures are logged at debug level: the next order reconnects anyway."""
+        while True:
+            await asyncio.sleep(self._keep_warm_s)
+            pings = [self._ex.fetch_time() for _ in range(KEEP_WARM_CONNECTIONS)]
+            for outcome in await asyncio.gather(*pings, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.debug("exchange.keep_warm_failed", exchange=self._id, error=describe(outcome))
+
+    # ----- markets -----
+
+    def market(self, symbol: str) -> Market | None:
+        """The cached market, without I/O. Market objects are built once per symbol and map: the order
+        path asks for the same one several times per order."""
+        return self._markets.market(self._ex, symbol)
+
+    async def find_market(self, symbol: str) -> Market | None:
+        """The cached market, else one bounded, rate-limited targeted refresh (shared by concurrent
+        callers for the same symbol). None if the exchange does not list it or no refresh was allowed."""
+        return await self._markets.find(self._started(), symbol)
+
+    async def refresh_markets(self) -> None:
+        """Reload every market and re-measure the clock. Markets a targeted refresh added meanwhile
+        are kept, so a slow full reload cannot drop a listing found a moment ago."""
+        ex = self._started()
+        began, began_wall = self._clock(), time.perf_counter()
+        before = len(ex.markets or {})
+        with translated(self._id, "read"):
+            await _all_or_none(ex.load_markets(True), self._sync_clock())
+        self._markets.keep_targeted(ex, since=began)
+        log.info(
+            "exchange.markets_refreshed",
+            exchange=self._id,
+            markets=len(ex.markets),
+            change=len(ex.markets) - before,
+            time_offset_ms=self.time_offset_ms,
+            elapsed_ms=round((time.perf_counter() - began_wall) * 1000, 1),
+        )
+
+    async def run_market_refresh(self, stop: asyncio.Event) -> None:
+        """Refresh markets every `markets_refresh` seconds until `stop` is set. Never raises."""
+        interval = self._cfg.markets_refresh
+        if interval <= 0:
+            log.info("exchange.markets_refresh_disabled", exchange=self._id)
+            return
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            else:
+                return
+            try:
+                await self.refresh_markets()
+            except Exception as exc:  # noqa: BLE001 - a failed refresh keeps the old markets; try next time
+                log.warning("exchange.markets_refresh_failed", exchange=self._id, error=describe(exc))
+
+
+# ----- helpers -----
+
+
+async def _all_or_none(*coros: Coroutine[Any, Any, Any]) -> None:
+    """Run coroutines concurrently; on the first failure cancel the rest and re-raise it."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
