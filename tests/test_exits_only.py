@@ -199,3 +199,33 @@ async def test_stop_request_during_exits_only_is_a_clean_stop(
         assert [o for o in journal.orders() if o.intent.side == "sell"] == []
     finally:
         journal.close()
+
+
+async def test_bridge_close_sells_through_the_running_daemon(
+    servers: tuple[FeedEmulator, FakeBinance, Hook], tmp_path: Path
+) -> None:
+    """`bridge close` reaches the running daemon over its control socket (mode 0600 in state_dir):
+    the position is sold at once, whatever its plan says; `resume` lifts only loss_limit; the socket
+    is gone after the stop."""
+    from bridge.ops.control import request, socket_path
+
+    emu, fake, hook = servers
+    r = Running(Daemon(make_config(emu, fake, hook, tmp_path, exit_after=3600)))
+    await open_a_position(emu, r)
+    path = socket_path(tmp_path, dry_run=True)
+    assert path.stat().st_mode & 0o777 == 0o600
+    refused = await request(path, {"cmd": "close", "symbol": "XYZ/USDT", "exchange": None})
+    assert refused["ok"] is False and "no open position" in refused["error"]
+    answer = await request(path, {"cmd": "close", "symbol": "ABC/USDT", "exchange": None})
+    assert answer["ok"] is True, answer
+    assert r.daemon.journal is not None
+    journal = r.daemon.journal
+    await r.until(lambda: journal.open_positions() == [])
+    [closed] = journal.positions(("closed",))
+    assert closed.symbol == "ABC/USDT" and closed.remaining == 0
+    resumed = await request(path, {"cmd": "resume", "reason": "loss_limit"})
+    assert resumed == {"ok": True, "message": "loss_limit was not halting trading"}
+    wrong = await request(path, {"cmd": "resume", "reason": "key_expired"})
+    assert wrong["ok"] is False
+    await r.stop()
+    assert not path.exists()

@@ -301,3 +301,44 @@ async def test_progress_survives_a_restart(fake: FakeBinance, tmp_path: Path) ->
         await rig2.exchange.close()
         rig2.journal.close()
     assert len(sells(fake)) == 1
+
+
+async def test_exit_prices_come_in_one_batch_per_venue(tmp_path: Path) -> None:
+    """With no fresh price in the cache, a pass over two positions costs one batch request for the
+    venue, not one request per position."""
+    async with FakeBinance(markets=[("ABC", "USDT", 2.0), ("DEF", "USDT", 1.0)]) as two:
+        rig = await make_rig(two, tmp_path, dry_run=False)
+        try:
+            for ticker in ("ABC", "DEF"):
+                outcome = await rig.router.submit(
+                    strategy="s",
+                    announcement=announcement(ticker),
+                    exchange="binance",
+                    symbol=f"{ticker}/USDT",
+                    side="buy",
+                    cost=20,
+                    exit=ExitPlan(stop_loss=0.2),
+                )
+                assert outcome.status == "placed"
+            assert rig.router.prices.cached("binance", "ABC/USDT") is None  # an uncapped buy asks no price
+            seen = len(two.queries)
+            assert await manager(rig).check() == []
+            price_calls = [q for q in two.queries[seen:] if "ticker" in q[1].lower()]
+            assert len(price_calls) == 1 and "symbol" not in price_calls[0][2], price_calls
+        finally:
+            await rig.exchange.close()
+            rig.journal.close()
+
+
+async def test_a_rejected_key_on_another_venue_leaves_these_exits_running(
+    live: Rig, fake: FakeBinance
+) -> None:
+    """`credentials_rejected` on another exchange halts that exchange only: this one's stop-loss
+    still sells."""
+    entry = await buy_with(live, ExitPlan(stop_loss=0.2))
+    live.gate.halt("credentials_rejected", venue="okx")
+    fake.set_price("ABC/USDT", 1.5)
+    [outcome] = await manager(live).check()
+    assert outcome.status == "placed" and position(live, entry).state == "closed"
+    live.gate.halt("credentials_rejected", venue="binance")
+    assert live.gate.exit_blockers("binance") == {"credentials_rejected:binance"}

@@ -136,7 +136,7 @@ class ExitManager:
 
     async def check(self) -> list[OrderOutcome]:
         """One pass over the positions, each in its own task; waits for those it started."""
-        started = self._start_pass()
+        started = await self._start_pass()
         results = await asyncio.gather(*started, return_exceptions=True)
         outcomes: list[OrderOutcome] = []
         for result in results:
@@ -148,7 +148,7 @@ class ExitManager:
                 outcomes.extend(result)
         return outcomes
 
-    def _start_pass(self) -> list[asyncio.Task[list[OrderOutcome]]]:
+    async def _start_pass(self) -> list[asyncio.Task[list[OrderOutcome]]]:
         positions = self._journal.open_positions()
         if self._exposure is not None:
             self._exposure.update(positions)  # no await since the read: nothing reserved in between
@@ -156,6 +156,7 @@ class ExitManager:
             self.flat.set()
             return []
         self.flat.clear()
+        await self._warm_prices(positions)
         started = []
         for position in positions:
             cid = position.client_order_id
@@ -190,6 +191,20 @@ class ExitManager:
             except Exception:  # a failed check is retried at the next interval
                 log.exception("position.reconcile_failed")
 
+    async def _warm_prices(self, positions: list[Position]) -> None:
+        """One batch of prices for a venue where several positions have none fresh (the background
+        refresh is off or failing), instead of one request per position."""
+        stale: dict[str, int] = {}
+        for p in positions:
+            if p.state == "open" and self._prices.fresh(p.exchange, p.symbol) is None:
+                stale[p.exchange] = stale.get(p.exchange, 0) + 1
+        for exchange, count in stale.items():
+            if count > 1 and exchange in self._exchanges:
+                try:
+                    await self._prices.refresh(exchange)
+                except ExchangeError as exc:
+                    log.warning("exit.prices_failed", exchange=exchange, error=str(exc))
+
     def _done(self, task: asyncio.Task[list[OrderOutcome]]) -> None:
         for cid, busy in list(self._busy.items()):
             if busy is task:
@@ -204,7 +219,7 @@ class ExitManager:
             while not await sleep_or_stop(sleep, interval, stop):
                 try:
                     await self._reconcile_due()
-                    self._start_pass()
+                    await self._start_pass()
                 except Exception:  # exits must keep being watched whatever one pass hit
                     log.exception("exit.check_failed")
         finally:
