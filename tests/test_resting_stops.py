@@ -32,9 +32,21 @@ async def live(fake: FakeBinance, tmp_path: Path) -> AsyncIterator[Rig]:
     rig.journal.close()
 
 
-def manager(rig: Rig) -> ExitManager:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def manager(rig: Rig, clock: Clock | None = None) -> ExitManager:
     return ExitManager(
-        journal=rig.journal, router=rig.router, exchanges={"binance": rig.exchange}, prices=rig.router.prices
+        journal=rig.journal,
+        router=rig.router,
+        exchanges={"binance": rig.exchange},
+        prices=rig.router.prices,
+        monotonic=clock or Clock(),
     )
 
 
@@ -141,3 +153,29 @@ async def test_stop_is_resized_after_a_take_profit_tier(live: Rig, fake: FakeBin
     [second] = fake.open_orders("ABC/USDT")
     assert second.orig_qty == pytest.approx(5.0)
     assert position(live, entry).stop_client_order_id == second.client_order_id
+
+
+async def test_a_refused_stop_backs_off_then_rests(live: Rig, fake: FakeBinance) -> None:
+    """The venue refuses the stop once: it is not re-sent on every tick (backoff from 5 s), and the
+    next try after the backoff rests. A 5xx the exchange never executed is looked up, found absent,
+    and tried again the same way; never two stops at once."""
+    entry = await buy_with(live, STOP_TP)
+    clock = Clock()
+    exits = manager(live, clock)
+    fake.fail_next_order("insufficient_balance")
+    await exits.check()
+    await exits.check()  # within the backoff: nothing sent
+    stop_posts = [o for o in fake.orders if o.params.get("type") == "STOP_LOSS"]
+    assert len(stop_posts) == 1 and fake.open_orders("ABC/USDT") == []
+    assert position(live, entry).stop_client_order_id is None
+    clock.now += 600
+    fake.fail_next_order("server_error_before")
+    await exits.check()
+    assert fake.open_orders("ABC/USDT") == [] and position(live, entry).stop_client_order_id is None
+    clock.now += 600
+    await exits.check()
+    [stop] = fake.open_orders("ABC/USDT")
+    assert position(live, entry).stop_client_order_id == stop.client_order_id
+    assert (
+        len({o.params["newClientOrderId"] for o in fake.orders if o.params.get("type") == "STOP_LOSS"}) == 3
+    )

@@ -247,6 +247,9 @@ class ExitOrders:
                 return False
         except TradingHalted:
             return False
+        # Known to the position before the request leaves: a crash right after it cannot leave a stop
+        # on the exchange that the next start would not know of (it looks it up by this id).
+        self._journal.update_position(position.client_order_id, stop_cid=cid)
         try:
             result = await ex.place_stop(
                 position.symbol, amount=position.remaining, stop_price=trigger, client_order_id=cid
@@ -254,15 +257,17 @@ class ExitOrders:
         except OrderStatusUnknown as exc:
             self._router.record_unknown(intent, exc)
             outcome = await self._router.reconcile(ex, intent)
+            if outcome.status == "not_found":  # never reached the exchange
+                self._journal.update_position(position.client_order_id, stop_cid=None)
             if outcome.status != "placed":
-                return False
+                return False  # "unknown": kept; check_stop settles it later
             result = outcome.result or _open(intent)
         except ExchangeError as exc:
             self._router.book.rejected(intent, exc)
+            self._journal.update_position(position.client_order_id, stop_cid=None)
             log.warning("exit.stop_failed", client_order_id=cid, symbol=position.symbol, error=str(exc))
             return False
         self._record_stop(intent, result)
-        self._journal.update_position(position.client_order_id, stop_cid=cid)
         log.info(
             "exit.stop_placed",
             symbol=position.symbol,

@@ -43,6 +43,8 @@ log = structlog.get_logger(__name__)
 CHECK_INTERVAL = 1.0
 # Definitive rejections of one position's exits before it is abandoned (alerted, left to a human).
 MAX_EXIT_FAILURES = 5
+# Refused resting stops before the daemon stops trying (its own stop-loss check still watches).
+MAX_STOP_FAILURES = 5
 # How often an entry whose fill is unknown is looked up, and how many "no such order" answers make it
 # abandoned (the entry most likely never executed; a human checks).
 PENDING_LOOKUP_INTERVAL_S = 30.0
@@ -110,6 +112,8 @@ class ExitManager:
         self._close_now: set[str] = set()  # entries an operator asked to close (bridge close)
         self._pending_seen: dict[str, tuple[float, int]] = {}  # entry cid -> (last look-up, not-found count)
         self._stop_checked: dict[str, float] = {}
+        self._stop_failures: dict[str, int] = {}  # entry cid -> resting stops refused in a row
+        self._stop_retry_at: dict[str, float] = {}
         self._reconciled_at: float | None = None  # last check of positions against venue balances
 
     def request_close(self, symbol: str, exchange: str | None = None) -> tuple[bool, str]:
@@ -262,7 +266,7 @@ class ExitManager:
         if decision is None:
             wants_stop = position.plan.stop_on_exchange and position.stop_client_order_id is None
             if wants_stop and self.orders.stops_supported(position):
-                await self.orders.place_stop(position)
+                await self._place_stop(position)
             return []
         if position.stop_client_order_id is not None:
             if not await self.orders.cancel_stop(position):
@@ -298,6 +302,29 @@ class ExitManager:
             self._reload(position), decision.tier, attempt, capped_at=amount if capped else None
         )
         return [] if attempt.outcome is None else [attempt.outcome]
+
+    async def _place_stop(self, position: Position) -> None:
+        """Rest the stop, backing off after failures (5 s, doubling, up to 5 min); after
+        MAX_STOP_FAILURES the daemon's own stop-loss check is the only stop, alerted once."""
+        cid = position.client_order_id
+        failures = self._stop_failures.get(cid, 0)
+        if failures >= MAX_STOP_FAILURES or self._monotonic() < self._stop_retry_at.get(cid, 0.0):
+            return
+        if await self.orders.place_stop(position):
+            self._stop_failures.pop(cid, None)
+            return
+        failures += 1
+        self._stop_failures[cid] = failures
+        delay = backoff_delay(failures, 5.0, 300.0, random.random())  # noqa: S311 - jitter
+        self._stop_retry_at[cid] = self._monotonic() + delay
+        if failures >= MAX_STOP_FAILURES:
+            self._alerts.exit_failed(position.exchange, position.symbol, None, "resting_stop_not_placed")
+            log.error(
+                "exit.stop_given_up",
+                symbol=position.symbol,
+                entry_client_order_id=cid,
+                action="no stop rests on the exchange; the daemon's own stop-loss check still sells",
+            )
 
     def _after_attempt(
         self,
@@ -363,7 +390,8 @@ class ExitManager:
     def _close(self, position: Position, reason: str) -> None:
         cid = position.client_order_id
         self._journal.update_position(cid, state="closed", close_reason=reason, tier_hold=None)
-        for memo in (self._retry_at, self._transient, self._pending_seen, self._stop_checked):
+        memos = (self._retry_at, self._transient, self._pending_seen, self._stop_checked, self._stop_failures)
+        for memo in (*memos, self._stop_retry_at):
             memo.pop(cid, None)
         self._short.discard(cid)
         self._close_now.discard(cid)
