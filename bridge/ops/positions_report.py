@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 
 from bridge.errors import ConfigError
-from bridge.trading import intentlog
 from bridge.trading.journal import Journal
 from bridge.trading.model import Position
 
@@ -24,8 +23,8 @@ NO_POSITIONS = "No open positions."
 
 
 def journal_path(state_dir: Path, *, dry_run: bool) -> Path:
-    """The journal a daemon with this config writes (the naming of Journal.open)."""
-    return state_dir / ("journal-paper.sqlite" if dry_run else "journal-live.sqlite")
+    """The journal a daemon with this config writes."""
+    return Journal.path_in(state_dir, dry_run=dry_run)
 
 
 def read_positions(state_dir: Path, *, dry_run: bool) -> list[Position]:
@@ -45,22 +44,10 @@ def read_positions(state_dir: Path, *, dry_run: bool) -> list[Position]:
 
 @contextlib.contextmanager
 def _reader(path: Path) -> Iterator[Journal]:
-    """The journal at `path`, opened as a reader whether or not a daemon holds it.
-
-    Why not plain Journal(path): with no daemon running it takes the intent log's lock and becomes the
-    writer (migrating, replaying the intent log), and a daemon starting in that instant would find its
-    state_dir in use and exit 78, which systemd does not restart. A journal listed as open for writing
-    in this process opens as a reader without touching the lock: list it for the time of the open.
-    """
-    key = path.resolve()
-    listed = key in intentlog._WRITERS  # this process writes it already (a test, the demo)
-    if not listed:
-        intentlog._WRITERS.add(key)
-    try:
-        journal = Journal(path)
-    finally:
-        if not listed:
-            intentlog._WRITERS.discard(key)
+    """The journal at `path`, opened as a reader whether or not a daemon holds it. Never as the
+    writer: with no daemon running that would take the intent log's lock, and a daemon starting in
+    that instant would find its state_dir in use and exit 78, which systemd does not restart."""
+    journal = Journal(path, read_only=True)
     try:
         yield journal
     finally:

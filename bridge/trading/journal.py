@@ -73,7 +73,10 @@ class Journal:
         *,
         checkpoint_interval: float = CHECKPOINT_INTERVAL_S,
         clock_ns: Callable[[], int] = time.time_ns,
+        read_only: bool = False,
     ) -> None:
+        """`read_only`: never take the writer's lock, even when no daemon holds it (tools reading
+        while a daemon may start: the daemon must find its state_dir free)."""
         self.path = path
         self._clock_ns = clock_ns  # replay passes the stream's clock: positions age on event time
         try:
@@ -87,7 +90,8 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=2000")
             self._db.execute("PRAGMA wal_autocheckpoint=0")
-            self._intent_log = IntentLog.acquire(path)  # None: another holder writes, this one reads
+            # None: another holder writes (or the caller only reads), this one reads
+            self._intent_log = None if read_only else IntentLog.acquire(path)
             if self._intent_log is not None:
                 journal_schema.migrate(self._db, path)  # only the writer: never two migrating at once
                 self._replay_intent_log(self._intent_log)
@@ -117,9 +121,20 @@ class Journal:
         self._checkpointer.start()
 
     @classmethod
-    def open(cls, state_dir: Path, *, dry_run: bool, clock_ns: Callable[[], int] = time.time_ns) -> Journal:
-        name = "journal-paper.sqlite" if dry_run else "journal-live.sqlite"
-        return cls(state_dir / name, clock_ns=clock_ns)
+    def open(
+        cls,
+        state_dir: Path,
+        *,
+        dry_run: bool,
+        clock_ns: Callable[[], int] = time.time_ns,
+        read_only: bool = False,
+    ) -> Journal:
+        return cls(cls.path_in(state_dir, dry_run=dry_run), clock_ns=clock_ns, read_only=read_only)
+
+    @staticmethod
+    def path_in(state_dir: Path, *, dry_run: bool) -> Path:
+        """The journal file of a paper or live daemon using `state_dir`."""
+        return state_dir / ("journal-paper.sqlite" if dry_run else "journal-live.sqlite")
 
     def close(self) -> None:
         if self._closed:

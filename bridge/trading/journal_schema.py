@@ -179,9 +179,9 @@ def check_readable(db: sqlite3.Connection, path: Path, migrations: Sequence[Migr
     version, latest = check_version(db, path, steps), _latest(steps)
     if version < latest:
         raise ConfigError(
-            f"state_dir: journal {path} has schema version {version}, older than this bridge's ({latest}),"
-            " and another process holds it for writing, so it cannot be migrated now: stop that process"
-            " (an older bridge?) and start again"
+            f"state_dir: journal {path} has schema version {version}, older than this bridge's ({latest}):"
+            " it is migrated when this bridge's daemon opens it; if an older bridge still runs on it,"
+            " stop that process and start the new one, then try again"
         )
 
 
