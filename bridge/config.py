@@ -131,6 +131,18 @@ class TradingConfig:
     # Paper mode's starting free balances per asset (what ctx.balance reports before any fill); paper
     # fills spend and add to them, and the paper journal keeps them across restarts (seeded once).
     paper_balance: dict[str, float] = field(default_factory=lambda: {"USDT": 1000.0})
+    # An announcement whose event time is further in the future than this many seconds (our clock vs
+    # the publisher's) is refused (`event_time_invalid`), as is an absurd one.
+    max_clock_skew: float = 2.0
+    # This host's clock may be off the venues' by this many seconds (measured at start and hourly);
+    # beyond it trading halts (`clock_offset`).
+    max_clock_offset: float = 1.0
+    # Tickers of one announcement that are acted on (duplicates removed first); the rest are refused
+    # with one log line.
+    max_tickers_per_announcement: int = 20
+    # Seconds a strategy may spend on one announcement before it is noticed as stuck
+    # (`strategy.deadline_exceeded`, counted, named in the status line).
+    strategy_deadline: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_event_age <= 0:

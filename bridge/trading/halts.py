@@ -18,6 +18,9 @@ HaltReason = Literal[
     "shutting_down",
     "journal_unwritable",
     "loss_limit",
+    "journal_missing",
+    "clock_offset",
+    "venue_backoff",
 ]
 
 # "all": every venue; "venue": one exchange (the gate keys it "reason:venue"); "link": one of several
@@ -94,6 +97,35 @@ HALT_RULES: tuple[HaltRule, ...] = (
         False,
         True,
         "the daily loss limit is reached: no new entries until the next UTC day",
+    ),
+    HaltRule(
+        "journal_missing",
+        "all",
+        True,
+        True,
+        True,
+        True,
+        "the journal file or state_dir was deleted or replaced while running: restored from the open"
+        " connection, trading stays halted until a restart",
+    ),
+    HaltRule(
+        "clock_offset",
+        "all",
+        True,
+        False,
+        True,
+        True,
+        "this host's clock is off the venues' by more than trading.max_clock_offset: event ages and"
+        " signed requests cannot be trusted",
+    ),
+    HaltRule(
+        "venue_backoff",
+        "venue",
+        True,
+        True,
+        False,
+        True,
+        "that exchange said slow down (429/418, Retry-After or a ban): nothing is sent to it until then",
     ),
 )
 
