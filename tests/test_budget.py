@@ -103,15 +103,16 @@ class Router:
         estimate: float | None = None,
         real_cost: float | None = None,
         exit_of: str | None = None,
+        keep_estimate: bool = True,
     ) -> None:
+        if estimate is None and exit_of is None:
+            estimate = cost if cost is not None else (amount or 0) * (limit_price or 0)
         intent = OrderIntent(
             cid, "k", "s", exchange, f"ABC/{quote}", side, quote, cost, amount, True,
-            exit_of=exit_of, limit_price=limit_price,
+            exit_of=exit_of, limit_price=limit_price, est_cost=estimate if keep_estimate else None,
         )  # fmt: skip
         assert self.journal.reserve(intent)
         if exit_of is None:  # exits are never reserved
-            if estimate is None:
-                estimate = cost if cost is not None else (amount or 0) * (limit_price or 0)
             self.risk.reserve(cid, exchange, quote, estimate)
         if result in ("placed", "paper"):
             self.journal.record_result(cid, result, filled=1.0, cost=real_cost)
@@ -169,18 +170,20 @@ def test_ledger_rebuilt_from_the_journal_equals_the_one_before(tmp_path: Path) -
         journal.close()
 
 
-def test_unpriced_amount_order_counts_at_max_order_cost_after_a_restart(tmp_path: Path) -> None:
-    """The journal keeps no reference price for an uncapped amount-sized order: if it is still
-    unresolved at a restart it counts at its quote's max_order_cost (the most it was allowed to cost)."""
+def test_unpriced_amount_order_counts_at_its_estimate_after_a_restart(tmp_path: Path) -> None:
+    """An uncapped amount-sized order still unresolved at a restart counts at the estimate it was
+    checked at (amount x the reference price then), which its intent row keeps; a row from a bridge
+    before that column (no estimate) counts at its quote's max_order_cost, the most it may have cost."""
     clock = Clock()
     journal = Journal.open(tmp_path, dry_run=True, clock_ns=clock)
     risk = RiskLimits(CFG, journal, clock_ns=clock)
     Router(journal, risk).order("market-amount", result="unknown", amount=10.0, estimate=42.0)
-    assert risk.ledger.spent("USDT") == 42.0
+    Router(journal, risk).order("old-row", result="unknown", amount=1.0, estimate=7.0, keep_estimate=False)
+    assert risk.ledger.spent("USDT") == 49.0
     journal.close()
     journal = Journal.open(tmp_path, dry_run=True, clock_ns=clock)
     try:
-        assert RiskLimits(CFG, journal, clock_ns=clock).ledger.spent("USDT") == 100.0
+        assert RiskLimits(CFG, journal, clock_ns=clock).ledger.spent("USDT") == 42.0 + 100.0
     finally:
         journal.close()
 
