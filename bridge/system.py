@@ -167,7 +167,14 @@ async def assemble(
         exits=exits,
         exposure=exposure,
         runners=runners,
-        dispatcher=Dispatcher(source, runners, journal),
+        dispatcher=Dispatcher(
+            source,
+            runners,
+            journal,
+            max_clock_skew=config.trading.max_clock_skew,
+            max_tickers=config.trading.max_tickers_per_announcement,
+            clock_ns=clock_ns,
+        ),
         queue=source,
     )
 

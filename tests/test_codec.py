@@ -63,13 +63,34 @@ def frame(obj: Any) -> bytes:
         pytest.param(frame({**NEW_DOCS_ANNOUNCEMENT, "title": 5}), "bad_field", id="title-number"),
         pytest.param(frame({**NEW_DOCS_ANNOUNCEMENT, "publisher": None}), "bad_field", id="no-publisher"),
         pytest.param(
-            frame({**NEW_DOCS_ANNOUNCEMENT, "detectedTimestampUs": "17"}), "bad_field", id="timestamp-string"
+            frame({**NEW_DOCS_ANNOUNCEMENT, "detectedTimestampUs": "17"}),
+            "event_time_invalid",
+            id="timestamp-string",
         ),
         pytest.param(
-            frame({**NEW_DOCS_ANNOUNCEMENT, "dispatchTimestampUs": 1.5}), "bad_field", id="timestamp-float"
+            frame({**NEW_DOCS_ANNOUNCEMENT, "dispatchTimestampUs": 1.5}),
+            "event_time_invalid",
+            id="timestamp-float",
         ),
         pytest.param(
-            frame({**NEW_DOCS_ANNOUNCEMENT, "detectedTimestampUs": True}), "bad_field", id="timestamp-bool"
+            frame({**NEW_DOCS_ANNOUNCEMENT, "detectedTimestampUs": True}),
+            "event_time_invalid",
+            id="timestamp-bool",
+        ),
+        pytest.param(
+            frame({**NEW_DOCS_ANNOUNCEMENT, "detectedTimestampUs": -1}),
+            "event_time_invalid",
+            id="timestamp-negative",
+        ),
+        pytest.param(
+            frame({**NEW_DOCS_ANNOUNCEMENT, "publishTimestampUs": 2**63 - 1}),
+            "event_time_invalid",
+            id="timestamp-2^63",
+        ),
+        pytest.param(
+            frame({**NEW_DOCS_ANNOUNCEMENT, "detectedTimestampUs": 2**53}),
+            "event_time_invalid",
+            id="timestamp-2^53",
         ),
         pytest.param(frame({"type": "welcome", "allowedCex": ["binance"]}), "bad_field", id="allowed-list"),
         pytest.param(frame({"type": "welcome", "expiresInSecs": "soon"}), "bad_field", id="expiry-string"),
@@ -189,3 +210,9 @@ def test_feed_error_fields() -> None:
     msg = decode(frame({"type": "error", "code": "test_rate_limited", "retryAfterSecs": 42}), max_bytes=LIMIT)
     assert isinstance(msg, FeedError)
     assert (msg.code, msg.retry_after_secs) == ("test_rate_limited", 42.0)
+
+
+def test_repeated_tickers_are_one_each_in_order() -> None:
+    """A ticker repeated (in any case, with spaces) is one ticker; the order of first mention is kept."""
+    msg = decode(frame({**NEW_DOCS_ANNOUNCEMENT, "ticker": "ABC, def,abc,DEF ,GHI,ABC"}), max_bytes=LIMIT)
+    assert isinstance(msg, Announcement) and msg.tickers == ("ABC", "DEF", "GHI")

@@ -129,7 +129,8 @@ def _announcement(obj: dict[str, Any], received_ns: int, received_mono_ns: int) 
     ticker = _req(obj, "ticker", str)
     publisher = _req(obj, "publisher", str).strip().lower()
     listing_type = _opt(obj, "listingType", str) or "unknown"
-    tickers = tuple(t.strip().upper() for t in ticker.split(",") if t.strip())
+    # Order kept, duplicates dropped: "ABC,ABC,abc" is one coin (a repeated ticker is never two orders).
+    tickers = tuple(dict.fromkeys(t.strip().upper() for t in ticker.split(",") if t.strip()))
     key_src = "\x1f".join((publisher, listing_type, title.strip(), ",".join(tickers)))
     key = hashlib.blake2b(key_src.encode(), digest_size=12).hexdigest()
     return Announcement(
@@ -137,9 +138,9 @@ def _announcement(obj: dict[str, Any], received_ns: int, received_mono_ns: int) 
         tickers=tickers,
         publisher=publisher,
         listing_type=listing_type,
-        detected_us=_opt_int(obj, "detectedTimestampUs"),
-        dispatch_us=_opt_int(obj, "dispatchTimestampUs"),
-        publish_us=_opt_int(obj, "publishTimestampUs"),
+        detected_us=_opt_time(obj, "detectedTimestampUs"),
+        dispatch_us=_opt_time(obj, "dispatchTimestampUs"),
+        publish_us=_opt_time(obj, "publishTimestampUs"),
         key=key,
         received_ns=received_ns,
         received_mono_ns=received_mono_ns,
@@ -184,6 +185,23 @@ def _opt_int(obj: dict[str, Any], name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise DecodeError(
             "bad_field", f"{obj.get('type')}.{name}: expected integer, got {type(value).__name__}"
+        )
+    return value
+
+
+# Event times are microseconds since the epoch: anything negative or past 2**53 (year ~2255, and the
+# largest integer a float or a JSON consumer keeps exactly) is not a time; SQLite's INTEGER stops at 2**63.
+MAX_EVENT_US = 2**53
+
+
+def _opt_time(obj: dict[str, Any], name: str) -> int | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_EVENT_US:
+        shown = type(value).__name__ if not isinstance(value, int) or isinstance(value, bool) else value
+        raise DecodeError(
+            "event_time_invalid", f"{obj.get('type')}.{name}: not a time in microseconds ({shown})"
         )
     return value
 

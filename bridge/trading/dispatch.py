@@ -8,7 +8,9 @@ neither the strategy's next announcement, the other strategies nor the feed read
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -128,14 +130,28 @@ class StrategyRunner:
 
 
 class Dispatcher:
+    """Admits announcements (refusing impossible event times, capping tickers), drops duplicates, and
+    hands each new one to every strategy."""
+
     def __init__(
-        self, source: asyncio.Queue[Announcement], runners: list[StrategyRunner], journal: Journal
+        self,
+        source: asyncio.Queue[Announcement],
+        runners: list[StrategyRunner],
+        journal: Journal,
+        *,
+        max_clock_skew: float = 2.0,
+        max_tickers: int = 20,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._source = source
         self._runners = runners
         self._journal = journal
+        self._max_skew_us = int(max_clock_skew * 1_000_000)
+        self._max_tickers = max_tickers
+        self._clock_ns = clock_ns
         self.seen = 0
         self.duplicates = 0
+        self.refused = 0
 
     async def run(self) -> None:
         while True:
@@ -146,8 +162,41 @@ class Dispatcher:
             finally:
                 self._source.task_done()
 
+    def admit(self, a: Announcement) -> Announcement | None:
+        """The announcement as strategies may see it, or None (logged, counted) if it must not trade:
+        an event time further in the future than trading.max_clock_skew (the publisher's clock or the
+        frame is wrong: its age would read as fresh for too long). Tickers past
+        trading.max_tickers_per_announcement are dropped with one log line."""
+        event_us = a.event_us
+        if event_us is not None and event_us > self._clock_ns() // 1000 + self._max_skew_us:
+            self.refused += 1
+            metrics.REFUSED.labels("event_time_invalid").inc()
+            log.warning(
+                "announcement.refused",
+                reason="event_time_invalid",
+                key=a.key,
+                publisher=a.publisher,
+                ahead_s=round((event_us - self._clock_ns() // 1000) / 1e6, 3),
+            )
+            return None
+        if len(a.tickers) > self._max_tickers:
+            metrics.REFUSED.labels("too_many_tickers").inc()
+            log.warning(
+                "announcement.tickers_capped",
+                key=a.key,
+                publisher=a.publisher,
+                kept=list(a.tickers[: self._max_tickers]),
+                refused=len(a.tickers) - self._max_tickers,
+            )
+            a = dataclasses.replace(a, tickers=a.tickers[: self._max_tickers])
+        return a
+
     def dispatch(self, a: Announcement) -> bool:
-        """Hand a new announcement to every strategy; False (and logged) for a duplicate."""
+        """Hand a new announcement to every strategy; False (and logged) for a duplicate or a refusal."""
+        admitted = self.admit(a)
+        if admitted is None:
+            return False
+        a = admitted
         if not self._journal.record_announcement(a):
             self.duplicates += 1
             metrics.DUPLICATES.inc()

@@ -6,6 +6,12 @@ from prometheus_client import Counter, Histogram
 
 from bridge.telemetry import REGISTRY
 
+REFUSED = Counter(
+    "bridge_announcements_refused_total",
+    "Announcements refused before any strategy saw them, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
 DUPLICATES = Counter("bridge_announcements_duplicate_total", "Announcements seen before", registry=REGISTRY)
 ORDERS = Counter(
     "bridge_orders_total",
