@@ -192,6 +192,12 @@ class FakeBinance(BinancePublicApi):
         self._fail_before(fault)
         order = self._create(params)
         await self._fail_after(fault)
+        if fault == "garbled_after":  # a 200 whose body was cut short (a proxy, a broken connection)
+            return web.Response(
+                text='{"symbol":"' + order.symbol + '","orderId":', content_type="application/json"
+            )
+        if fault == "empty_after":
+            return json_response({})
         return json_response(self._order_response(order, fills=True))
 
     def _create(self, params: dict[str, str]) -> Order:

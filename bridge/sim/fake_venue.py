@@ -32,6 +32,8 @@ FaultKind = Literal[
     "server_error_before",  # HTTP 500, not created
     "server_error_after",  # created, then HTTP 500
     "timeout_after",  # created, then no answer until stop()
+    "garbled_after",  # created, then HTTP 200 with a truncated JSON body
+    "empty_after",  # created, then HTTP 200 with `{}` (JSON, but no order in it)
     "timestamp",  # Binance -1021, not created
 ]
 
@@ -373,7 +375,7 @@ class FakeVenue(ABC):
 
     def _fail_before(self, fault: FaultKind | None) -> None:
         """Refuse the order for a fault that strikes before it is created."""
-        if fault is None or fault in ("server_error_after", "timeout_after"):
+        if fault is None or fault in ("server_error_after", "timeout_after", "garbled_after", "empty_after"):
             return
         if fault == "server_error_before":
             # a gateway error page, not JSON: the matching engine never saw the order

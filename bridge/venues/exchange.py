@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import ccxt.async_support as ccxt_async
 import structlog
 
-from bridge.errors import ExchangeError, OrderRejected, UnknownSymbol
+from bridge.errors import ExchangeError, OrderRejected, OrderStatusUnknown, UnknownSymbol
 from bridge.venues import precision, quotes, stops
 from bridge.venues.ccxt_client import CLIENT_ID_BASE, OrderCall, order_call
 from bridge.venues.errors import describe, translated
@@ -88,6 +88,7 @@ class Exchange(ExchangeSession):
         try:
             with translated(self._id, "order"):
                 order = await self._skew_retried(lambda: self._send(ex, req), req.client_order_id)
+                _check_answer(self._id, order)
         finally:
             order_call.reset(token)
             if call.charged is not None:
@@ -354,3 +355,15 @@ class Exchange(ExchangeSession):
             average=finite_float(order.get("average")),
             raw=order,
         )
+
+
+def _check_answer(exchange: str, order: Any) -> None:
+    """An order request answered 200 whose body says nothing usable (not an object, no order id, no
+    status) is an unknown outcome, to be looked up: never read as a zero fill or a refusal."""
+    info = order.get("info") if isinstance(order, dict) else None
+    if not isinstance(order, dict) or not isinstance(info, dict) or not info or order.get("id") is None:
+        raise OrderStatusUnknown(
+            f"{exchange}: the order request's answer could not be read", exchange=exchange
+        )
+    if order.get("status") is None:
+        raise OrderStatusUnknown(f"{exchange}: the order request's answer has no status", exchange=exchange)
