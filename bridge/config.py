@@ -6,7 +6,9 @@ Strings may hold `${VAR}` (environment), `${file:/path}` (file contents) or `${c
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -60,12 +62,38 @@ def _check_quote_limits(name: str, limits: QuoteLimits | None) -> None:
             raise SchemaError(f"{name}.{quote}", "must be positive (leave a quote out to refuse its orders)")
 
 
+# Every number in the config must be finite and positive, except these, where 0 has a meaning: "off"
+# (markets_refresh, price_refresh, status_interval), "at once" (min_delay, feed_down_after) or "any free
+# port" (port). One rule for every section, applied by each section's __post_init__.
+ZERO_ALLOWED = frozenset(
+    {"markets_refresh", "price_refresh", "status_interval", "port", "min_delay", "feed_down_after"}
+)
+PORTS = frozenset({"port"})
+
+
+def _check_numbers(section: object) -> None:
+    """A SchemaError naming the key of a number that is NaN, infinite, negative, zero where 0 means
+    nothing, or a port outside 0-65535."""
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            raise SchemaError(f.name, f"must be a finite number, got {value}")
+        if f.name in PORTS and not 0 <= value <= 65535:
+            raise SchemaError(f.name, f"a port is 0-65535 (0: any free port), got {value}")
+        if value < 0 or (value == 0 and f.name not in ZERO_ALLOWED):
+            zero = " or 0" if f.name in ZERO_ALLOWED else ""
+            raise SchemaError(f.name, f"must be positive{zero}, got {value}")
+
+
 @dataclass(frozen=True)
 class ReconnectConfig:
     min_delay: float = 5.0
     max_delay: float = 300.0
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         if self.min_delay < 0 or self.max_delay < self.min_delay:
             raise ValueError("need 0 <= min_delay <= max_delay")
 
@@ -81,6 +109,7 @@ class FeedConfig:
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         if self.heartbeat_timeout <= 0 or self.handshake_timeout <= 0:
             raise ValueError("heartbeat_timeout and handshake_timeout must be positive")
         if self.max_frame_bytes <= 0:
@@ -102,6 +131,7 @@ class ExchangeConfig:
     daily_max_cost: QuoteLimits | None = None
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         _check_quote_limits("daily_max_cost", self.daily_max_cost)
 
 
@@ -145,6 +175,7 @@ class TradingConfig:
     strategy_deadline: float = 30.0
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         if self.max_event_age <= 0:
             raise SchemaError("max_event_age", "must be positive")
         if any(amount < 0 for amount in self.paper_balance.values()):
@@ -169,6 +200,7 @@ class StrategyConfig:
     price_max_age: float | None = None
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         if self.max_concurrent < 1:
             raise SchemaError("max_concurrent", f"must be a positive number, got {self.max_concurrent}")
 
@@ -193,6 +225,9 @@ class WebhookConfig:
     url: Secret  # a webhook URL usually embeds its own token
     timeout: float = 5.0
 
+    def __post_init__(self) -> None:
+        _check_numbers(self)
+
 
 @dataclass(frozen=True)
 class TelegramConfig:
@@ -200,6 +235,9 @@ class TelegramConfig:
     chat_id: str
     api_url: str = "https://api.telegram.org"
     timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_numbers(self)
 
 
 @dataclass(frozen=True)
@@ -212,6 +250,7 @@ class AlertsConfig:
     key_expiry_days: float = 7.0  # `key_expiring` when the feed key expires sooner than this
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         unknown = sorted(set(self.events) - set(ALERT_EVENTS))
         if unknown:
             raise ValueError(f"unknown alert event {unknown[0]!r} (known: {', '.join(ALERT_EVENTS)})")
@@ -226,6 +265,9 @@ class HealthConfig:
     host: str = "127.0.0.1"  # loopback by default: the endpoint has no authentication
     port: int = 8780
     status_interval: float = 60.0  # seconds between `daemon.status` log lines; 0 turns them off
+
+    def __post_init__(self) -> None:
+        _check_numbers(self)
 
 
 @dataclass(frozen=True)

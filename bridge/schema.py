@@ -7,6 +7,7 @@ Used for the config file and for strategy params alike, so both report mistakes 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -121,6 +122,8 @@ def convert(tp: Any, value: object, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SchemaError(key, f"expected a number, got {describe(value)}")
+        if not math.isfinite(value):  # YAML's .nan / .inf: never a meaningful setting
+            raise SchemaError(key, f"expected a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

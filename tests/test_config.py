@@ -255,3 +255,74 @@ def test_schema_union_and_post_init_keys() -> None:
     with pytest.raises(SchemaError) as err:
         build(_Outer, {"inner": {"limits": {"BAD": 1}}})
     assert str(err.value) == "inner.limits.BAD: not allowed"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "trading: {max_order_cost: .nan}",
+            "trading.max_order_cost: expected a finite number or a mapping, got nan",
+        ),
+        ("trading: {max_order_cost: {USDT: .inf}}", "trading.max_order_cost.USDT: expected a finite number"),
+        (
+            "trading: {daily_max_cost: -.inf}",
+            "trading.daily_max_cost: expected a finite number or a mapping, got -inf",
+        ),
+        ("trading: {max_event_age: .nan}", "trading.max_event_age: expected a finite number"),
+        ("trading: {max_event_age: -1}", "trading.max_event_age: must be positive, got -1"),
+        (
+            "trading: {max_orders_per_announcement: 0}",
+            "trading.max_orders_per_announcement: must be positive",
+        ),
+        ("trading: {price_max_age: 0}", "trading.price_max_age: must be positive"),
+        ("trading: {max_clock_skew: -2}", "trading.max_clock_skew: must be positive"),
+        ("trading: {strategy_deadline: 0}", "trading.strategy_deadline: must be positive"),
+        (
+            "trading: {max_tickers_per_announcement: 0}",
+            "trading.max_tickers_per_announcement: must be positive",
+        ),
+        ("trading: {price_refresh: -1}", "trading.price_refresh: must be positive or 0"),
+        ("feed: {api_key: k, heartbeat_timeout: .inf}", "feed.heartbeat_timeout: expected a finite number"),
+        ("feed: {api_key: k, handshake_timeout: 0}", "feed.handshake_timeout: must be positive"),
+        (
+            "feed: {api_key: k, reconnect: {max_delay: .nan}}",
+            "feed.reconnect.max_delay: expected a finite number",
+        ),
+        ("health: {port: 70000}", "health.port: a port is 0-65535"),
+        ("health: {port: -1}", "health.port: a port is 0-65535"),
+        ("health: {status_interval: -5}", "health.status_interval: must be positive or 0"),
+        (
+            "exchanges: {binance: {markets_refresh: -1}}",
+            "exchanges.binance.markets_refresh: must be positive or 0",
+        ),
+        (
+            "alerts: {webhook: {url: 'http://127.0.0.1/x', timeout: 0}}",
+            "alerts.webhook.timeout: must be positive",
+        ),
+        (
+            "strategies: [{name: s, module: m, price_max_age: -1}]",
+            "strategies[0].price_max_age: must be positive",
+        ),
+    ],
+)
+def test_nan_inf_zero_and_negative_numbers_name_the_key(text: str, message: str) -> None:
+    """NaN, infinities, zero and negative values for limits and timings (and ports out of range) are
+    config errors naming the exact key, exit 78; where 0 means off it is allowed (next test)."""
+    base = "" if text.startswith("feed:") else "feed: {api_key: k}\n"
+    with pytest.raises(ConfigError) as err:
+        config.loads(base + text, "config.yaml", env={})
+    assert f"config.yaml: {message}" in str(err.value), str(err.value)
+    assert err.value.exit_code == ExitCode.CONFIG
+
+
+def test_zero_where_it_means_off_stays_valid() -> None:
+    """`port: 0` (any free port), `status_interval: 0`, `markets_refresh: 0`, `price_refresh: 0` and
+    `reconnect.min_delay: 0` keep their documented meaning."""
+    cfg = config.loads(
+        "feed: {api_key: k, reconnect: {min_delay: 0}}\nhealth: {port: 0, status_interval: 0}\n"
+        "exchanges: {binance: {markets_refresh: 0}}\ntrading: {price_refresh: 0}\n",
+        "config.yaml",
+        env={},
+    )
+    assert cfg.health.port == 0 and cfg.trading.price_refresh == 0

@@ -268,7 +268,7 @@ def test_max_concurrent_in_the_config() -> None:
     text = "feed: {api_key: k}\nstrategies:\n  - {name: a, module: strategies.log_only%s}\n"
     assert config.loads(text % "").strategies[0].max_concurrent == DEFAULT_MAX_CONCURRENT
     assert config.loads(text % ", max_concurrent: 2").strategies[0].max_concurrent == 2
-    for bad, problem in (("0", "must be a positive number, got 0"), ("two", "expected an integer")):
+    for bad, problem in (("0", "must be positive, got 0"), ("two", "expected an integer")):
         with pytest.raises(ConfigError, match=f"strategies\\[0\\].max_concurrent: {problem}"):
             config.loads(text % f", max_concurrent: {bad}", "config.yaml")
 

@@ -360,8 +360,7 @@ class Exchange(ExchangeSession):
 def _check_answer(exchange: str, order: Any) -> None:
     """An order request answered 200 whose body says nothing usable (not an object, no order id, no
     status) is an unknown outcome, to be looked up: never read as a zero fill or a refusal."""
-    info = order.get("info") if isinstance(order, dict) else None
-    if not isinstance(order, dict) or not isinstance(info, dict) or not info or order.get("id") is None:
+    if not isinstance(order, dict) or order.get("id") is None:
         raise OrderStatusUnknown(
             f"{exchange}: the order request's answer could not be read", exchange=exchange
         )
