@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from bridge import secrets
+from bridge.config_io import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MAX_SECRET_BYTES, count_nodes, read_bounded
 from bridge.errors import ConfigError
 from bridge.schema import SchemaError, build
 from bridge.secrets import Secret
@@ -295,11 +296,11 @@ def load(path: str | Path, *, offline: bool = False) -> Config:
     needs them will run."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return loads(text, source=str(path), offline=offline)
 
 
@@ -319,6 +320,10 @@ def loads(
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}{hint}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings at the top level")
+    if count_nodes(data, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
+        raise ConfigError(
+            f"{source}: over {MAX_CONFIG_NODES} values once YAML aliases are expanded (an alias bomb?)"
+        )
     try:
         data = _substitute(data, "", os.environ if env is None else env, offline)
         config = build(Config, data)
@@ -367,9 +372,9 @@ def _resolve(ref: str, key: str, env: Any) -> str:
 
 def _read_secret_file(path: Path, key: str) -> str:
     try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not readable text"
+        value = read_bounded(path, MAX_SECRET_BYTES).strip()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise SchemaError(key, f"cannot read secret file {path}: {reason}") from None
     if not value:
         raise SchemaError(key, f"secret file {path} is empty")

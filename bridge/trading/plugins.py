@@ -23,6 +23,12 @@ def load_strategies(config: Config) -> list[Strategy]:
     return [load_strategy(s, config.source) for s in config.strategies if s.enabled]
 
 
+# What a plugin's import or constructor may raise that is the plugin's fault, reported as a config
+# error naming it: any Exception, and SystemExit / KeyboardInterrupt raised by plugin code itself (a
+# stray sys.exit() or exit() at module level). A real Ctrl-C arrives as a signal handled elsewhere.
+PLUGIN_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def load_strategy(spec: StrategyConfig, source: str = "<config>") -> Strategy:
     where = f"{source}: strategies[{spec.name}]"
     module = _import(spec.module, where)
@@ -37,7 +43,7 @@ def load_strategy(spec: StrategyConfig, source: str = "<config>") -> Strategy:
             raise ConfigError(f"{where}.{exc}") from None
     try:
         return cls(spec.name, params)
-    except Exception as exc:  # noqa: BLE001 - plugin constructor: its failure is reported as config
+    except PLUGIN_FAILURES as exc:  # plugin constructor: its failure is reported as config
         raise ConfigError(f"{where}: {cls.__name__}() failed: {type(exc).__name__}: {exc}") from None
 
 
@@ -50,7 +56,7 @@ def _import(name: str, where: str) -> ModuleType:
         sys.path.insert(0, cwd)
     try:
         return importlib.import_module(name)
-    except Exception as exc:  # noqa: BLE001 - plugin code may raise anything at import time
+    except PLUGIN_FAILURES as exc:  # plugin code may raise anything at import time
         raise ConfigError(f"{where}.module: cannot import {name}: {type(exc).__name__}: {exc}") from None
 
 
@@ -65,7 +71,7 @@ def _import_file(path: Path, where: str) -> ModuleType:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - plugin code may raise anything at import time
+    except PLUGIN_FAILURES as exc:  # plugin code may raise anything at import time
         del sys.modules[mod_name]
         raise ConfigError(f"{where}.module: cannot import {path}: {type(exc).__name__}: {exc}") from None
     return module
