@@ -131,8 +131,10 @@ async def test_stop_loss_survives_a_429_then_a_5xx_and_sells_once(live: Rig, fak
     fake.fail_next_order("rate_limited")
     assert [o.status for o in await exits.check()] == ["rejected"]
     assert position(live, entry).state == "open"
+    assert "venue_backoff:binance" in live.gate.reasons  # the whole venue waits for its Retry-After
     assert await exits.check() == []  # backing off: nothing sent
-    clock.mono += 61  # past the backoff and the fake's Retry-After
+    live.router.backoff.lift("binance")  # what its loop timer does when the Retry-After has passed
+    clock.mono += 61  # past the position's own backoff
     fake.fail_next_order("server_error_before")
     assert [o.status for o in await exits.check()] == ["not_found"]
     clock.mono += 61

@@ -176,6 +176,7 @@ class ExitOrders:
             outcome = await self._router.reconcile(ex, intent)  # before anything else is sent
             return ExitAttempt(outcome, sold=_filled(outcome.result), unresolved=outcome.status == "unknown")
         except RateLimited as exc:
+            self._router.backoff.hit(ex.id, exc)
             return ExitAttempt(book.rejected(intent, exc), transient=True, retry_after=exc.retry_after)
         except ExchangeUnavailable as exc:
             return ExitAttempt(book.rejected(intent, exc), transient=True)

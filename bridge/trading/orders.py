@@ -20,9 +20,11 @@ from bridge.errors import (
     ExchangeAuthError,
     ExchangeError,
     OrderStatusUnknown,
+    RateLimited,
     TradingHalted,
 )
 from bridge.trading import metrics
+from bridge.trading.backoff import VenueBackoff
 from bridge.trading.gate import TradingGate
 from bridge.trading.ids import client_order_id
 from bridge.trading.journal import Journal
@@ -69,6 +71,7 @@ class OrderRouter:
         self.prices = prices if prices is not None else PriceCache(exchanges, refresh_interval=0)
         self._gate = gate
         self.gate = gate
+        self.backoff = VenueBackoff(gate)  # shared with the exit orders
         self.dry_run = dry_run
         self._risk = risk
         self._journal = journal
@@ -298,6 +301,8 @@ class OrderRouter:
         except ExchangeError as exc:  # rejected, rate limited, auth: the exchange said no
             if isinstance(exc, ExchangeAuthError):
                 self._gate.halt("credentials_rejected", venue=ex.id)
+            elif isinstance(exc, RateLimited):
+                self.backoff.hit(ex.id, exc)  # nothing more goes to this venue until it said
             return self.book.rejected(intent, exc)
         if is_expired(result):
             return self.book.expired(intent, result)
