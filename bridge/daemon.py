@@ -95,8 +95,8 @@ class Daemon:
         self._aux_tasks.append(asyncio.create_task(self.notifier.run(self._aux_stop), name="alerts"))
         fatal: BaseException | None = None
         try:
-            await self.startup()
-            await self.main_loop()
+            if await self._start_unless_stopped():
+                await self.main_loop()
         except BaseException as exc:
             fatal = exc
             raise
@@ -113,6 +113,25 @@ class Daemon:
                 await self.shutdown()
             finally:
                 await self._stop_aux()
+
+    async def _start_unless_stopped(self) -> bool:
+        """Run startup(), unless a stop is requested first (SIGTERM while an exchange hangs at warm-up):
+        then startup is cancelled and the daemon stops cleanly (exit 0), closing what it had opened.
+        False when it stopped before it was up."""
+        startup = asyncio.create_task(self.startup(), name="startup")
+        stopping = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        try:
+            await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if startup.done():
+            startup.result()  # a fatal start-up error raises here
+            return True
+        startup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await startup
+        log.info("daemon.stopped_during_startup")
+        return False
 
     def snapshot(self) -> dict[str, Any]:
         """The daemon's state for /health and the periodic `daemon.status` line."""
