@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from bridge import config as config_mod
+from bridge import secrets
 from bridge.errors import BridgeError, ConfigError, ExitCode
 from bridge.ops import logs
 
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except BridgeError as exc:
         # Under journald, mark the one-line reason as an error (<3>) so `journalctl -p err` shows it.
         prefix = "<3>" if logs.is_journal_stream(sys.stderr) else ""
-        print(f"{prefix}bridge: {exc}", file=sys.stderr)
+        # Scrubbed: a plugin's error (import, Params) may quote a value the config gave it, a secret too.
+        print(f"{prefix}bridge: {secrets.scrub(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.OK)
@@ -251,7 +253,7 @@ async def _check_exchanges(config: config_mod.Config) -> int:
             await ex.start(check_keys=ex_cfg.api_key is not None)
             print(f"{ex_id}: OK ({len(ex.ccxt.markets)} markets, clock offset {ex.time_offset_ms} ms)")
         except BridgeError as exc:
-            print(f"{ex_id}: {exc}")
+            print(f"{ex_id}: {secrets.scrub(str(exc))}")
             code = max(code, exc.exit_code)
         finally:
             await ex.close()

@@ -49,17 +49,25 @@ def scrub_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
 
 
 def _scrub(key: str, value: Any) -> Any:
+    """`value` with every registered secret replaced, whatever its type: strings, bytes, mapping keys
+    and values, any container, and anything else by its text (an object whose repr holds a key)."""
     if key.lower() in _SECRET_FIELDS and value is not None:
         return secrets.REDACTED
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, str):
         return secrets.scrub(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return secrets.scrub(bytes(value).decode("utf-8", "replace"))
     if isinstance(value, dict):
-        return {k: _scrub(str(k), v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+        return {_scrub_key(k): _scrub(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
         return [_scrub("", v) for v in value]
-    if isinstance(value, BaseException | secrets.Secret):
-        return secrets.scrub(str(value))
-    return value
+    return secrets.scrub(str(value))  # exceptions, Secret, paths, any object: rendered as its text
+
+
+def _scrub_key(key: Any) -> str:
+    return secrets.scrub(key if isinstance(key, str) else str(key))
 
 
 def truncate_long_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -345,6 +353,8 @@ def configure(
             old.close()  # writes the suppression summaries it still owes
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # warnings.warn() output goes through the same handler (scrubbed, one line), not raw to stderr.
+    logging.captureWarnings(True)
     # Library chatter below warning is noise for an operator; bridge's own loggers follow `level`.
     for noisy in ("aiohttp", "ccxt", "asyncio", "tenacity"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
