@@ -304,6 +304,12 @@ def load(path: str | Path, *, offline: bool = False) -> Config:
     return loads(text, source=str(path), offline=offline)
 
 
+def one_line(text: str) -> str:
+    """A message fit for one log or terminal line: control characters from the user's values shown
+    escaped (a key or value holding a newline must not split the error)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def loads(
     text: str, source: str = "<config>", env: dict[str, str] | None = None, *, offline: bool = False
 ) -> Config:
@@ -329,7 +335,7 @@ def loads(
         config = build(Config, data)
         _check(config)
     except SchemaError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(one_line(f"{source}: {exc}")) from None
     _register_ccxt_secrets(config)
     object.__setattr__(config, "source", source)  # frozen; set once, here, where it is known
     return config

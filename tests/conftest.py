@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from bridge.ops import logs
 
@@ -30,3 +32,10 @@ def _restore_logging() -> Iterator[None]:
     streams = [getattr(h, "stream", None) for h in logging.getLogger().handlers]
     if streams != [_SESSION_STREAM]:
         _configure()
+
+
+# Property tests run the same examples every time (CI must not turn red by luck) and keep no example
+# database in the checkout. Explore more locally with HYPOTHESIS_PROFILE=explore.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=2000, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
