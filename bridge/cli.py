@@ -33,16 +33,27 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return int(ExitCode.CONFIG)
+    # Until a command configures logging its own way: warnings only, on stderr, through the scrubber.
+    # Config loading and plugin imports run before that, and may log or warn (a plugin quoting its
+    # params); without this, those lines would go out raw (structlog's default printer, or stderr).
+    logs.configure("warning", "auto", stream=sys.stderr)
+    # Under journald, mark the one-line reason as an error (<3>) so `journalctl -p err` shows it.
+    prefix = "<3>" if logs.is_journal_stream(sys.stderr) else ""
     try:
         code: int = args.func(args)
     except BridgeError as exc:
-        # Under journald, mark the one-line reason as an error (<3>) so `journalctl -p err` shows it.
-        prefix = "<3>" if logs.is_journal_stream(sys.stderr) else ""
         # Scrubbed: a plugin's error (import, Params) may quote a value the config gave it, a secret too.
         print(f"{prefix}bridge: {secrets.scrub(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.OK)
+    except Exception as exc:
+        # A bug, not a user mistake: the traceback goes to the log, scrubbed like every log line (the
+        # interpreter would print it raw), and stderr gets one scrubbed line.
+        log.exception("cli.crashed", command=args.func.__name__.removeprefix("_cmd_"))
+        reason = secrets.scrub(f"{type(exc).__name__}: {exc}")
+        print(f"{prefix}bridge: unexpected error: {reason} (traceback in the log)", file=sys.stderr)
+        return int(ExitCode.FAILURE)
     return code
 
 
@@ -321,7 +332,7 @@ def _cmd_list_strategies(args: argparse.Namespace) -> int:
         cls = type(strategy)
         where = inspect.getsourcefile(cls) or spec.module
         print(f"{spec.name}: {cls.__name__} from {where}")
-        print(f"    params: {strategy.params!r}")
+        print(f"    params: {secrets.scrub(repr(strategy.params))}")  # a param may be a secret
     if not config.strategies:
         print("no strategies configured")
     return int(ExitCode.OK)
@@ -375,9 +386,11 @@ def _ask_daemon(args: argparse.Namespace, message: dict[str, object], done: str)
         )
     )
     if answer["ok"]:
-        print(answer.get("message") or done)
+        # The daemon's words are scrubbed here too: its answer may quote an exchange's error text.
+        print(secrets.scrub(str(answer.get("message") or done)))
         return int(ExitCode.OK)
-    print(f"bridge: {answer.get('error') or 'the daemon refused, without a reason'}", file=sys.stderr)
+    error = secrets.scrub(str(answer.get("error") or "the daemon refused, without a reason"))
+    print(f"bridge: {error}", file=sys.stderr)
     return int(ExitCode.FAILURE)
 
 
@@ -385,7 +398,10 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
     import yaml
 
     config = config_mod.load(args.config)
-    print(yaml.safe_dump(config_mod.redacted(config), sort_keys=False), end="")
+    # Secret fields and secret-named ccxt keys are `***` already; a secret given to any other key
+    # (a strategy param from ${file:...}) is scrubbed from the data before YAML quotes or folds it.
+    data = secrets.scrub_value(config_mod.redacted(config))
+    print(secrets.scrub(yaml.safe_dump(data, sort_keys=False)), end="")
     return int(ExitCode.OK)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -179,3 +180,38 @@ async def test_record_command_writes_frames_until_sigterm(emu: FeedEmulator, tmp
     assert [f["type"] for f in frames][:1] == ["welcome"]
     assert any(f.get("ticker") == "REC" for f in frames)
     assert all(e.t_ns > 0 for e in stream.events)
+
+
+def test_check_config_scrubs_what_a_plugin_logs_and_warns_at_import(tmp_path: Path) -> None:
+    """`python -m bridge check-config` in a fresh process: a plugin that logs and warns at import,
+    quoting a secret from the config, before the command configures logging. Both lines come out
+    on stderr through the scrubber; stdout holds only the OK line."""
+    key = "dsk_" + os.urandom(16).hex()
+    plugin = tmp_path / "chatty.py"
+    plugin.write_text(
+        "import os, warnings\n"
+        "import structlog\n"
+        "from bridge import Strategy\n"
+        "structlog.get_logger('chatty').warning('chatty.loaded', key=os.environ['FEED_KEY'])\n"
+        "warnings.warn('chatty uses ' + os.environ['FEED_KEY'], UserWarning, stacklevel=1)\n"
+        "class Chatty(Strategy):\n"
+        "    pass\n"
+    )
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f'feed: {{url: "ws://127.0.0.1:1", api_key: "${{FEED_KEY}}"}}\n'
+        f"strategies: [{{name: chatty, module: {plugin}}}]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "check-config", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "FEED_KEY": key},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{cfg}: OK (1 strategies: chatty)\n"
+    events = [orjson.loads(line) for line in done.stderr.splitlines()]
+    assert (events[0]["event"], events[0]["key"]) == ("chatty.loaded", "***")
+    assert any("chatty uses ***" in str(e["event"]) for e in events)
+    assert key not in done.stdout + done.stderr

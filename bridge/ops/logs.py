@@ -1,17 +1,20 @@
-"""Logging set-up: structlog for bridge's own events, stdlib loggers (aiohttp, ccxt, asyncio, tenacity)
-routed through the same processors, secrets scrubbed from every line, tracebacks without frame locals,
-and journald-friendly output: `<N>` priority prefixes, bounded line length, a flood guard.
+"""Logging set-up: structlog for bridge's own events, stdlib loggers (aiohttp, ccxt, asyncio, tenacity),
+warnings and uncaught exceptions routed through the same processors, secrets scrubbed from every line,
+tracebacks without frame locals, journald-friendly output (`<N>` priorities, bounded lines, a flood guard).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TextIO
 
 import orjson
@@ -20,6 +23,7 @@ from structlog.types import EventDict, Processor, WrappedLogger
 
 from bridge import secrets
 
+log = structlog.get_logger(__name__)
 _SECRET_FIELDS = frozenset({"api_key", "apikey", "secret", "password", "token", "x-api-key"})
 
 # journald splits lines longer than LineMax (48K by default) into separate entries, which breaks one
@@ -44,30 +48,15 @@ def _json_dumps(obj: Any, **_: Any) -> str:
 
 
 def scrub_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Replace secret values anywhere in the event (including rendered tracebacks) with `***`."""
-    return {k: _scrub(k, v) for k, v in event_dict.items()}
-
-
-def _scrub(key: str, value: Any) -> Any:
-    """`value` with every registered secret replaced, whatever its type: strings, bytes, mapping keys
-    and values, any container, and anything else by its text (an object whose repr holds a key)."""
-    if key.lower() in _SECRET_FIELDS and value is not None:
-        return secrets.REDACTED
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return secrets.scrub(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return secrets.scrub(bytes(value).decode("utf-8", "replace"))
-    if isinstance(value, dict):
-        return {_scrub_key(k): _scrub(str(k), v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_scrub("", v) for v in value]
-    return secrets.scrub(str(value))  # exceptions, Secret, paths, any object: rendered as its text
-
-
-def _scrub_key(key: Any) -> str:
-    return secrets.scrub(key if isinstance(key, str) else str(key))
+    """Replace secret values anywhere in the event (including rendered tracebacks) with `***`: values of
+    every type (bytes, sets, objects by their text), keys at every level, secret-named fields whole.
+    What comes out is plain data, so no renderer calls an object's repr after this point."""
+    return {
+        secrets.scrub(key): secrets.REDACTED
+        if key.lower() in _SECRET_FIELDS and value is not None
+        else secrets.scrub_value(value, _SECRET_FIELDS)
+        for key, value in event_dict.items()
+    }
 
 
 def truncate_long_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -242,6 +231,16 @@ class GuardedStreamHandler(logging.StreamHandler[TextIO]):
         if admit:
             super().emit(record)
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Say in one scrubbed line that a record could not be written. The stdlib version prints the
+        record's raw message and arguments: exactly the values the scrubber had not cleaned yet."""
+        if not logging.raiseExceptions:
+            return
+        exc = sys.exc_info()[1]
+        with contextlib.suppress(Exception):
+            what = f"a log record ({_event_name(record)}) could not be written: {type(exc).__name__}: {exc}"
+            sys.stderr.write(f"bridge: {secrets.clip(what, 1000)}\n")
+
     def close(self) -> None:
         """Write the summaries still owed before the handler goes away (shutdown, reconfigure)."""
         self.acquire()
@@ -279,6 +278,23 @@ def _summary_record(summary: Suppressed) -> logging.LogRecord:
     record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, event, (), None)
     record.__dict__.update(_logger=logger, _name="warning")
     return record
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)  # Ctrl-C at a prompt: the usual short message
+        return
+    log.critical("process.uncaught", exc_info=(exc_type, exc, tb))
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return  # as the default hook: a thread's sys.exit() ends it quietly
+    thread = None if args.thread is None else args.thread.name
+    if args.exc_value is None:
+        log.error("thread.crashed", thread=thread, error=args.exc_type.__name__)
+        return
+    log.error("thread.crashed", thread=thread, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def is_journal_stream(stream: TextIO) -> bool:
@@ -353,8 +369,15 @@ def configure(
             old.close()  # writes the suppression summaries it still owes
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # warnings.warn() output goes through the same handler (scrubbed, one line), not raw to stderr.
+    # warnings.warn() output goes through the same handler (scrubbed, one line), not raw to stderr; so
+    # do uncaught exceptions, whose default hooks print the raw traceback, secrets and all.
+    # Only the interpreter's own hooks are replaced: one someone installed on purpose (a test runner
+    # collecting thread errors, a debugger) stays.
     logging.captureWarnings(True)
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _log_uncaught
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _log_thread_crash
     # Library chatter below warning is noise for an operator; bridge's own loggers follow `level`.
     for noisy in ("aiohttp", "ccxt", "asyncio", "tenacity"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

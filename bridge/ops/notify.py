@@ -99,21 +99,9 @@ def telegram_channel(cfg: TelegramConfig) -> Channel:
 def telegram_text(alert: Alert) -> str:
     """The alert as a plain chat message: the text, then one `key: value` line per field."""
     lines = [alert.text, *(f"{k}: {_plain(v)}" for k, v in alert.fields.items() if v is not None)]
-    return "\n".join(lines)[:TELEGRAM_MAX_TEXT]
-
-
-def _scrubbed(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: _scrub(v) for k, v in fields.items()}
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return secrets.scrub(value)
-    if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    return value
+    # Scrubbed again as a whole before the cut (never after: a cut through a secret hides it from the
+    # scrubber); the alert's parts were scrubbed when it was queued.
+    return secrets.clip("\n".join(lines), TELEGRAM_MAX_TEXT)
 
 
 def _plain(value: Any) -> str:
@@ -177,9 +165,13 @@ class Notifier:
         if not self._channels or not self._cfg.wants(event):
             return
         # Alerts leave the machine without passing the log scrubber: a secret that found its way into
-        # an error message must not reach a chat.
+        # an error message must not reach a chat. Fields become plain data (bytes, sets, exceptions and
+        # other objects by their scrubbed text), so neither body builder stringifies an object later.
         alert = Alert(
-            event, secrets.scrub(text), _scrubbed(fields), datetime.now(UTC).isoformat(timespec="seconds")
+            event,
+            secrets.scrub(text),
+            secrets.scrub_value(fields),
+            datetime.now(UTC).isoformat(timespec="seconds"),
         )
         for channel in self._channels:
             if len(channel.pending) >= self._max_queued:
