@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import yaml
 from bridge import secrets
 from bridge.config_io import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MAX_SECRET_BYTES, count_nodes, read_bounded
 from bridge.errors import ConfigError
-from bridge.schema import SchemaError, build
+from bridge.schema import SchemaError, build, check_numbers
 from bridge.secrets import Secret
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -63,29 +62,19 @@ def _check_quote_limits(name: str, limits: QuoteLimits | None) -> None:
             raise SchemaError(f"{name}.{quote}", "must be positive (leave a quote out to refuse its orders)")
 
 
-# Every number in the config must be finite and positive, except these, where 0 has a meaning: "off"
-# (markets_refresh, price_refresh, status_interval), "at once" (min_delay, feed_down_after) or "any free
-# port" (port). One rule for every section, applied by each section's __post_init__.
-ZERO_ALLOWED = frozenset(
-    {"markets_refresh", "price_refresh", "status_interval", "port", "min_delay", "feed_down_after"}
-)
+# The one rule for every number in the config (limits, timings, counts, ports): finite and positive,
+# except these keys, where 0 has a meaning: "off" (markets_refresh, price_refresh, status_interval),
+# "at once" (feed_down_after) or "any free port" (port). Ports are 0-65535. Each section's
+# __post_init__ applies it to all of its numbers, so a new key is covered the day it is added.
+# (reconnect.min_delay: 0 would reconnect in a tight loop, and the server refuses reconnects within 5 s.)
+ZERO_ALLOWED = frozenset({"markets_refresh", "price_refresh", "status_interval", "port", "feed_down_after"})
 PORTS = frozenset({"port"})
 
 
 def _check_numbers(section: object) -> None:
     """A SchemaError naming the key of a number that is NaN, infinite, negative, zero where 0 means
     nothing, or a port outside 0-65535."""
-    for f in dataclasses.fields(section):  # type: ignore[arg-type]
-        value = getattr(section, f.name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if not math.isfinite(value):
-            raise SchemaError(f.name, f"must be a finite number, got {value}")
-        if f.name in PORTS and not 0 <= value <= 65535:
-            raise SchemaError(f.name, f"a port is 0-65535 (0: any free port), got {value}")
-        if value < 0 or (value == 0 and f.name not in ZERO_ALLOWED):
-            zero = " or 0" if f.name in ZERO_ALLOWED else ""
-            raise SchemaError(f.name, f"must be positive{zero}, got {value}")
+    check_numbers(section, zero_allowed=ZERO_ALLOWED, ports=PORTS)
 
 
 @dataclass(frozen=True)
@@ -95,8 +84,10 @@ class ReconnectConfig:
 
     def __post_init__(self) -> None:
         _check_numbers(self)
-        if self.min_delay < 0 or self.max_delay < self.min_delay:
-            raise ValueError("need 0 <= min_delay <= max_delay")
+        if self.max_delay < self.min_delay:
+            raise SchemaError(
+                "max_delay", f"must be at least min_delay ({self.min_delay}), got {self.max_delay}"
+            )
 
 
 @dataclass(frozen=True)
@@ -111,10 +102,6 @@ class FeedConfig:
 
     def __post_init__(self) -> None:
         _check_numbers(self)
-        if self.heartbeat_timeout <= 0 or self.handshake_timeout <= 0:
-            raise ValueError("heartbeat_timeout and handshake_timeout must be positive")
-        if self.max_frame_bytes <= 0:
-            raise ValueError("max_frame_bytes must be positive")
 
 
 @dataclass(frozen=True)
@@ -177,10 +164,9 @@ class TradingConfig:
 
     def __post_init__(self) -> None:
         _check_numbers(self)
-        if self.max_event_age <= 0:
-            raise SchemaError("max_event_age", "must be positive")
-        if any(amount < 0 for amount in self.paper_balance.values()):
-            raise SchemaError("paper_balance", "amounts must not be negative")
+        for asset, amount in self.paper_balance.items():
+            if amount < 0:  # 0 is a real balance: nothing of that asset to start with
+                raise SchemaError(f"paper_balance.{asset}", f"must not be negative, got {amount}")
         _check_quote_limits("max_order_cost", self.max_order_cost)
         _check_quote_limits("daily_max_cost", self.daily_max_cost)
         _check_quote_limits("max_open_cost", self.max_open_cost)
@@ -218,6 +204,7 @@ ALERT_EVENTS = (
     "exits_only",
     "exit_failed",
     "position_abandoned",
+    "clock_offset",
 )
 
 
@@ -254,7 +241,9 @@ class AlertsConfig:
         _check_numbers(self)
         unknown = sorted(set(self.events) - set(ALERT_EVENTS))
         if unknown:
-            raise ValueError(f"unknown alert event {unknown[0]!r} (known: {', '.join(ALERT_EVENTS)})")
+            raise SchemaError(
+                f"events.{unknown[0]}", f"unknown alert event (known: {', '.join(ALERT_EVENTS)})"
+            )
 
     def wants(self, event: str) -> bool:
         return self.events.get(event, True)
@@ -315,7 +304,12 @@ def loads(
 ) -> Config:
     """Validate config text. `env` defaults to the process environment."""
     try:
-        data = yaml.safe_load(text)
+        # libyaml: ten times faster than the pure-Python parser and it bounds nesting itself (1000)
+        data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader, C or Python
+    except RecursionError:  # the pure-Python parser (no libyaml) on deep nesting
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+    except ValueError:  # Python refuses to convert an integer of thousands of digits
+        raise ConfigError(f"{source}: not valid YAML: a number with too many digits") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -330,6 +324,9 @@ def loads(
         raise ConfigError(
             f"{source}: over {MAX_CONFIG_NODES} values once YAML aliases are expanded (an alias bomb?)"
         )
+    too_deep = _deeper_than(data, MAX_CONFIG_DEPTH)
+    if too_deep is not None:
+        raise ConfigError(one_line(f"{source}: {too_deep}: nested deeper than {MAX_CONFIG_DEPTH} levels"))
     try:
         data = _substitute(data, "", os.environ if env is None else env, offline)
         config = build(Config, data)
@@ -339,6 +336,27 @@ def loads(
     _register_ccxt_secrets(config)
     object.__setattr__(config, "source", source)  # frozen; set once, here, where it is known
     return config
+
+
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Levels of mappings and lists: a real config (ccxt options included) needs fewer than 10. Checked
+# before anything walks the data recursively.
+MAX_CONFIG_DEPTH = 32
+
+
+def _deeper_than(data: Any, limit: int) -> str | None:
+    """The key path of the first value nested deeper than `limit` levels, or None. Iterative; runs
+    after the node count, so it walks a bounded number of values."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        node, key, depth = stack.pop()
+        if depth > limit:
+            return key
+        if isinstance(node, dict):
+            stack.extend((v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(node))
+    return None
 
 
 def _substitute(node: Any, key: str, env: Any, offline: bool) -> Any:
@@ -416,8 +434,10 @@ def _check(config: Config) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", name):
             raise SchemaError(f"strategies[{i}].name", "use 1-40 letters, digits, _ . -")
     for ex_id, ex in config.exchanges.items():
-        if not config.trading.dry_run and (ex.api_key is None or ex.secret is None):
-            raise SchemaError(f"exchanges.{ex_id}", "live trading (dry_run: false) needs api_key and secret")
+        if not config.trading.dry_run:
+            for name, value in (("api_key", ex.api_key), ("secret", ex.secret)):
+                if value is None:
+                    raise SchemaError(f"exchanges.{ex_id}.{name}", "live trading (dry_run: false) needs it")
 
 
 def _register_ccxt_secrets(config: Config) -> None:
@@ -439,7 +459,6 @@ def _secret_values(node: Any, secret: bool = False) -> list[str]:
 
 def redacted(config: Config) -> dict[str, Any]:
     """The config as plain data with every secret replaced by `***` (for show-config)."""
-    import dataclasses
 
     def walk(node: Any, secret: bool = False) -> Any:
         if isinstance(node, Secret):

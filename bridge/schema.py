@@ -38,6 +38,29 @@ class SchemaError(ConfigError):
         self.problem = problem
 
 
+# Integers a setting may hold: what SQLite and every C long keep (no setting comes near it).
+MAX_INT = 2**63
+
+
+def check_numbers(
+    section: object, *, zero_allowed: frozenset[str] = frozenset(), ports: frozenset[str] = frozenset()
+) -> None:
+    """Raise SchemaError naming the field of a dataclass `section` whose number is NaN, infinite,
+    negative, zero (unless its name is in `zero_allowed`), or a port (a name in `ports`) outside
+    0-65535. Bools and non-numbers are left alone; None (an unset optional) too."""
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SchemaError(f.name, f"must be a finite number, got {value}")
+        if f.name in ports and not 0 <= value <= 65535:
+            raise SchemaError(f.name, f"a port is 0-65535 (0: any free port), got {describe(value)}")
+        if value < 0 or (value == 0 and f.name not in zero_allowed):
+            zero = " or 0" if f.name in zero_allowed else ""
+            raise SchemaError(f.name, f"must be positive{zero}, got {describe(value)}")
+
+
 def build(cls: type[T], data: object, key: str = "") -> T:
     """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
     if data is None:
@@ -118,10 +141,14 @@ def convert(tp: Any, value: object, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise SchemaError(key, f"expected an integer, got {describe(value)}")
+        if not -MAX_INT < value < MAX_INT:
+            raise SchemaError(key, f"out of range, got {describe(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SchemaError(key, f"expected a number, got {describe(value)}")
+        if isinstance(value, int) and not -MAX_INT < value < MAX_INT:
+            raise SchemaError(key, f"out of range, got {describe(value)}")  # float() would overflow
         if not math.isfinite(value):  # YAML's .nan / .inf: never a meaningful setting
             raise SchemaError(key, f"expected a finite number, got {value}")
         return float(value)

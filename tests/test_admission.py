@@ -5,12 +5,15 @@ clean announcement still goes through at once."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
+import pytest
 import structlog
 
 from bridge import telemetry
+from bridge.trading.admission import ahead_s, cap_tickers, event_time_problem
 from bridge.trading.dispatch import Dispatcher, StrategyRunner
 from bridge.trading.journal import Journal
 from bridge.trading.model import Announcement
@@ -75,3 +78,62 @@ def test_thousands_of_tickers_are_capped_with_one_line(tmp_path: Path) -> None:
         assert rec.got[1].tickers == ("CLEAN",)
     finally:
         journal.close()
+
+
+NOW_NS = 1_800_000_000 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("offset_s", "problem"),
+    [
+        (-3600.0, None),
+        (0.0, None),
+        (1.9, None),
+        (2.0, None),
+        (2.001, "event_time_invalid"),
+        (1e6, "event_time_invalid"),
+    ],
+)
+def test_event_time_problem_allows_the_skew_and_no_more(offset_s: float, problem: str | None) -> None:
+    """An event up to max_skew_s (2 s) in the future is admitted; a microsecond more is not."""
+    a = announcement("ABC", detected_us=NOW_NS // 1000 + int(offset_s * 1_000_000))
+    assert event_time_problem(a, NOW_NS, 2.0) == problem
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["detected_us", "dispatch_us", "publish_us"],
+)
+@pytest.mark.parametrize("value", [-1, 2**63, 2**53, 10.5, True, NOW_NS // 1000 + 60_000_000])
+def test_any_absurd_or_future_timestamp_is_refused(field: str, value: object) -> None:
+    """Every timestamp counts, not only the event time; the codec's range rule holds here too for an
+    announcement built elsewhere (negative, 2**53 and beyond, a float, a bool)."""
+    a = dataclasses.replace(announcement("ABC", detected_us=NOW_NS // 1000), **{field: value})
+    assert event_time_problem(a, NOW_NS, 2.0) == "event_time_invalid"
+
+
+def test_no_timestamp_is_no_time_problem() -> None:
+    """An announcement without any timestamp has no event time to refuse (max_event_age decides)."""
+    a = dataclasses.replace(announcement("ABC"), detected_us=None, dispatch_us=None, publish_us=None)
+    assert event_time_problem(a, NOW_NS, 2.0) is None and ahead_s(a, NOW_NS) is None
+
+
+def test_cap_tickers_dedupes_keeps_order_and_counts_the_rest() -> None:
+    """Thousands of tickers (with repeats) become the first N distinct ones, in order; the count of the
+    rest includes entries the codec refused as not tickers; the key is unchanged; capping is idempotent."""
+    many = ",".join(f"T{i}" for i in range(3000)) + ",T5,BTC/USDT,A B"
+    a = announcement(many)
+    assert a.refused_tickers == 2  # "BTC/USDT" and "A B" are not tickers
+    capped = cap_tickers(a, 20)
+    assert capped.kept == tuple(f"T{i}" for i in range(20))
+    assert capped.refused == 2980 + a.refused_tickers
+    assert capped.announcement.key == a.key
+    again = cap_tickers(capped.announcement, 20)
+    assert again.refused == 0 and again.announcement == capped.announcement
+
+
+def test_cap_tickers_leaves_a_small_announcement_alone() -> None:
+    """Within the cap nothing changes: the very same object is handed on."""
+    a = announcement("ABC,DEF")
+    capped = cap_tickers(a, 20)
+    assert capped.announcement is a and capped.refused == 0

@@ -92,6 +92,18 @@ def frame(obj: Any) -> bytes:
             "event_time_invalid",
             id="timestamp-2^53",
         ),
+        pytest.param(
+            b'{"type":"announcement","title":"t","ticker":"A","publisher":"p",'
+            b'"detectedTimestampUs":123456789012345678901234567890}',
+            "event_time_invalid",
+            id="timestamp-past-64-bits",  # orjson reads it as a float
+        ),
+        pytest.param(
+            b'{"type":"announcement","title":"t","ticker":"A","publisher":"p","detectedTimestampUs":1e400}',
+            "not_json",
+            id="timestamp-infinite",
+        ),
+        pytest.param(b'{"type":"heartbeat","x":NaN}', "not_json", id="nan"),
         pytest.param(frame({"type": "welcome", "allowedCex": ["binance"]}), "bad_field", id="allowed-list"),
         pytest.param(frame({"type": "welcome", "expiresInSecs": "soon"}), "bad_field", id="expiry-string"),
         pytest.param(b'{"type":"heartbeat","pad":"' + b"x" * LIMIT + b'"}', "oversized", id="oversized"),
@@ -102,6 +114,7 @@ def test_malformed_frames_raise_with_reason(data: bytes | str, reason: str) -> N
     with pytest.raises(DecodeError) as info:
         decode(data, max_bytes=LIMIT)
     assert info.value.reason == reason
+    assert reason in codec.REASONS  # a fixed set: the bad-frame metric's label cannot grow unbounded
 
 
 @pytest.mark.parametrize(
@@ -216,3 +229,25 @@ def test_repeated_tickers_are_one_each_in_order() -> None:
     """A ticker repeated (in any case, with spaces) is one ticker; the order of first mention is kept."""
     msg = decode(frame({**NEW_DOCS_ANNOUNCEMENT, "ticker": "ABC, def,abc,DEF ,GHI,ABC"}), max_bytes=LIMIT)
     assert isinstance(msg, Announcement) and msg.tickers == ("ABC", "DEF", "GHI")
+
+
+@pytest.mark.parametrize(
+    ("ticker", "kept", "refused"),
+    [
+        ("ABC,BTC/USDT,XYZ", ("ABC", "XYZ"), 1),
+        ("ABC,BTC:USDT", ("ABC",), 1),
+        ("ABC,A B,\u0000X,\tY", ("ABC", "Y"), 2),  # inner space, control character; outer tab stripped
+        ("ABC," + "L" * 33, ("ABC",), 1),
+        ("币安人生,1000SATS", ("币安人生", "1000SATS"), 0),  # any script, digits first
+    ],
+)
+def test_entries_that_are_not_tickers_are_dropped_and_counted(
+    ticker: str, kept: tuple[str, ...], refused: int
+) -> None:
+    """A "ticker" that would build another symbol (`/`, `:`), holds whitespace or control characters,
+    or is longer than 32 characters is never traded: dropped, and counted in `refused_tickers` for the
+    admission's log line. The rest of the announcement stands."""
+    msg = decode(frame({**NEW_DOCS_ANNOUNCEMENT, "ticker": ticker}), max_bytes=LIMIT)
+    assert isinstance(msg, Announcement)
+    assert (msg.tickers, msg.refused_tickers) == (kept, refused)
+    assert all(codec.is_ticker(t) for t in msg.tickers)

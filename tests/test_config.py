@@ -78,7 +78,7 @@ def test_valid_config_loads_with_defaults_and_substitutions(tmp_path: Path) -> N
         ),
         (
             "feed: {api_key: k}\ntrading: {dry_run: false}\nexchanges: {binance: {}}",
-            "config.yaml: exchanges.binance: live trading (dry_run: false) needs api_key and secret",
+            "config.yaml: exchanges.binance.api_key: live trading (dry_run: false) needs it",
         ),
         ("feed:\n  api_key: ${file:/nonexistent/key}", "config.yaml: feed.api_key: cannot read secret file"),
         ("feed:\n  api_key: ${credential:feed}", "needs $CREDENTIALS_DIRECTORY"),
@@ -289,6 +289,24 @@ def test_schema_union_and_post_init_keys() -> None:
             "feed: {api_key: k, reconnect: {max_delay: .nan}}",
             "feed.reconnect.max_delay: expected a finite number",
         ),
+        (
+            "feed: {api_key: k, reconnect: {min_delay: 0}}",
+            "feed.reconnect.min_delay: must be positive",  # 0 would reconnect in a tight loop
+        ),
+        (
+            "feed: {api_key: k, reconnect: {min_delay: 10, max_delay: 5}}",
+            "feed.reconnect.max_delay: must be at least min_delay",
+        ),
+        ("trading: {max_event_age: 99999999999999999999999}", "trading.max_event_age: out of range"),
+        (
+            "trading: {max_orders_per_announcement: -0}",
+            "trading.max_orders_per_announcement: must be positive",
+        ),
+        ("trading: {max_open_cost: {USDT: 0}}", "trading.max_open_cost.USDT: must be positive"),
+        ("trading: {daily_loss_limit: -5}", "trading.daily_loss_limit: must be positive"),
+        ("trading: {max_clock_offset: .nan}", "trading.max_clock_offset: expected a finite number"),
+        ("trading: {paper_balance: {USDT: -1}}", "trading.paper_balance.USDT: must not be negative"),
+        ("alerts: {events: {nope: false}}", "alerts.events.nope: unknown alert event"),
         ("health: {port: 70000}", "health.port: a port is 0-65535"),
         ("health: {port: -1}", "health.port: a port is 0-65535"),
         ("health: {status_interval: -5}", "health.status_interval: must be positive or 0"),
@@ -318,9 +336,9 @@ def test_nan_inf_zero_and_negative_numbers_name_the_key(text: str, message: str)
 
 def test_zero_where_it_means_off_stays_valid() -> None:
     """`port: 0` (any free port), `status_interval: 0`, `markets_refresh: 0`, `price_refresh: 0` and
-    `reconnect.min_delay: 0` keep their documented meaning."""
+    `feed_down_after: 0` keep their documented meaning."""
     cfg = config.loads(
-        "feed: {api_key: k, reconnect: {min_delay: 0}}\nhealth: {port: 0, status_interval: 0}\n"
+        "feed: {api_key: k}\nhealth: {port: 0, status_interval: 0}\nalerts: {feed_down_after: 0}\n"
         "exchanges: {binance: {markets_refresh: 0}}\ntrading: {price_refresh: 0}\n",
         "config.yaml",
         env={},

@@ -88,3 +88,44 @@ def test_plugin_raising_at_import_is_config_error(tmp_path: Path) -> None:
     path.write_text("raise RuntimeError('oops')\n")
     with pytest.raises(ConfigError, match=r"cannot import .*RuntimeError: oops"):
         load_strategy(StrategyConfig("s", str(path)))
+
+
+PARAMS_THAT_RAISE = """
+from dataclasses import dataclass
+from bridge import Strategy
+
+@dataclass(frozen=True)
+class P:
+    limit: float = 1.0
+
+    def __post_init__(self):
+        if self.limit > 5:
+            raise {exc}
+
+class S(Strategy):
+    Params = P
+    async def on_announcement(self, announcement, ctx):
+        pass
+"""
+
+
+@pytest.mark.parametrize("exc", ["TypeError('bad\\nlimit')", "SystemExit(2)", "KeyboardInterrupt()"])
+def test_params_that_raise_anything_are_one_line_config_errors(tmp_path: Path, exc: str) -> None:
+    """A Params dataclass whose own check raises anything (even SystemExit or KeyboardInterrupt, even a
+    message with a newline) is a config error naming the strategy and `params`, on one line."""
+    plugin = tmp_path / "raiser.py"
+    plugin.write_text(PARAMS_THAT_RAISE.replace("{exc}", exc))
+    with pytest.raises(ConfigError) as err:
+        load_strategy(StrategyConfig("r", str(plugin), params={"limit": 9}), "config.yaml")
+    message = str(err.value)
+    assert (
+        message.startswith("config.yaml: strategies[r].params: S.Params rejected them")
+        and "\n" not in message
+    )
+
+
+def test_a_wrong_param_names_the_innermost_key(tmp_path: Path) -> None:
+    """A wrong value deep in params names its full path: strategies[x].params.y."""
+    with pytest.raises(ConfigError) as err:
+        load_strategy(StrategyConfig("lb", "strategies.listing_buy", params={"cost": "lots"}), "config.yaml")
+    assert str(err.value).startswith("config.yaml: strategies[lb].params.cost: expected a number")

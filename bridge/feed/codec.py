@@ -10,9 +10,14 @@ from typing import Any
 
 import orjson
 
+# Every reason a frame is refused for: a fixed set, so a metric labelled by it cannot grow without bound.
+REASONS = frozenset(
+    {"oversized", "bad_utf8", "not_json", "not_object", "no_type", "bad_field", "event_time_invalid"}
+)
+
 
 class DecodeError(ValueError):
-    """A frame could not be decoded. `reason` is a short stable tag for counting (e.g. `not_json`)."""
+    """A frame could not be decoded. `reason` is a short stable tag for counting (one of REASONS)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -38,7 +43,8 @@ class Announcement:
     """A listing announcement. `key` identifies the same announcement delivered twice (the feed has no
     id): a hash of publisher, listing type, title and tickers, but not of timestamps, which a resend
     may change. `received_ns` is time.time_ns() and `received_mono_ns` time.perf_counter_ns() at
-    receipt, both set by the reader."""
+    receipt, both set by the reader. `refused_tickers` counts entries of the ticker list that are not
+    tickers (see is_ticker), dropped here and reported with the admission's one log line."""
 
     title: str
     tickers: tuple[str, ...]
@@ -51,6 +57,7 @@ class Announcement:
     received_ns: int
     received_mono_ns: int
     raw: dict[str, Any] = field(repr=False, compare=False)
+    refused_tickers: int = 0
 
     @property
     def event_us(self) -> int | None:
@@ -130,7 +137,8 @@ def _announcement(obj: dict[str, Any], received_ns: int, received_mono_ns: int) 
     publisher = _req(obj, "publisher", str).strip().lower()
     listing_type = _opt(obj, "listingType", str) or "unknown"
     # Order kept, duplicates dropped: "ABC,ABC,abc" is one coin (a repeated ticker is never two orders).
-    tickers = tuple(dict.fromkeys(t.strip().upper() for t in ticker.split(",") if t.strip()))
+    named = dict.fromkeys(t.strip().upper() for t in ticker.split(",") if t.strip())
+    tickers = tuple(t for t in named if is_ticker(t))
     key_src = "\x1f".join((publisher, listing_type, title.strip(), ",".join(tickers)))
     key = hashlib.blake2b(key_src.encode(), digest_size=12).hexdigest()
     return Announcement(
@@ -145,6 +153,23 @@ def _announcement(obj: dict[str, Any], received_ns: int, received_mono_ns: int) 
         received_ns=received_ns,
         received_mono_ns=received_mono_ns,
         raw=obj,
+        refused_tickers=len(named) - len(tickers),
+    )
+
+
+MAX_TICKER_CHARS = 32
+# What can never be part of a coin's ticker: symbol separators ccxt uses (BASE/QUOTE:SETTLE) and
+# whitespace. Letters of any script are allowed: listings such as a Chinese-named coin are real.
+_NOT_IN_TICKER = frozenset("/:,")
+
+
+def is_ticker(text: str) -> bool:
+    """Whether `text` can be a coin's ticker: 1-32 printable characters, no whitespace, no `/` `:` `,`
+    (a "ticker" that would build another symbol, e.g. `BTC/USDT:USDT`, is not one)."""
+    return (
+        0 < len(text) <= MAX_TICKER_CHARS
+        and text.isprintable()
+        and not any(ch.isspace() or ch in _NOT_IN_TICKER for ch in text)
     )
 
 

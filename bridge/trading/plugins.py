@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from bridge.config import Config, StrategyConfig
+from bridge.config import Config, StrategyConfig, one_line
 from bridge.errors import ConfigError
 from bridge.schema import SchemaError, build
 from bridge.trading.strategy import Strategy
@@ -40,11 +40,21 @@ def load_strategy(spec: StrategyConfig, source: str = "<config>") -> Strategy:
         try:
             params = build(cls.Params, spec.params, key="params")
         except SchemaError as exc:
-            raise ConfigError(f"{where}.{exc}") from None
+            raise ConfigError(one_line(f"{where}.{exc}")) from None
+        except PLUGIN_FAILURES as exc:  # the plugin's own __post_init__ may raise anything
+            raise ConfigError(
+                one_line(f"{where}.params: {cls.__name__}.Params rejected them: {_what(exc)}")
+            ) from None
     try:
         return cls(spec.name, params)
     except PLUGIN_FAILURES as exc:  # plugin constructor: its failure is reported as config
-        raise ConfigError(f"{where}: {cls.__name__}() failed: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(one_line(f"{where}: {cls.__name__}() failed: {_what(exc)}")) from None
+
+
+def _what(exc: BaseException) -> str:
+    """A plugin's exception as `Type: message`, shortened: its text is the plugin's, not ours."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _import(name: str, where: str) -> ModuleType:
@@ -57,7 +67,7 @@ def _import(name: str, where: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except PLUGIN_FAILURES as exc:  # plugin code may raise anything at import time
-        raise ConfigError(f"{where}.module: cannot import {name}: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(one_line(f"{where}.module: cannot import {name}: {_what(exc)}")) from None
 
 
 def _import_file(path: Path, where: str) -> ModuleType:
@@ -73,7 +83,7 @@ def _import_file(path: Path, where: str) -> ModuleType:
         spec.loader.exec_module(module)
     except PLUGIN_FAILURES as exc:  # plugin code may raise anything at import time
         del sys.modules[mod_name]
-        raise ConfigError(f"{where}.module: cannot import {path}: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(one_line(f"{where}.module: cannot import {path}: {_what(exc)}")) from None
     return module
 
 
