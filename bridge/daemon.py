@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from typing import Any
@@ -26,11 +27,13 @@ from bridge.ops.notify import Notifier
 from bridge.ops.sdnotify import SystemdNotifier, run_watchdog
 from bridge.retry import backoff_delay
 from bridge.system import TradingSystem, assemble, control_handlers, market_snapshot, stop_strategies
+from bridge.trading.clock import ClockWatch
 from bridge.trading.dispatch import Dispatcher, StrategyRunner
 from bridge.trading.exits import ExitManager
 from bridge.trading.gate import TradingGate
 from bridge.trading.halts import split_key
 from bridge.trading.journal import Journal
+from bridge.trading.journal_watch import JournalWatch
 from bridge.trading.model import OPEN_STATES, OrderOutcome
 from bridge.trading.orders import OrderRouter
 from bridge.trading.plugins import load_strategies
@@ -63,6 +66,8 @@ class Daemon:
         self.journal: Journal | None = None
         self.router: OrderRouter | None = None
         self.control: ControlServer | None = None
+        self.journal_watch: JournalWatch | None = None
+        self.clock: ClockWatch | None = None
         self.exits: ExitManager | None = None
         self.dispatcher: Dispatcher | None = None
         self.system: TradingSystem | None = None
@@ -185,6 +190,16 @@ class Daemon:
         )
         self.router = self.system.router
         self.exits = self.system.exits
+        self.journal_watch = JournalWatch(self.journal, lambda _: self.gate.halt("journal_missing"))
+        # The venues' clocks, measured as the exchanges started: checked now (an offset beyond
+        # trading.max_clock_offset halts before the first announcement), then hourly.
+        self.clock = ClockWatch(
+            self.exchanges,
+            self.gate,
+            max_offset_s=cfg.trading.max_clock_offset,
+            alert=functools.partial(self.notifier.notify, "clock_offset"),
+        )
+        self.clock.check()
         # `bridge close` / `bridge resume` reach the running daemon here (a ConfigError, exit 78, if
         # another daemon answers on it).
         self.control = ControlServer(
@@ -242,6 +257,10 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._reconcile_open_orders(), name="reconcile"))
         if self.exits is not None:
             self._tasks.append(asyncio.create_task(self.exits.run(stop), name="exits"))
+        if self.journal_watch is not None:
+            self._tasks.append(asyncio.create_task(self.journal_watch.run(stop), name="journal-watch"))
+        if self.clock is not None:
+            self._tasks.append(asyncio.create_task(self.clock.run(stop, check_first=False), name="clock"))
         if self.system is not None:
             self._tasks.append(asyncio.create_task(self.system.prices.run(stop), name="prices"))
             self._tasks.append(asyncio.create_task(self.system.balances.run(stop), name="balances"))

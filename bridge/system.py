@@ -29,6 +29,7 @@ from bridge.trading.claims import MAX_WINDOW_S, SymbolClaims
 from bridge.trading.dispatch import DEFAULT_MAX_CONCURRENT, Dispatcher, StrategyRunner, call_hook
 from bridge.trading.exits import ExitAlerts, ExitManager
 from bridge.trading.exposure import Exposure
+from bridge.trading.fresh_start import FreshStartGuard
 from bridge.trading.gate import TradingGate
 from bridge.trading.journal import Journal
 from bridge.trading.model import OrderOutcome
@@ -126,6 +127,9 @@ async def assemble(
         prices=prices,
         sleep=sleep,
         on_outcome=outcome_listener,
+        fresh_start=FreshStartGuard(
+            journal.started_empty and not paper, clock_ns(), config.trading.max_event_age, clock_ns=clock_ns
+        ),
     )
     exits = ExitManager(
         journal=journal,

@@ -13,6 +13,7 @@ from bridge import telemetry
 from bridge.config import ExchangeConfig, TradingConfig
 from bridge.secrets import Secret
 from bridge.sim.fake_exchange import FakeBinance
+from bridge.trading.fresh_start import FreshStartGuard
 from bridge.trading.gate import TradingGate
 from bridge.trading.ids import client_order_id
 from bridge.trading.journal import Journal
@@ -38,6 +39,7 @@ async def make_rig(
     *,
     dry_run: bool,
     clock: Callable[[], float] = time.monotonic,
+    fresh_start: FreshStartGuard | None = None,
     **trading: object,
 ) -> Rig:
     cfg = ExchangeConfig(api_key=Secret(fake.api_key), secret=Secret(fake.secret), ccxt=fake.ccxt_config())
@@ -59,6 +61,7 @@ async def make_rig(
         exchanges={"binance": exchange},
         dry_run=dry_run,
         sleep=record_sleep,
+        fresh_start=fresh_start,
     )
     return Rig(fake, exchange, router, journal, gate, sleeps)
 

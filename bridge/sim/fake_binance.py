@@ -198,6 +198,8 @@ class FakeBinance(BinancePublicApi):
             )
         if fault == "empty_after":
             return json_response({})
+        if fault == "not_json_after":
+            return web.Response(text="<html><body>OK</body></html>", content_type="text/html")
         return json_response(self._order_response(order, fills=True))
 
     def _create(self, params: dict[str, str]) -> Order:
@@ -405,6 +407,7 @@ class FakeBinance(BinancePublicApi):
 
     async def _get_order(self, request: web.Request) -> web.Response:
         params = self._authenticate(request, "")
+        self._fail_before(self._next_lookup_fault())
         self._listing(params.get("symbol"))
         order = self._find_order(params)
         if order is None:

@@ -34,8 +34,12 @@ FaultKind = Literal[
     "timeout_after",  # created, then no answer until stop()
     "garbled_after",  # created, then HTTP 200 with a truncated JSON body
     "empty_after",  # created, then HTTP 200 with `{}` (JSON, but no order in it)
+    "not_json_after",  # created, then HTTP 200 with a body that is not JSON (a proxy's page)
     "timestamp",  # Binance -1021, not created
 ]
+
+# Faults that strike once the order exists (nothing to refuse before it is created).
+_AFTER_CREATED = ("server_error_after", "timeout_after", "garbled_after", "empty_after", "not_json_after")
 
 DEFAULT_MARKETS: tuple[tuple[str, str, float], ...] = (
     ("BTC", "USDT", 60_000.0),
@@ -207,6 +211,7 @@ class FakeVenue(ABC):
         self._by_id: dict[int, Order] = {}
         self._faults: list[FaultKind] = []
         self._cancel_faults: list[FaultKind] = []
+        self._lookup_faults: list[FaultKind] = []
         self._price_moves: dict[str, float] = {}  # symbol -> price it jumps to when its next order arrives
         self._ids = itertools.count(1001)
         self._released = asyncio.Event()
@@ -316,6 +321,14 @@ class FakeVenue(ABC):
         answer until stop())."""
         self._cancel_faults.extend([kind] * count)
 
+    def fail_next_lookup(self, kind: FaultKind, count: int = 1) -> None:
+        """Make the next `count` order lookups that pass authentication fail as `kind` (a fault that
+        strikes before: "server_error_before" a 500, "rate_limited" a 429...)."""
+        self._lookup_faults.extend([kind] * count)
+
+    def _next_lookup_fault(self) -> FaultKind | None:
+        return self._lookup_faults.pop(0) if self._lookup_faults else None
+
     async def wait_for_orders(self, count: int) -> None:
         """Return once `count` order requests have arrived: lets tests and benchmarks wait without polling."""
         while len(self.orders) < count:
@@ -375,7 +388,7 @@ class FakeVenue(ABC):
 
     def _fail_before(self, fault: FaultKind | None) -> None:
         """Refuse the order for a fault that strikes before it is created."""
-        if fault is None or fault in ("server_error_after", "timeout_after", "garbled_after", "empty_after"):
+        if fault is None or fault in _AFTER_CREATED:
             return
         if fault == "server_error_before":
             # a gateway error page, not JSON: the matching engine never saw the order

@@ -10,6 +10,7 @@ from typing import Literal, Protocol
 
 import structlog
 
+from bridge.aio import sleep_or_stop
 from bridge.trading.gate import TradingGate
 
 log = structlog.get_logger(__name__)
@@ -125,22 +126,11 @@ class ClockWatch:
         if check_first:
             self.check()
         while not stop.is_set():
-            if await self._stopped_during_wait(stop):
+            if await sleep_or_stop(self._sleep, self._interval_s, stop):
                 return
             if self._remeasure:
                 await self.remeasure()
             self.check()
-
-    async def _stopped_during_wait(self, stop: asyncio.Event) -> bool:
-        sleeper = asyncio.ensure_future(self._sleep(self._interval_s))
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, stopper):
-                task.cancel()
-            await asyncio.gather(sleeper, stopper, return_exceptions=True)
-        return stop.is_set()
 
 
 _RANK: dict[State, int] = {"ok": 0, "warning": 1, "halted": 2}

@@ -73,6 +73,30 @@ class IntentLog:
             raise
         self.size += len(line)
 
+    def reopen(self) -> bool:
+        """After the file at `path` was deleted or replaced (this process still writes to the old one):
+        create it again, lock it, and carry over what the old one holds (intents not yet in SQLite).
+        False, keeping the old file, if it cannot be opened or another holder has its lock."""
+        assert self._fd is not None, "intent log is closed"
+        fd: int | None = None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: another holder has it
+            os.ftruncate(fd, 0)
+            kept = os.pread(self._fd, self.size, 0)
+            while kept:
+                kept = kept[os.write(fd, kept) :]
+        except OSError as exc:
+            error = str(exc)
+        else:
+            os.close(self._fd)  # releases the old file's lock; the new file holds it now
+            self._fd = fd
+            return True
+        if fd is not None:
+            os.close(fd)
+        log.error("journal.intent_log_reopen_failed", path=str(self.path), error=error)
+        return False
+
     def rows(self, row_len: int, *, oldest_len: int | None = None) -> list[tuple[Any, ...]]:
         """The rows in the file, skipping any line that is not a JSON array of `row_len` values. With
         `oldest_len`, shorter rows down to that length (written by an older bridge, before columns were

@@ -14,7 +14,8 @@ WAL mode with synchronous=NORMAL. Checkpoints (which fsync, ~15 ms here) run in 
 never inside a commit. The writer holds a lock (flock on the intent log). A second process opening the
 same journal (the demo's summary, a second daemon by mistake) gets it read-only: it reads, and treats
 every announcement and order as already recorded, so it can never send an order (logged as an error).
-The intent log lives in `intentlog`; the schema and its migrations (run by the writer) in `journal_schema`.
+The intent log lives in `intentlog`; the schema and its migrations (run by the writer) in `journal_schema`,
+the rows in `journal_rows`. `journal_watch` restores a journal deleted under a running daemon.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import orjson
 import structlog
 
 from bridge.errors import ConfigError
-from bridge.trading import journal_schema
+from bridge.trading import journal_rows, journal_schema
 from bridge.trading.intentlog import IntentLog
 from bridge.trading.journal_health import WriteHealth
 from bridge.trading.model import (
@@ -45,8 +46,6 @@ from bridge.trading.positions import (
     POSITION_FIELDS,
     POSITIONS_SQL,
     REALISED_SQL,
-    plan_from_row,
-    plan_json,
     position_from_row,
 )
 
@@ -107,6 +106,10 @@ class Journal:
                 raise ConfigError(f"state_dir: cannot open journal {path}: {exc}") from None
             raise
         self.writable = self._intent_log is not None
+        # Nothing recorded before this start (a first start, or a journal lost while stopped): a live
+        # daemon then asks the venue before sending what the lost journal may have sent (fresh_start).
+        self.started_empty = self.writable and not self._cids and not self._keys
+        self.on_close: Callable[[], None] | None = None  # after the last flush (journal_watch)
         self._pending_announcements: list[tuple[Announcement, int]] = []
         self._pending_intents: list[tuple[OrderIntent, int]] = []
         self._pending_balances: dict[str, float] = {}
@@ -142,6 +145,11 @@ class Journal:
         self._closing.set()
         self._checkpointer.join(timeout=10)
         flushed = self._try_flush()
+        if self.on_close is not None:
+            try:
+                self.on_close()
+            except Exception:  # closing must go on: the lock must be released
+                log.exception("journal.on_close_failed")
         if self._intent_log is not None:
             if flushed:
                 self._intent_log.clear()  # every logged intent has its row now
@@ -166,9 +174,11 @@ class Journal:
             self._db.execute(f"PRAGMA user_version = {journal_schema.SCHEMA_VERSION:d}")
             self._db.executemany(
                 "INSERT OR IGNORE INTO announcements VALUES (?,?,?,?,?,?,?,?)",
-                [_announcement_row(a, seen_ns) for a, seen_ns in announcements],
+                [journal_rows.announcement_row(a, seen_ns) for a, seen_ns in announcements],
             )
-            self._db.executemany(_INSERT_INTENT, [_intent_row(i, now) for i, now in intents])
+            self._db.executemany(
+                journal_rows.INSERT_INTENT, [journal_rows.intent_row(i, now) for i, now in intents]
+            )
             self._db.executemany("INSERT OR REPLACE INTO paper_balances VALUES (?,?)", list(balances.items()))
             for sql, params in writes:
                 self._db.execute(sql, params)
@@ -207,14 +217,34 @@ class Journal:
         """Insert intents a previous process logged but did not get to write to SQLite (kill -9 between
         the log line and the flush), then empty the log."""
         rows = intent_log.rows(
-            _INTENT_ROW_LEN, oldest_len=_INTENT_ROW_LEN_V1
+            journal_rows.INTENT_ROW_LEN, oldest_len=journal_rows.INTENT_ROW_LEN_V1
         )  # each line is an intent's row, as reserve() wrote it
         if rows:
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.executemany(_INSERT_INTENT, rows)
+                self._db.executemany(journal_rows.INSERT_INTENT, rows)
             log.warning("journal.intents_replayed", count=len(rows), path=str(intent_log.path))
         intent_log.clear()
+
+    def backup_to(self, target: Path) -> None:
+        """Copy the whole database, as this connection sees it, into `target` (JournalWatch restores a
+        deleted journal from it: the open connection still reads the deleted file)."""
+        self._try_flush()
+        copy = sqlite3.connect(target)
+        try:
+            self._db.backup(copy)
+        finally:
+            copy.close()
+
+    def reopen_intent_log(self) -> bool:
+        """Write the intent log again at its path, locked, after it was deleted or replaced (False:
+        it could not be, see IntentLog.reopen)."""
+        return self._intent_log is not None and self._intent_log.reopen()
+
+    @property
+    def changes(self) -> int:
+        """Rows this connection has written so far (a restored copy is stale when this moved)."""
+        return self._db.total_changes
 
     def checkpoint(self) -> None:
         """Move the WAL into the database file now (the background thread does this every few s)."""
@@ -269,7 +299,7 @@ class Journal:
         if cid in self._cids or self._intent_log is None:  # read-only: never send
             return False
         now = self._clock_ns()
-        self._intent_log.append(_intent_row(intent, now))
+        self._intent_log.append(journal_rows.intent_row(intent, now))
         self._cids.add(cid)
         self._pending_intents.append((intent, now))
         self._flush_soon()
@@ -302,7 +332,7 @@ class Journal:
             None if raw is None else orjson.dumps(raw, default=str).decode(),
             client_order_id,
         )
-        cur = self._write(_UPDATE_RESULT, row, "record_result")
+        cur = self._write(journal_rows.UPDATE_RESULT, row, "record_result")
         if cur is None:
             return  # kept, written with the next flush that works
         if cur.rowcount != 1:
@@ -339,17 +369,17 @@ class Journal:
         if states:
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
             params = states
-        return [_record(r) for r in self._rows(sql + " ORDER BY created_ns", params)]
+        return [journal_rows.record(r) for r in self._rows(sql + " ORDER BY created_ns", params)]
 
     def orders_since(self, since_ns: int) -> list[OrderRecord]:
         """Orders whose intent was written at or after `since_ns`, oldest first: the risk limits rebuild
         the day's spend from these once, at start (never on the order path)."""
         sql = "SELECT * FROM orders WHERE created_ns>=? ORDER BY created_ns"
-        return [_record(r) for r in self._rows(sql, (since_ns,))]
+        return [journal_rows.record(r) for r in self._rows(sql, (since_ns,))]
 
     def get(self, client_order_id: str) -> OrderRecord | None:
         rows = self._rows("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,))
-        return _record(rows[0]) if rows else None
+        return journal_rows.record(rows[0]) if rows else None
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         self._try_flush()
@@ -377,7 +407,7 @@ class Journal:
     def exit_orders(self, entry_client_order_id: str) -> list[OrderRecord]:
         """The orders sent to close a position (exit attempts and resting stops), oldest first."""
         sql = "SELECT * FROM orders WHERE exit_of=? ORDER BY created_ns"
-        return [_record(r) for r in self._rows(sql, (entry_client_order_id,))]
+        return [journal_rows.record(r) for r in self._rows(sql, (entry_client_order_id,))]
 
     def update_position(self, entry_client_order_id: str, **fields: Any) -> None:
         """Set a position's exit progress (`positions` columns); one commit. A no-op for a reader."""
@@ -397,81 +427,3 @@ class Journal:
             (*fields.values(), self._clock_ns(), entry_client_order_id),
             "update_position",
         )
-
-
-_UPDATE_RESULT = (
-    "UPDATE orders SET state=?, updated_ns=?, order_id=?, filled=?, average=?, result_cost=?,"
-    " error_code=?, error_message=?, raw=? WHERE client_order_id=?"
-)
-_INSERT_INTENT = (
-    "INSERT OR IGNORE INTO orders (client_order_id, announcement_key, strategy, exchange, symbol,"
-    " side, quote, cost, amount, dry_run, state, created_ns, updated_ns,"
-    " take_profit, stop_loss, exit_after, exit_of, limit_price, exit_plan, est_cost)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?,?,?,?,?,?,?,?)"
-)
-
-
-_INTENT_ROW_LEN = _INSERT_INTENT.count("?")  # the values of one intent row
-# An intent-log line written by a bridge of schema version 1 (before limit_price): still replayed.
-_INTENT_ROW_LEN_V1 = 16
-
-
-def _intent_row(intent: OrderIntent, now: int) -> tuple[Any, ...]:
-    """The intent as its SQLite row; also, as a JSON array, its line in the intent log."""
-    plan = intent.plan
-    return (
-        intent.client_order_id,
-        intent.announcement_key,
-        intent.strategy,
-        intent.exchange,
-        intent.symbol,
-        intent.side,
-        intent.quote,
-        intent.cost,
-        intent.amount,
-        int(intent.dry_run),
-        now,
-        now,
-        None if plan is None else plan.take_profit,
-        None if plan is None else plan.stop_loss,
-        None if plan is None else plan.after,
-        intent.exit_of,
-        intent.limit_price,  # new values go last: an older bridge's intent-log lines are padded
-        plan_json(plan),
-        intent.est_cost,
-    )
-
-
-def _announcement_row(a: Announcement, seen_ns: int) -> tuple[Any, ...]:
-    raw = orjson.dumps(a.raw).decode()
-    return (a.key, seen_ns, a.publisher, a.listing_type, a.title, ",".join(a.tickers), a.detected_us, raw)
-
-
-def _record(r: sqlite3.Row) -> OrderRecord:
-    intent = OrderIntent(
-        client_order_id=r["client_order_id"],
-        announcement_key=r["announcement_key"],
-        strategy=r["strategy"],
-        exchange=r["exchange"],
-        symbol=r["symbol"],
-        side=r["side"],
-        quote=r["quote"],
-        cost=r["cost"],
-        amount=r["amount"],
-        dry_run=bool(r["dry_run"]),
-        plan=plan_from_row(r),
-        exit_of=r["exit_of"],
-        limit_price=r["limit_price"],
-        est_cost=r["est_cost"],
-    )
-    return OrderRecord(
-        intent=intent,
-        state=r["state"],
-        created_ns=r["created_ns"],
-        order_id=r["order_id"],
-        filled=r["filled"],
-        average=r["average"],
-        result_cost=r["result_cost"],
-        error_code=r["error_code"],
-        error_message=r["error_message"],
-    )

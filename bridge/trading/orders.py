@@ -25,6 +25,7 @@ from bridge.errors import (
 )
 from bridge.trading import metrics
 from bridge.trading.backoff import VenueBackoff
+from bridge.trading.fresh_start import FreshStartGuard, PriorOrderUnknown
 from bridge.trading.gate import TradingGate
 from bridge.trading.ids import client_order_id
 from bridge.trading.journal import Journal
@@ -63,8 +64,11 @@ class OrderRouter:
         prices: PriceCache | None = None,
         sleep: Sleep = asyncio.sleep,
         on_outcome: Callable[[OrderOutcome], None] | None = None,
+        fresh_start: FreshStartGuard | None = None,
     ) -> None:
         self._on_outcome = on_outcome
+        # A live journal that started empty: orders of the first seconds are looked up before sending.
+        self._fresh_start = fresh_start
         # Look-ups of entries whose outcome is unknown run here, outside the announcement's task.
         self._lookups: set[asyncio.Task[None]] = set()
         # The one price source (warm quotes, one fetch at most when stale): caps, estimates, paper fills.
@@ -210,6 +214,14 @@ class OrderRouter:
             if refusal is not None:
                 ex.refund_order()
                 return skipped(refusal, cid)
+        found: OrderResult | None = None
+        if self._fresh_start is not None and not self._dry_run and self._fresh_start.applies(announcement):
+            try:  # sent before this journal started empty? (the same announcement gives the same id)
+                found = await self._fresh_start.already_sent(ex, symbol, cid)
+            except PriorOrderUnknown:
+                if prepaid:
+                    ex.refund_order()
+                return skipped("prior_order_unknown", cid)
         intent = OrderIntent(
             cid,
             announcement.key,
@@ -240,6 +252,14 @@ class OrderRouter:
         self._risk.count(strategy, announcement)
         # Counts toward the daily budgets, and toward the open cost when it opens a watched position.
         self._risk.reserve(cid, exchange, market.quote, est_cost, opens_position=intent.plan is not None)
+        if found is not None:  # on the venue already: journaled as ours (its fill, its exit plan), not sent
+            if prepaid:
+                ex.refund_order()
+            if is_expired(found):
+                return self.book.expired(intent, found)
+            self.book.record_fill(intent, "placed", found)
+            metrics.ORDERS.labels(exchange, "placed", "false").inc()
+            return OrderOutcome("placed", exchange, symbol, side, cid, "already_on_venue", result=found)
         request = OrderRequest(
             symbol=symbol,
             side=side,
