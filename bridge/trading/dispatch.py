@@ -8,7 +8,6 @@ neither the strategy's next announcement, the other strategies nor the feed read
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
@@ -18,6 +17,7 @@ from bridge.errors import BridgeError
 from bridge.feed import metrics as feed_metrics
 from bridge.feed.codec import Announcement
 from bridge.trading import metrics
+from bridge.trading.admission import ahead_s, cap_tickers, event_time_problem
 from bridge.trading.journal import Journal
 from bridge.trading.strategy import Context, Strategy
 
@@ -146,7 +146,7 @@ class Dispatcher:
         self._source = source
         self._runners = runners
         self._journal = journal
-        self._max_skew_us = int(max_clock_skew * 1_000_000)
+        self._max_skew_s = max_clock_skew
         self._max_tickers = max_tickers
         self._clock_ns = clock_ns
         self.seen = 0
@@ -167,29 +167,29 @@ class Dispatcher:
         an event time further in the future than trading.max_clock_skew (the publisher's clock or the
         frame is wrong: its age would read as fresh for too long). Tickers past
         trading.max_tickers_per_announcement are dropped with one log line."""
-        event_us = a.event_us
-        if event_us is not None and event_us > self._clock_ns() // 1000 + self._max_skew_us:
+        now_ns = self._clock_ns()
+        if (problem := event_time_problem(a, now_ns, self._max_skew_s)) is not None:
             self.refused += 1
-            metrics.REFUSED.labels("event_time_invalid").inc()
+            metrics.REFUSED.labels(problem).inc()
             log.warning(
                 "announcement.refused",
-                reason="event_time_invalid",
+                reason=problem,
                 key=a.key,
                 publisher=a.publisher,
-                ahead_s=round((event_us - self._clock_ns() // 1000) / 1e6, 3),
+                ahead_s=ahead_s(a, now_ns),
             )
             return None
-        if len(a.tickers) > self._max_tickers:
+        capped = cap_tickers(a, self._max_tickers)
+        if capped.refused:
             metrics.REFUSED.labels("too_many_tickers").inc()
             log.warning(
                 "announcement.tickers_capped",
                 key=a.key,
                 publisher=a.publisher,
-                kept=list(a.tickers[: self._max_tickers]),
-                refused=len(a.tickers) - self._max_tickers,
+                kept=list(capped.kept),
+                refused=capped.refused,
             )
-            a = dataclasses.replace(a, tickers=a.tickers[: self._max_tickers])
-        return a
+        return capped.announcement
 
     def dispatch(self, a: Announcement) -> bool:
         """Hand a new announcement to every strategy; False (and logged) for a duplicate or a refusal."""
