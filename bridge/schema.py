@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from bridge import secrets
 from bridge.errors import ConfigError
 from bridge.secrets import Secret
 
@@ -26,7 +27,7 @@ def describe(value: object) -> str:
     if isinstance(value, Secret):
         return "a secret"
     text = repr(value) if not isinstance(value, str) else f'"{value}"'
-    return text if len(text) <= 60 else text[:57] + "..."
+    return secrets.clip(text, 60, "...")  # scrubbed before the cut: a cut secret escapes the scrubber
 
 
 class SchemaError(ConfigError):

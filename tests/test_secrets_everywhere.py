@@ -485,3 +485,15 @@ async def test_alert_fields_of_every_type_are_scrubbed_and_cut_after(
     assert len(sent) <= TELEGRAM_MAX_TEXT
     for text in (json.dumps(body), sent):
         assert key[: secrets.CUT_PREFIX_CHARS] not in text
+
+
+def test_a_config_error_quoting_a_long_value_scrubs_before_cutting() -> None:
+    """A config error shows the bad value cut to 60 characters: the secret inside it, even where the
+    cut would run through it, never appears, not even its first characters."""
+    from bridge import schema
+
+    key = secret_value()
+    secrets.register(key)
+    shown = schema.describe("x" * 40 + key + "y" * 40)
+    assert key not in shown and key[:8] not in shown
+    assert "***" in shown and len(shown) <= 60

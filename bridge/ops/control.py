@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import structlog
 
+from bridge import secrets
 from bridge.errors import BridgeError, ConfigError
 
 log = structlog.get_logger(__name__)
@@ -336,7 +337,8 @@ async def _clear_stale(path: Path) -> None:
 
 
 def _error(message: str) -> dict[str, Any]:
-    return {"ok": False, "error": message}
+    # Scrubbed here too: the answer leaves the process (an exchange's error text may quote a key).
+    return {"ok": False, "error": secrets.scrub(message)}
 
 
 def _peer(conn: socket.socket) -> dict[str, int]:
