@@ -7,20 +7,23 @@ Strings may hold `${VAR}` (environment), `${file:/path}` (file contents) or `${c
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
-from urllib.parse import urlsplit
 
 import yaml
 
 from bridge import secrets
+from bridge.config_feed import (  # re-exported: the feed section is part of the config's API
+    FeedConfig as FeedConfig,
+)
+from bridge.config_feed import check_feed
 from bridge.config_io import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MAX_SECRET_BYTES, count_nodes, read_bounded
 from bridge.errors import ConfigError
-from bridge.schema import SchemaError, build, check_numbers
+from bridge.schema import ZERO_ALLOWED as ZERO_ALLOWED
+from bridge.schema import SchemaError, build, check_section
 from bridge.secrets import Secret
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -62,46 +65,10 @@ def _check_quote_limits(name: str, limits: QuoteLimits | None) -> None:
             raise SchemaError(f"{name}.{quote}", "must be positive (leave a quote out to refuse its orders)")
 
 
-# The one rule for every number in the config (limits, timings, counts, ports): finite and positive,
-# except these keys, where 0 has a meaning: "off" (markets_refresh, price_refresh, status_interval),
-# "at once" (feed_down_after) or "any free port" (port). Ports are 0-65535. Each section's
-# __post_init__ applies it to all of its numbers, so a new key is covered the day it is added.
-# (reconnect.min_delay: 0 would reconnect in a tight loop, and the server refuses reconnects within 5 s.)
-ZERO_ALLOWED = frozenset({"markets_refresh", "price_refresh", "status_interval", "port", "feed_down_after"})
-PORTS = frozenset({"port"})
-
-
 def _check_numbers(section: object) -> None:
     """A SchemaError naming the key of a number that is NaN, infinite, negative, zero where 0 means
-    nothing, or a port outside 0-65535."""
-    check_numbers(section, zero_allowed=ZERO_ALLOWED, ports=PORTS)
-
-
-@dataclass(frozen=True)
-class ReconnectConfig:
-    min_delay: float = 5.0
-    max_delay: float = 300.0
-
-    def __post_init__(self) -> None:
-        _check_numbers(self)
-        if self.max_delay < self.min_delay:
-            raise SchemaError(
-                "max_delay", f"must be at least min_delay ({self.min_delay}), got {self.max_delay}"
-            )
-
-
-@dataclass(frozen=True)
-class FeedConfig:
-    api_key: Secret
-    url: str = "wss://cryptolisting.ws"
-    cex: tuple[str, ...] | None = None
-    heartbeat_timeout: float = 35.0
-    handshake_timeout: float = 10.0
-    max_frame_bytes: int = 1024 * 1024
-    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
-
-    def __post_init__(self) -> None:
-        _check_numbers(self)
+    nothing, or a port outside 0-65535 (the rule: bridge.schema.check_section)."""
+    check_section(section)
 
 
 @dataclass(frozen=True)
@@ -330,7 +297,8 @@ def loads(
     try:
         data = _substitute(data, "", os.environ if env is None else env, offline)
         config = build(Config, data)
-        _check(config)
+        feed = data.get("feed")
+        _check(config, url_given=isinstance(feed, dict) and "url" in feed)
     except SchemaError as exc:
         raise ConfigError(one_line(f"{source}: {exc}")) from None
     _register_ccxt_secrets(config)
@@ -406,27 +374,8 @@ def _read_secret_file(path: Path, key: str) -> str:
     return value
 
 
-def is_loopback_host(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check(config: Config) -> None:
-    parts = urlsplit(config.feed.url)
-    if parts.scheme not in ("wss", "ws") or not parts.hostname:
-        raise SchemaError("feed.url", f'expected a wss:// URL, got "{config.feed.url}"')
-    if parts.scheme == "ws" and not is_loopback_host(parts.hostname):
-        raise SchemaError("feed.url", "ws:// (unencrypted) is allowed only for loopback hosts; use wss://")
-    if config.feed.cex is not None:
-        for i, cex in enumerate(config.feed.cex):
-            if not re.fullmatch(r"[a-z0-9_]+", cex):
-                raise SchemaError(f"feed.cex[{i}]", f'expected a lowercase exchange name, got "{cex}"')
+def _check(config: Config, *, url_given: bool) -> None:
+    check_feed(config.feed, url_given=url_given)
     names = [s.name for s in config.strategies]
     for i, name in enumerate(names):
         if names.index(name) != i:

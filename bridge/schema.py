@@ -43,6 +43,21 @@ class SchemaError(ConfigError):
 MAX_INT = 2**63
 
 
+# The one rule for every number in the config (limits, timings, counts, ports): finite and positive,
+# except these keys, where 0 has a meaning: "off" (markets_refresh, price_refresh, status_interval),
+# "at once" (feed_down_after) or "any free port" (port). Ports are 0-65535. Each section's
+# __post_init__ applies it to all of its numbers (check_section), so a new key is covered the day it
+# is added. (reconnect.min_delay: 0 would reconnect in a tight loop; the server refuses reconnects
+# within 5 s.)
+ZERO_ALLOWED = frozenset({"markets_refresh", "price_refresh", "status_interval", "port", "feed_down_after"})
+PORTS = frozenset({"port"})
+
+
+def check_section(section: object) -> None:
+    """check_numbers with the config's rule: ZERO_ALLOWED may be 0, PORTS are ports."""
+    check_numbers(section, zero_allowed=ZERO_ALLOWED, ports=PORTS)
+
+
 def check_numbers(
     section: object, *, zero_allowed: frozenset[str] = frozenset(), ports: frozenset[str] = frozenset()
 ) -> None:

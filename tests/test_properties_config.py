@@ -17,7 +17,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import config
+from bridge import config, config_feed
 from bridge.config import ZERO_ALLOWED, Config
 from bridge.errors import ConfigError, ExitCode
 
@@ -34,8 +34,8 @@ BASE: dict[str, Any] = {
     "health": {"port": 8780},
 }
 SECTIONS = {  # the YAML path of each section in BASE, and its dataclass
-    "feed": config.FeedConfig,
-    "feed.reconnect": config.ReconnectConfig,
+    "feed": config_feed.FeedConfig,
+    "feed.reconnect": config_feed.ReconnectConfig,
     "exchanges.binance": config.ExchangeConfig,
     "trading": config.TradingConfig,
     "strategies[0]": config.StrategyConfig,

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from bridge import telemetry
-from bridge.config import FeedConfig, ReconnectConfig
+from bridge.config_feed import FeedConfig, ReconnectConfig
 from bridge.errors import ConfigError, CredentialsRejected
 from bridge.feed.codec import Announcement
 from bridge.feed.supervisor import RATE_LIMIT_WAIT, Supervisor

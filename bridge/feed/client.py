@@ -110,7 +110,7 @@ async def connect(session: aiohttp.ClientSession, cfg: FeedConfig) -> FeedSocket
     try:
         return await session.ws_connect(
             cfg.url,
-            headers={"X-API-Key": cfg.api_key.reveal()},
+            headers={"X-API-Key": cfg.key.reveal()},
             params=params,
             autoping=True,
             heartbeat=max(MIN_CLIENT_PING_INTERVAL, cfg.heartbeat_timeout / 2),
