@@ -172,6 +172,7 @@ ALERT_EVENTS = (
     "exit_failed",
     "position_abandoned",
     "clock_offset",
+    "feed_link_down",
 )
 
 

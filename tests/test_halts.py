@@ -53,7 +53,7 @@ def test_what_each_reason_stops() -> None:
     daily loss limit stops entries only and is not a 503."""
     stops = {r.reason: (r.scope, r.blocks_entries, r.blocks_exits) for r in HALT_RULES}
     for feed in ("disconnected", "feed_stale", "key_expired"):
-        assert stops[feed] == ("all", True, False)
+        assert stops[feed] == ("link", True, False)
     assert stops["credentials_rejected"] == ("venue", True, True)
     assert stops["journal_unwritable"] == ("all", True, True)
     assert stops["loss_limit"] == ("all", True, False)

@@ -144,6 +144,7 @@ class Notifier:
         if cfg.telegram is not None:
             self._channels.append(telegram_channel(cfg.telegram))
         self._halt_alerted = False  # a trading_halted went out; the next arming earns trading_resumed
+        self._gate: TradingGate | None = None
         self._feed_reasons: frozenset[str] = frozenset()
         self._down_since: float | None = None
         self._down_alerted = False
@@ -188,7 +189,8 @@ class Notifier:
 
     def attach(self, gate: TradingGate) -> None:
         """Follow `gate`: take its current state as the starting point, then every change."""
-        self._track_feed(gate.reasons)
+        self._gate = gate
+        self._track_feed(gate.in_force)
         gate.subscribe(self.on_gate_change)
 
     def on_gate_change(self, armed: bool, reasons: frozenset[str], reason: str) -> None:
@@ -196,6 +198,18 @@ class Notifier:
         set (a venue-scoped one names its venue); trading_resumed when trading is armed again after
         such an alert."""
         self._track_feed(reasons)
+        name, qualifier = split_key(reason)
+        if qualifier is not None and rule_for(name).scope == "link" and rule_for(name).alerts:
+            if self._gate is not None and reason in self._gate.reasons:  # set, not cleared
+                up = sorted(self._gate.covering_links)
+                self.notify(
+                    "feed_link_down",
+                    f"Feed link {qualifier} down: {name}"
+                    + (f"; trading goes on over {', '.join(up)}" if armed else ""),
+                    link=qualifier,
+                    reason=name,
+                    links_up=up,
+                )
         if armed:
             if self._halt_alerted:
                 self._halt_alerted = False
@@ -204,7 +218,15 @@ class Notifier:
         if reason in reasons and rule_for(reason).alerts:
             self._halt_alerted = True
             name, venue = split_key(reason)
-            if venue is None:
+            if venue is not None and rule_for(name).scope == "link":
+                self.notify(
+                    "trading_halted",
+                    f"Trading halted: no feed link left up ({name} on {venue})",
+                    reason=name,
+                    link=venue,
+                    reasons=sorted(reasons),
+                )
+            elif venue is None:
                 self.notify("trading_halted", f"Trading halted: {name}", reason=name, reasons=sorted(reasons))
             else:
                 self.notify(
@@ -280,7 +302,7 @@ class Notifier:
     # ---- feed outage detection ------------------------------------------------------------------------
 
     def _track_feed(self, reasons: frozenset[str]) -> None:
-        self._feed_reasons = reasons & FEED_REASONS
+        self._feed_reasons = frozenset(k for k in reasons if split_key(k)[0] in FEED_REASONS)
         if self._feed_reasons and self._down_since is None:
             self._down_since = self._clock()
             self._feed_changed.set()

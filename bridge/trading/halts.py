@@ -23,8 +23,9 @@ HaltReason = Literal[
     "venue_backoff",
 ]
 
-# "all": every venue; "venue": one exchange (the gate keys it "reason:venue"); "link": one of several
-# redundant feed links (no reason uses it yet: the gate will learn a link qualifier with the first one).
+# "all": every venue; "venue": one exchange (the gate keys it "reason:venue"); "link": the feed, or
+# with several links (`feed.links`) one of them ("feed_stale:kr"), which stops trading only when the
+# links left do not satisfy `feed.arm_when` (any: every link is down; all: one is).
 Scope = Literal["all", "venue", "link"]
 
 
@@ -45,7 +46,7 @@ HALT_RULES: tuple[HaltRule, ...] = (
     ),
     HaltRule(
         "disconnected",
-        "all",
+        "link",
         True,
         False,
         True,
@@ -54,7 +55,7 @@ HALT_RULES: tuple[HaltRule, ...] = (
     ),
     HaltRule(
         "feed_stale",
-        "all",
+        "link",
         True,
         False,
         True,
@@ -63,7 +64,7 @@ HALT_RULES: tuple[HaltRule, ...] = (
     ),
     HaltRule(
         "key_expired",
-        "all",
+        "link",
         True,
         False,
         True,
