@@ -39,3 +39,36 @@ EVENT_AGE = Histogram(
     registry=REGISTRY,
 )
 RECORDED = Counter("bridge_recorded_frames_total", "Feed frames written by the recorder", registry=REGISTRY)
+# Per link (feed.links; the single link is "main"): up or not, reconnects, and how much earlier (+) or
+# later (-) each link delivered an announcement another link also delivered.
+LINK_UP = Gauge(
+    "bridge_feed_link_up", "1 while the link is welcomed and live, else 0", ["link"], registry=REGISTRY
+)
+LINK_CONNECTS = Counter(
+    "bridge_feed_link_connects_total", "Connections established, by link", ["link"], registry=REGISTRY
+)
+LINK_LEAD = Histogram(
+    "bridge_feed_link_lead_seconds",
+    "How much earlier (positive) or later (negative) this link delivered an announcement than the other",
+    ["link"],
+    buckets=(
+        -1.0,
+        -0.1,
+        -0.05,
+        -0.02,
+        -0.01,
+        -0.005,
+        -0.002,
+        -0.001,
+        0.0,
+        0.001,
+        0.002,
+        0.005,
+        0.01,
+        0.02,
+        0.05,
+        0.1,
+        1.0,
+    ),
+    registry=REGISTRY,
+)

@@ -6,6 +6,7 @@ live (the composition root passes the trading gate as that sink).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -63,6 +64,24 @@ def required_wait(exc: BaseException | None) -> float:
     return 0.0
 
 
+class KeyPacer:
+    """Spaces the connects of links that share one API key: the feed refuses a key reconnecting from
+    the same IP within 5 s (`connection_cooldown`), so no two of them connect closer than `spacing`
+    (the links' reconnect.min_delay) apart. Shared by the links' supervisors; the single link has none."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._next: dict[str, float] = {}
+
+    async def turn(self, key: str, spacing: float) -> None:
+        """Wait until this key may connect, and book the slot after it."""
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()  # no key held in clear as a dict key
+        while (wait := self._next.get(fingerprint, 0.0) - self._clock()) > 0:
+            await self._sleep(wait)
+        self._next[fingerprint] = self._clock() + spacing
+
+
 class Supervisor:
     """Runs the feed connection until stopped. `run()` returns after `stop()` and raises ConfigError
     (401) or CredentialsRejected (403, key expired/revoked); everything else is retried."""
@@ -77,8 +96,13 @@ class Supervisor:
         session: aiohttp.ClientSession | None = None,
         on_welcome: Callable[[Welcome], None] | None = None,
         on_frame: Callable[[bytes, int], None] | None = None,
+        pacer: KeyPacer | None = None,
     ) -> None:
         self._cfg = cfg
+        self.link = cfg.name  # None: the single link of a `feed:` block without `links`
+        self._link_label = cfg.name or "main"
+        self._log = log.bind(link=cfg.name) if cfg.name is not None else log
+        self._pacer = pacer
         self._welcome_listener = on_welcome
         self._status = status
         self._sleep = sleep
@@ -120,7 +144,8 @@ class Supervisor:
         session = self._session if self._session is not None else feed.open_session(self._cfg)
         # The connection loop runs as its own task so stop() can cancel it without cancelling the
         # caller, and run() can tell the two apart.
-        self._task = asyncio.create_task(self._serve(session), name="feed-supervisor")
+        name = "feed-supervisor" if self.link is None else f"feed-supervisor:{self.link}"
+        self._task = asyncio.create_task(self._serve(session), name=name)
         try:
             await self._task
         except asyncio.CancelledError:
@@ -133,12 +158,12 @@ class Supervisor:
             self._status.halt("disconnected")
             if self._session is None:
                 await session.close()
-            log.info("feed.stopped")
+            self._log.info("feed.stopped")
 
     def stop(self) -> None:
         """Stop reading and close the socket; `run()` returns shortly after."""
         if not self._stop_requested:
-            log.info("feed.stopping", state=self._state)
+            self._log.info("feed.stopping", state=self._state)
         self._stop_requested = True
         if self._task is not None:
             self._task.cancel()
@@ -171,8 +196,10 @@ class Supervisor:
                         replay = exc  # ends this AsyncRetrying; the next one starts with the replay
 
     async def _connect_and_read(self, session: aiohttp.ClientSession) -> NoReturn:
+        if self._pacer is not None:  # links sharing a key never connect within its cooldown
+            await self._pacer.turn(self._cfg.key.reveal(), self._cfg.reconnect.min_delay)
         self._state = "connecting"
-        log.info("feed.connecting", url=self._cfg.url, cex=self._cfg.cex)
+        self._log.info("feed.connecting", url=self._cfg.url, cex=self._cfg.cex)
         started = time.perf_counter()
         try:
             ws = await feed.connect(session, self._cfg)
@@ -181,10 +208,11 @@ class Supervisor:
             raise
         except feed.ConnectFailed as exc:
             metrics.DISCONNECTS.labels(cause=exc.cause).inc()
-            log.warning("feed.connect_failed", error=exc.error)
+            self._log.warning("feed.connect_failed", error=exc.error)
             raise
         metrics.CONNECTS.inc()
-        log.debug("feed.handshake_done", handshake_ms=round((time.perf_counter() - started) * 1000, 1))
+        metrics.LINK_CONNECTS.labels(self._link_label).inc()
+        self._log.debug("feed.handshake_done", handshake_ms=round((time.perf_counter() - started) * 1000, 1))
         try:
             await self._reader.read(ws)
         except feed.ConnectionLost as exc:
@@ -193,6 +221,7 @@ class Supervisor:
         finally:
             self._connected_since = None
             self._state = "backoff"  # about to wait (or stop); never "connected" without a socket
+            metrics.LINK_UP.labels(self._link_label).set(0)
             self._status.halt("disconnected")
             await ws.close()
 
@@ -200,18 +229,19 @@ class Supervisor:
         self._welcome = welcome
         self._state = "connected"
         self._connected_since = time.monotonic()
-        log.info("feed.connected", url=self._cfg.url, tier=welcome.tier)
+        metrics.LINK_UP.labels(self._link_label).set(1)
+        self._log.info("feed.connected", url=self._cfg.url, tier=welcome.tier)
         self._status.resume("disconnected")
         self._status.resume("feed_stale")
         if self._welcome_listener is not None:
             try:
                 self._welcome_listener(welcome)
-            except Exception:  # a listener (alerts) must never break the feed
-                log.exception("feed.welcome_listener_failed")
+            except Exception:  # noqa: BLE001 - a listener (alerts) must never break the feed (logged)
+                self._log.exception("feed.welcome_listener_failed")
 
     def _rejected(self, exc: feed.HandshakeRejected) -> None:
         metrics.DISCONNECTS.labels(cause=exc.cause).inc()
-        log.warning("feed.rejected", status=exc.status, retry_after=exc.retry_after, error=exc.error)
+        self._log.warning("feed.rejected", status=exc.status, retry_after=exc.retry_after, error=exc.error)
         if exc.status == 401:
             raise ConfigError(
                 "the feed refused the connection as unauthenticated (HTTP 401): "
@@ -223,7 +253,9 @@ class Supervisor:
                 "the feed rejected the API key (HTTP 403: invalid, revoked or expired); a new key is needed"
             ) from None
         if exc.status in (400, 426):
-            log.error("feed.upgrade_refused", status=exc.status, hint="a client bug or a proxy in the way")
+            self._log.error(
+                "feed.upgrade_refused", status=exc.status, hint="a client bug or a proxy in the way"
+            )
 
     def _lost(self, exc: feed.ConnectionLost) -> None:
         cause = (
@@ -231,9 +263,9 @@ class Supervisor:
         )
         metrics.DISCONNECTS.labels(cause=cause).inc()
         if exc.cause == "stale":
-            log.warning("feed.stale", silent_s=self._cfg.heartbeat_timeout)
+            self._log.warning("feed.stale", silent_s=self._cfg.heartbeat_timeout)
             self._status.halt("feed_stale")
-        log.warning(
+        self._log.warning(
             "feed.disconnected",
             code=exc.code,
             reason=exc.reason,
@@ -243,12 +275,14 @@ class Supervisor:
         )
         if exc.reason in KEY_DEAD_REASONS:
             self._status.halt("key_expired")
-            log.error("feed.key_rejected", reason=exc.reason, hint="a new feed API key is needed")
+            self._log.error("feed.key_rejected", reason=exc.reason, hint="a new feed API key is needed")
             raise CredentialsRejected(
                 f"the feed closed the connection: {exc.reason}; a new key is needed"
             ) from None
         if exc.reason == "too_slow":
-            log.warning("feed.too_slow", hint="the reader fell behind; something is blocking the event loop")
+            self._log.warning(
+                "feed.too_slow", hint="the reader fell behind; something is blocking the event loop"
+            )
 
     def _wait(self, retry_state: RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
@@ -263,7 +297,7 @@ class Supervisor:
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         self._state = "backoff"
         exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
-        log.info(
+        self._log.info(
             "feed.backoff",
             delay_s=round(retry_state.upcoming_sleep, 3),
             attempt=retry_state.attempt_number,
