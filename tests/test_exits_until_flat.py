@@ -3,6 +3,7 @@ definitive rejections, partial fills and restarts. Real ccxt against the fake Bi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,9 @@ import pytest
 
 from bridge.sim.fake_exchange import FakeBinance
 from bridge.trading.exit_rules import decide
-from bridge.trading.exits import MAX_EXIT_FAILURES, ExitManager
+from bridge.trading.exits import ABANDON_AFTER_S, MAX_EXIT_FAILURES, ExitManager
 from bridge.trading.model import ExitPlan, Position, TakeProfitTier
+from bridge.venues.types import OrderRequest, OrderResult
 from tests.factories import announcement
 from tests.test_orders import Rig, make_rig
 
@@ -181,14 +183,19 @@ async def test_definitive_rejection_alerts_and_retries_with_the_free_balance(
 
 
 async def test_what_can_never_fill_is_abandoned_after_bounded_tries(live: Rig, fake: FakeBinance) -> None:
-    """An exit refused every time (min notional) is retried, alerted each time, and abandoned after
-    MAX_EXIT_FAILURES tries; the position stays listed as abandoned and nothing more is sent."""
+    """An exit refused every time (min notional) is retried after a backoff, alerted each time, and
+    abandoned after MAX_EXIT_FAILURES tries spread over ABANDON_AFTER_S; the position stays listed as
+    abandoned and nothing more is sent."""
     entry = await buy_with(live, ExitPlan(stop_loss=0.2))
     alerts = Alerts()
-    exits = manager(live, alerts)
+    clock = Clock()
+    exits = manager(live, alerts, clock)
     fake.set_price("ABC/USDT", 1.5)
     fake.fail_next_order("min_notional", count=MAX_EXIT_FAILURES)
-    for _ in range(MAX_EXIT_FAILURES):
+    await exits.check()
+    assert await exits.check() == [] and len(sells(fake)) == 1  # backing off: nothing sent
+    for _ in range(MAX_EXIT_FAILURES - 1):
+        clock.mono += ABANDON_AFTER_S / (MAX_EXIT_FAILURES - 1)  # past each backoff (capped at 5 min)
         await exits.check()
     assert len(alerts.failed) == MAX_EXIT_FAILURES
     assert alerts.abandoned == [("ABC/USDT", "too_small")]
@@ -344,3 +351,100 @@ async def test_a_rejected_key_on_another_venue_leaves_these_exits_running(
     assert outcome.status == "placed" and position(live, entry).state == "closed"
     live.gate.halt("credentials_rejected", venue="binance")
     assert live.gate.exit_blockers("binance") == {"credentials_rejected:binance"}
+
+
+async def test_a_wait_for_a_halt_ends_when_the_halt_lifts(live: Rig, fake: FakeBinance) -> None:
+    """A stop-loss refused by the gate (a 429's `venue_backoff`) waits; the moment the halt lifts, the
+    next tick sells, whatever is left of the position's own backoff (nothing was sent meanwhile)."""
+    entry = await buy_with(live, ExitPlan(stop_loss=0.2))
+    exits = manager(live)  # its clock never moves: only the lifted halt ends the wait
+    fake.set_price("ABC/USDT", 1.5)
+    live.gate.halt("venue_backoff", venue="binance")
+    assert await exits.check() == [] and sells(fake) == []
+    live.router.backoff.lift("binance")
+    [sold] = await exits.check()
+    assert sold.status == "placed" and position(live, entry).state == "closed"
+
+
+async def test_an_exit_accepted_before_its_look_up_finds_it_is_waited_for(
+    live: Rig, fake: FakeBinance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The venue accepts the stop-loss's sell without its fill, and the look-ups by client id miss it
+    for a while (they lag the order): an accepted order is never taken for one that never executed, so
+    nothing is sent again and nothing is alerted until a look-up finds its fill."""
+    entry = await buy_with(live, ExitPlan(stop_loss=0.2))
+    real_create, real_fetch = live.exchange.create_order, live.exchange.fetch_order_by_client_id
+    misses = [3]
+
+    async def acknowledged_only(req: OrderRequest) -> OrderResult:
+        result = await real_create(req)
+        return dataclasses.replace(result, status="open", filled=None, cost=None, average=None)
+
+    async def lagging(symbol: str, client_order_id: str) -> OrderResult | None:
+        if misses[0] > 0:
+            misses[0] -= 1
+            return None
+        return await real_fetch(symbol, client_order_id)
+
+    monkeypatch.setattr(live.exchange, "create_order", acknowledged_only)
+    monkeypatch.setattr(live.exchange, "fetch_order_by_client_id", lagging)
+    alerts = Alerts()
+    clock = Clock()
+    exits = manager(live, alerts, clock)
+    fake.set_price("ABC/USDT", 1.5)
+    for _ in range(3):
+        await exits.check()
+        assert position(live, entry).state == "open"
+        clock.mono += 1
+    await exits.check()
+    assert len(sells(fake)) == 1 and alerts.failed == []
+    assert position(live, entry).state == "closed"
+
+
+async def test_a_paper_exit_without_a_price_waits_for_one(
+    fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paper: a manual close while no price is known cannot be filled on paper. That is a transient
+    "no price" (no alert, no unfilled exit row, never abandoned), and it sells once a price is back."""
+    rig = await make_rig(fake, tmp_path, dry_run=True)
+    try:
+        outcome = await rig.router.submit(
+            strategy="s",
+            announcement=announcement("ABC"),
+            exchange="binance",
+            symbol="ABC/USDT",
+            side="buy",
+            cost=20,
+            exit=ExitPlan(after=3600),
+        )
+        assert outcome.status == "paper" and outcome.client_order_id is not None
+        entry = outcome.client_order_id
+        alerts = Alerts()
+        clock = Clock()
+        exits = ExitManager(
+            journal=rig.journal,
+            router=rig.router,
+            exchanges={"binance": rig.exchange},
+            prices=rig.router.prices,
+            alerts=alerts,
+            monotonic=clock.monotonic,
+        )
+        prices = rig.router.prices
+
+        async def no_price(*args: object, **kwargs: object) -> float | None:
+            return None
+
+        real_reference = prices.reference
+        monkeypatch.setattr(prices, "reference", no_price)
+        assert exits.request_close("ABC/USDT")[0]
+        for _ in range(MAX_EXIT_FAILURES + 1):
+            assert await exits.check() == []
+            clock.mono += 60
+        assert alerts.failed == [] and alerts.abandoned == []
+        assert rig.journal.exit_orders(entry) == [] and position(rig, entry).state == "open"
+        monkeypatch.setattr(prices, "reference", real_reference)
+        [sold] = await exits.check()
+        assert sold.status == "paper" and position(rig, entry).state == "closed"
+    finally:
+        await rig.exchange.close()
+        rig.journal.close()

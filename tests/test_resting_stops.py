@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from bridge.sim.fake_exchange import FakeBinance
+from bridge.trading.exit_orders import STOP_NOT_FOUND_LIMIT
 from bridge.trading.exits import ExitManager
 from bridge.trading.model import ExitPlan, Position, TakeProfitTier
+from bridge.venues.types import OrderResult
 from tests.factories import announcement
 from tests.test_orders import Rig, make_rig
 
@@ -179,3 +181,46 @@ async def test_a_refused_stop_backs_off_then_rests(live: Rig, fake: FakeBinance)
     assert (
         len({o.params["newClientOrderId"] for o in fake.orders if o.params.get("type") == "STOP_LOSS"}) == 3
     )
+
+
+async def test_a_halted_venue_keeps_the_stop_resting(live: Rig, fake: FakeBinance) -> None:
+    """The take-profit is reached while the venue is halted for exits (a 429's `venue_backoff`): the
+    sell could not go, so the stop is not cancelled either (that would leave the coins unprotected).
+    Once the halt lifts, the stop is cancelled and the take-profit sells."""
+    entry = await buy_with(live, STOP_TP)
+    exits = manager(live)
+    await exits.check()
+    [stop] = fake.open_orders("ABC/USDT")
+    live.gate.halt("venue_backoff", venue="binance")
+    fake.set_price("ABC/USDT", 3.1)
+    assert await exits.check() == []
+    assert fake.open_orders("ABC/USDT") == [stop] and fake.count("DELETE", "/api/v3/order") == 0
+    assert position(live, entry).stop_client_order_id == stop.client_order_id
+    live.router.backoff.lift("binance")
+    [sold] = await exits.check()
+    assert sold.status == "placed" and fake.open_orders("ABC/USDT") == []
+    assert position(live, entry).state == "closed"
+
+
+async def test_a_stop_a_look_up_misses_is_kept_until_it_is_surely_gone(
+    live: Rig, fake: FakeBinance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look-up of the resting stop answers "no such order" (it lags the order, or the venue hiccups):
+    the stop is not forgotten on one answer (a second stop would be placed beside the one resting), only
+    after STOP_NOT_FOUND_LIMIT such answers in a row."""
+    entry = await buy_with(live, STOP_TP)
+    exits = manager(live)
+    await exits.check()
+    [stop] = fake.open_orders("ABC/USDT")
+
+    async def not_found(symbol: str, client_order_id: str) -> OrderResult | None:
+        return None
+
+    monkeypatch.setattr(live.exchange, "fetch_order_by_client_id", not_found)
+    fake.set_price("ABC/USDT", 1.62)  # near the trigger (1.6): looked up on every tick
+    for _ in range(STOP_NOT_FOUND_LIMIT - 1):
+        await exits.check()
+        assert position(live, entry).stop_client_order_id == stop.client_order_id
+    assert len([o for o in fake.orders if o.params.get("type") == "STOP_LOSS"]) == 1
+    await exits.check()
+    assert position(live, entry).stop_client_order_id is None

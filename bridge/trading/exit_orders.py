@@ -3,9 +3,12 @@ rests on the exchange, and the look-ups that settle them. Every one is journalle
 before it is sent, with its own client id (the attempt number), and shares the order router's journal
 book, look-ups and outcome listener.
 
-What an attempt's failure means is said in its ExitAttempt: transient (rate limit, venue unavailable:
-retry after a backoff), a definitive rejection (with the venue's reason), or an unknown outcome that the
-look-ups could not settle (the next attempt waits for it).
+What an attempt's failure means is said in its ExitAttempt: transient (rate limit, venue unavailable, a
+halt: retry after a backoff), a definitive rejection (with the venue's reason), or an unknown outcome that
+the look-ups could not settle (the next attempt waits for it). An order the venue accepted without saying
+what it filled (okx, bybit answer with an id only) is looked up at once; until a look-up says, it is
+unsettled like an unknown outcome, never sent again. Nothing (sell, stop, cancel) is sent while a halt
+stops exits on the venue.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from bridge.trading.exit_rules import ExitDecision, stop_price
 from bridge.trading.gate import TradingGate
 from bridge.trading.ids import client_order_id
 from bridge.trading.journal import Journal
-from bridge.trading.model import OrderIntent, OrderOutcome, OrderRecord, Position
+from bridge.trading.model import OPEN_STATES, OrderIntent, OrderOutcome, OrderRecord, Position
 from bridge.trading.orders import OrderRouter
 from bridge.trading.outcomes import is_expired
 from bridge.venues.exchange import Exchange
@@ -36,6 +39,8 @@ from bridge.venues.types import OrderRequest, OrderResult
 log = structlog.get_logger(__name__)
 
 CONTRACT_TYPES = frozenset({"swap", "future"})
+# "No such order" answers in a row before a stop the venue accepted is taken for gone (see _settle_stop).
+STOP_NOT_FOUND_LIMIT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +72,38 @@ class ExitOrders:
         self._exchanges = exchanges
         self._gate = gate
         self._dry_run = dry_run
+        self._stop_misses: dict[str, int] = {}  # stop cid -> "no such order" answers in a row
 
     @property
     def paper(self) -> bool:
         return self._dry_run
+
+    def blockers(self, exchange: str) -> frozenset[str]:
+        """The halts that stop every exit order (sell, resting stop, cancel) on `exchange` now."""
+        return self._gate.exit_blockers(exchange)
+
+    def sellable(
+        self, position: Position, decision: ExitDecision, amount: float, price: float | None
+    ) -> bool:
+        """Would `amount` of `position`, sold as `decision` says at the reference `price`, be at least the
+        venue's minimum amount and cost (as `sell` sizes it)? True when it cannot tell (no price)."""
+        ex = self._exchanges.get(position.exchange)
+        if ex is None or price is None or ex.market(position.symbol) is None:
+            return True
+        return _terms(ex, position, decision, amount, price) is not None
+
+    async def free(self, position: Position) -> float:
+        """What the account holds free of the position's coin (the cap of an exit after a balance
+        refusal); the position's remaining amount when the venue cannot say."""
+        ex = self._exchanges.get(position.exchange)
+        if ex is None or self._dry_run:
+            return position.remaining
+        try:
+            free = await ex.fetch_free_balances()
+        except ExchangeError:
+            return position.remaining
+        base = position.symbol.split("/", 1)[0]
+        return min(position.remaining, free.get(base, 0.0))
 
     def record_entry(self, intent: OrderIntent, found: OrderResult) -> None:
         """An entry whose fill was unknown has been found: record it (its position opens)."""
@@ -105,19 +138,18 @@ class ExitOrders:
         if blockers := self._gate.exit_blockers(position.exchange):
             return ExitAttempt(None, transient=True, rejection="halted:" + ",".join(sorted(blockers)))
         market = ex.market(position.symbol) or await ex.find_market(position.symbol)
-        if market is None:
+        if market is None:  # not listed, or not loaded just now (no refresh allowed): alerted, retried
             return ExitAttempt(None, rejection="unknown_symbol")
         reference = await self._router.prices.reference(position.exchange, position.symbol, "sell")
         limit: float | None = None
         if reference is not None:
-            floor = reference if decision.market else reference * (1 - position.plan.exit_slippage)
-            terms = ex.limit_terms(position.symbol, "sell", cap_price=floor, amount=amount)
+            terms = _terms(ex, position, decision, amount, reference)
             if terms is None:  # under the venue's minimum amount or cost: it can never fill
                 return ExitAttempt(None, rejection="dust")
             amount = terms[0]
             if not decision.market:
                 limit = terms[1]
-        elif not decision.market:
+        elif not decision.market or self._dry_run:  # a paper fill needs a price too
             return ExitAttempt(None, transient=True, rejection="no_price")
         cid = self.exit_id(position, "exit", position.attempts)
         intent = OrderIntent(
@@ -168,6 +200,8 @@ class ExitOrders:
         book = self._router.book
         if self._dry_run:
             outcome = await self._router.paper_fill(ex, request, intent, None)
+            if outcome.result is not None and outcome.result.filled is None:  # unpriced: the price vanished
+                return ExitAttempt(outcome, transient=True, rejection="no_price")
             return ExitAttempt(outcome, sold=_filled(outcome.result))
         try:
             result = await ex.create_order(request)
@@ -189,15 +223,31 @@ class ExitOrders:
         if is_expired(result):
             return ExitAttempt(book.expired(intent, result))
         book.placed(intent, None, 0, result)
+        if result.filled is None:  # accepted, fill not said (okx, bybit): ask now
+            result = await self._completed(ex, intent, result)
+            if is_expired(result):
+                return ExitAttempt(book.expired(intent, result))
+        # A fill still unknown is recorded as such (placed, filled NULL): unsettled, looked up next tick.
         book.record_fill(intent, "placed", result)
         outcome = OrderOutcome(
             "placed", ex.id, request.symbol, "sell", request.client_order_id, result=result
         )
-        return ExitAttempt(outcome, sold=_filled(result))
+        return ExitAttempt(outcome, sold=_filled(result), unresolved=result.filled is None)
+
+    async def _completed(self, ex: Exchange, intent: OrderIntent, result: OrderResult) -> OrderResult:
+        """The order as a look-up by client id finds it; `result` when the look-up fails or lags."""
+        cid = intent.client_order_id
+        try:
+            found = await ex.fetch_order_by_client_id(intent.symbol, cid)
+        except ExchangeError as exc:
+            log.warning("exit.fill_lookup_failed", client_order_id=cid, error=str(exc))
+            return result
+        return result if found is None else found
 
     async def resolve(self, record: OrderRecord) -> bool:
-        """Look up an exit order whose outcome is unknown (one request). True once settled: found (its
-        fill recorded) or the venue says it has no such order (it never executed: `not_found`)."""
+        """Look up an exit order that is `unsettled` (one request). True once settled: found with its fill
+        (recorded), or the venue says it has no such order (it never executed: `not_found`) and it had
+        not accepted it either (an accepted order that a look-up misses is a look-up that lags)."""
         ex = self._exchanges.get(record.intent.exchange)
         if ex is None or self._dry_run:
             return False
@@ -208,9 +258,16 @@ class ExitOrders:
             log.warning("exit.lookup_failed", client_order_id=cid, error=str(exc))
             return False
         if found is None:
-            self._journal.record_result(cid, "not_found", error_message="not on the exchange; never executed")
-            log.info("exit.not_found", client_order_id=cid)
+            if record.state == "placed":
+                log.warning("exit.lookup_lagging", client_order_id=cid, order_id=record.order_id)
+                return False
+            error = "not on the exchange; never executed"
+            if self._journal.settle_unresolved(cid, "not_found", error_message=error):
+                log.info("exit.not_found", client_order_id=cid)
             return True
+        if found.filled is None:
+            log.warning("exit.fill_unknown", client_order_id=cid, status=found.status)
+            return False
         self._router.book.record_fill(record.intent, "placed", found)
         log.info(
             "order.reconciled", exchange=ex.id, client_order_id=cid, status=found.status, filled=found.filled
@@ -226,7 +283,7 @@ class ExitOrders:
         ex = self._exchanges[position.exchange]
         trigger = stop_price(position)
         market = ex.market(position.symbol)
-        if trigger is None or market is None:
+        if trigger is None or market is None or self.blockers(position.exchange):
             return False
         cid = self.exit_id(position, "stop", position.attempts)
         intent = OrderIntent(
@@ -262,7 +319,9 @@ class ExitOrders:
                 self._journal.update_position(position.client_order_id, stop_cid=None)
             if outcome.status != "placed":
                 return False  # "unknown": kept; check_stop settles it later
-            result = outcome.result or _open(intent)
+            if outcome.result is None:  # settled by another look-up: its record stands
+                return True
+            result = outcome.result
         except ExchangeError as exc:
             self._router.book.rejected(intent, exc)
             self._journal.update_position(position.client_order_id, stop_cid=None)
@@ -299,20 +358,29 @@ class ExitOrders:
         ex = self._exchanges.get(position.exchange)
         if cid is None:
             return True
-        if ex is None:
+        if ex is None or self.blockers(position.exchange):  # the stop stays: the sell could not go either
             return False
         try:
             result = await ex.cancel_order_by_client_id(position.symbol, cid)
         except ExchangeError as exc:
             log.warning("exit.stop_cancel_failed", client_order_id=cid, error=str(exc))
             return False
-        self._settle_stop(position, cid, result, cancelled=True)
-        return True
+        return self._settle_stop(position, cid, result, cancelled=True)
 
     def _settle_stop(
         self, position: Position, cid: str, found: OrderResult | None, *, cancelled: bool = False
-    ) -> None:
+    ) -> bool:
+        """Record what the stop filled; forget it once it is over (True). A stop the venue accepted that
+        an answer says it has no such order is over only after STOP_NOT_FOUND_LIMIT such answers in a
+        row: a look-up may lag the order, and forgetting a stop that rests would rest a second one."""
         record = self._journal.get(cid)
+        if found is None and record is not None and record.state == "placed":
+            misses = self._stop_misses.get(cid, 0) + 1
+            self._stop_misses[cid] = misses
+            if misses < STOP_NOT_FOUND_LIMIT:
+                log.warning("exit.stop_not_found_yet", client_order_id=cid, misses=misses)
+                return False
+        self._stop_misses.pop(cid, None)
         if found is not None and record is not None and (found.filled or 0) > 0:
             self._router.book.record_fill(record.intent, "placed", found)
             log.info("exit.stop_filled", client_order_id=cid, filled=found.filled, average=found.average)
@@ -323,6 +391,7 @@ class ExitOrders:
                 log.info(
                     "exit.stop_cancelled", client_order_id=cid, filled=None if found is None else found.filled
                 )
+        return over
 
     def _record_stop(self, intent: OrderIntent, result: OrderResult) -> None:
         self._journal.record_result(
@@ -334,11 +403,20 @@ class ExitOrders:
         )
 
 
+def unsettled(record: OrderRecord) -> bool:
+    """An exit order that may have executed, or executed without saying how much: never send another
+    before a look-up settles it."""
+    return record.state in OPEN_STATES or (record.state == "placed" and record.filled is None)
+
+
+def _terms(
+    ex: Exchange, position: Position, decision: ExitDecision, amount: float, reference: float
+) -> tuple[float, float] | None:
+    """(amount, limit price) of an exit of `amount` at `reference` (a limit exit's floor is under it by
+    the plan's exit_slippage); None under the venue's minimum amount or cost."""
+    floor = reference if decision.market else reference * (1 - position.plan.exit_slippage)
+    return ex.limit_terms(position.symbol, "sell", cap_price=floor, amount=amount)
+
+
 def _filled(result: OrderResult | None) -> float:
     return 0.0 if result is None or result.filled is None else float(result.filled)
-
-
-def _open(intent: OrderIntent) -> OrderResult:
-    return OrderResult(
-        intent.exchange, intent.symbol, "sell", intent.client_order_id, None, "open", 0.0, None, None
-    )

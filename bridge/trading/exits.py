@@ -6,16 +6,17 @@ handles each position in its own task, so one slow symbol delays no other. Per p
 an entry whose fill is unknown is looked up (the exit waits for it); an exit attempt whose outcome is
 unknown is looked up before any other is sent; the resting stop (`stop_on_exchange`) is placed, checked,
 and cancelled before the daemon sells itself; then the exit rules (bridge.trading.exit_rules) decide.
-Transient failures back off (honouring Retry-After); a definitive rejection alerts (`exit_failed`) and is
-retried on the next tick, the amount capped by the free balance when the venue said it was short; what
-can never fill is `abandoned` with an alert after MAX_EXIT_FAILURES tries. Closed and abandoned
+Failures wait as bridge.trading.exit_failures says: transient ones are retried for ever; a definitive
+rejection alerts (`exit_failed`) and is retried after a backoff, the amount capped by the free balance
+when the venue said it was short; what can never fill is `abandoned` with an alert after MAX_EXIT_FAILURES
+rejections over at least ABANDON_AFTER_S. What is left under the venue's minimum after a fill ends its
+take-profit tier, or the position (closed `sold`) when the exit was to sell it all. Closed and abandoned
 positions stay in the journal, listed by `bridge positions`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -24,9 +25,10 @@ import structlog
 
 from bridge.aio import Sleep, sleep_or_stop
 from bridge.errors import ExchangeError
-from bridge.retry import backoff_delay
-from bridge.trading.exit_orders import ExitAttempt, ExitOrders
-from bridge.trading.exit_rules import decide, exit_reason, high_water, stop_price
+from bridge.trading.entry_lookups import PendingEntries
+from bridge.trading.exit_failures import ABANDON_AFTER_S, MAX_EXIT_FAILURES, MAX_STOP_FAILURES, ExitFailures
+from bridge.trading.exit_orders import ExitAttempt, ExitOrders, unsettled
+from bridge.trading.exit_rules import ExitDecision, decide, exit_reason, high_water, stop_price
 from bridge.trading.exposure import Exposure
 from bridge.trading.gate import TradingGate
 from bridge.trading.holdings import RECONCILE_INTERVAL_S, vanished
@@ -36,19 +38,18 @@ from bridge.trading.orders import OrderRouter
 from bridge.trading.prices import PriceCache
 from bridge.venues.exchange import Exchange
 
-__all__ = ["ExitAlerts", "ExitManager", "exit_reason"]
+__all__ = [
+    "ABANDON_AFTER_S",
+    "MAX_EXIT_FAILURES",
+    "MAX_STOP_FAILURES",
+    "ExitAlerts",
+    "ExitManager",
+    "exit_reason",
+]
 
 log = structlog.get_logger(__name__)
 
 CHECK_INTERVAL = 1.0
-# Definitive rejections of one position's exits before it is abandoned (alerted, left to a human).
-MAX_EXIT_FAILURES = 5
-# Refused resting stops before the daemon stops trying (its own stop-loss check still watches).
-MAX_STOP_FAILURES = 5
-# How often an entry whose fill is unknown is looked up, and how many "no such order" answers make it
-# abandoned (the entry most likely never executed; a human checks).
-PENDING_LOOKUP_INTERVAL_S = 30.0
-PENDING_NOT_FOUND_LIMIT = 10
 # The resting stop is looked up when the price is this close to its trigger, else once a minute.
 STOP_CHECK_NEAR = 0.02
 STOP_CHECK_INTERVAL_S = 60.0
@@ -103,17 +104,16 @@ class ExitManager:
             gate=gate if gate is not None else router.gate,
             dry_run=dry_run or router.dry_run,
         )
+        self._pending = PendingEntries(
+            journal=journal, exchanges=exchanges, orders=self.orders, monotonic=monotonic
+        )
         # Set after a pass that found no open position (the daemon in exits-only mode waits on it).
         self.flat = asyncio.Event()
         self._busy: dict[str, asyncio.Task[list[OrderOutcome]]] = {}
-        self._retry_at: dict[str, float] = {}  # entry cid -> monotonic time before which nothing is sent
-        self._transient: dict[str, int] = {}  # entry cid -> transient failures in a row
+        self._failures = ExitFailures(monotonic)  # when each position's next exit or stop may go
         self._short: set[str] = set()  # entries whose last exit was refused for lack of balance
         self._close_now: set[str] = set()  # entries an operator asked to close (bridge close)
-        self._pending_seen: dict[str, tuple[float, int]] = {}  # entry cid -> (last look-up, not-found count)
         self._stop_checked: dict[str, float] = {}
-        self._stop_failures: dict[str, int] = {}  # entry cid -> resting stops refused in a row
-        self._stop_retry_at: dict[str, float] = {}
         self._reconciled_at: float | None = None  # last check of positions against venue balances
 
     def request_close(self, symbol: str, exchange: str | None = None) -> tuple[bool, str]:
@@ -129,7 +129,7 @@ class ExitManager:
             return False, f"{symbol} is open on several exchanges: give --exchange"
         for p in matches:
             self._close_now.add(p.client_order_id)
-            self._retry_at.pop(p.client_order_id, None)
+            self._failures.clear_wait(p.client_order_id)
         log.warning(
             "exit.close_requested", symbol=symbol, exchange=matches[0].exchange, positions=len(matches)
         )
@@ -242,15 +242,15 @@ class ExitManager:
     async def _handle(self, position: Position) -> list[OrderOutcome]:
         cid = position.client_order_id
         if position.state == "pending":
-            await self._look_up_entry(position)
+            if await self._pending.look_up(position):
+                self._abandon(position, "entry_not_found")
             return []
         for record in self._journal.exit_orders(cid):
-            outstanding = record.state in ("sending", "unknown")
             is_stop = record.intent.client_order_id == position.stop_client_order_id
-            # An attempt that may have executed: never send another before knowing.
-            if outstanding and not is_stop and not await self.orders.resolve(record):
+            # An attempt that may have executed, or whose fill is not known: never send another before knowing.
+            if unsettled(record) and not is_stop and not await self.orders.resolve(record):
                 return []
-        if self._monotonic() < self._retry_at.get(cid, 0.0):
+        if self._failures.waiting(cid, halted=bool(self.orders.blockers(position.exchange))):
             return []
         price = await self._prices.reference(position.exchange, position.symbol, "sell")
         high = high_water(position, price)
@@ -269,8 +269,8 @@ class ExitManager:
                 await self._place_stop(position)
             return []
         if position.stop_client_order_id is not None:
-            if not await self.orders.cancel_stop(position):
-                self._back_off(cid, None)
+            if not await self.orders.cancel_stop(position):  # the stop rests on (a halt: it must)
+                self._failures.transient(cid, None, halt=bool(self.orders.blockers(position.exchange)))
                 return []
             position = self._reload(position)
             if self._flat(position):
@@ -282,7 +282,7 @@ class ExitManager:
             self._journal.update_position(cid, tier_hold=decision.hold)
         amount = decision.amount
         if cid in self._short:
-            amount = min(amount, await self._free(position))
+            amount = min(amount, await self.orders.free(position))
         log.info(
             "exit.triggered",
             strategy=position.strategy,
@@ -299,25 +299,21 @@ class ExitManager:
             attempt = ExitAttempt(None, rejection="insufficient_balance")
         capped = amount < decision.amount - EPSILON
         self._after_attempt(
-            self._reload(position), decision.tier, attempt, capped_at=amount if capped else None
+            self._reload(position), decision, attempt, price, capped_at=amount if capped else None
         )
         return [] if attempt.outcome is None else [attempt.outcome]
 
     async def _place_stop(self, position: Position) -> None:
-        """Rest the stop, backing off after failures (5 s, doubling, up to 5 min); after
-        MAX_STOP_FAILURES the daemon's own stop-loss check is the only stop, alerted once."""
+        """Rest the stop, backing off after refusals (see exit_failures); after MAX_STOP_FAILURES the
+        daemon's own stop-loss check is the only stop, alerted once. Nothing is sent while a halt stops
+        exits on the venue (a 429's backoff, a rejected key, an unwritable journal)."""
         cid = position.client_order_id
-        failures = self._stop_failures.get(cid, 0)
-        if failures >= MAX_STOP_FAILURES or self._monotonic() < self._stop_retry_at.get(cid, 0.0):
+        if not self._failures.stop_due(cid) or self.orders.blockers(position.exchange):
             return
         if await self.orders.place_stop(position):
-            self._stop_failures.pop(cid, None)
+            self._failures.stop_placed(cid)
             return
-        failures += 1
-        self._stop_failures[cid] = failures
-        delay = backoff_delay(failures, 5.0, 300.0, random.random())  # noqa: S311 - jitter
-        self._stop_retry_at[cid] = self._monotonic() + delay
-        if failures >= MAX_STOP_FAILURES:
+        if self._failures.stop_failed(cid) >= MAX_STOP_FAILURES:
             self._alerts.exit_failed(position.exchange, position.symbol, None, "resting_stop_not_placed")
             log.error(
                 "exit.stop_given_up",
@@ -329,42 +325,78 @@ class ExitManager:
     def _after_attempt(
         self,
         position: Position,
-        tier: int | None,
+        decision: ExitDecision,
         attempt: ExitAttempt,
+        price: float | None,
         *,
         capped_at: float | None = None,
-        sells_all: bool = True,
     ) -> None:
         cid = position.client_order_id
-        if capped_at is not None and attempt.sold >= capped_at * (1 - 1e-9) and sells_all:
+        if capped_at is not None and attempt.sold >= capped_at * (1 - 1e-9):
             # It sold all the account held of the coin: the rest was never there (fees): flat.
             self._close(position, "sold")
             return
         if attempt.sold > 0:
-            self._transient.pop(cid, None)
+            self._failures.sold(cid)
             self._short.discard(cid)
             if position.failures:
                 self._journal.update_position(cid, failures=0)
-            if tier is not None and position.remaining <= (position.tier_hold or 0.0) + EPSILON:
-                self._journal.update_position(cid, tiers_done=tier + 1, tier_hold=None)
-                log.info(
-                    "exit.tier_sold", symbol=position.symbol, tier=tier + 1, remaining=position.remaining
-                )
-            self._flat(self._reload(position))
+            self._after_fill(position, decision, price)
             return
         if attempt.unresolved or (attempt.outcome is not None and attempt.outcome.status == "expired"):
             return  # looked up / re-priced on the next tick
         if attempt.transient:
-            self._back_off(cid, attempt.retry_after)
+            halt = (attempt.rejection or "").startswith("halted:")
+            delay = self._failures.transient(cid, attempt.retry_after, halt=halt)
+            log.warning(
+                "exit.retry_later",
+                entry_client_order_id=cid,
+                reason=attempt.rejection,
+                retry_in=round(delay, 3),
+            )
             return
         reason = attempt.rejection or "rejected"
-        if reason == "dust" and position.sold > 0:
-            self._close(position, "sold")  # what is left is under the venue's minimum
+        if reason == "dust" and self._dust(position, decision):
             return
+        self._rejected(position, reason, attempt)
+
+    def _after_fill(self, position: Position, decision: ExitDecision, price: float | None) -> None:
+        """An exit filled (some of) what it asked: end its take-profit tier once what the tier still has
+        to sell is sold or under the venue's minimum; close the position when nothing sellable is left."""
+        rest = position.remaining - decision.hold
+        if rest > EPSILON and not self.orders.sellable(position, decision, rest, price):
+            cid = position.client_order_id
+            log.info("exit.rest_under_minimum", symbol=position.symbol, rest=rest, entry_client_order_id=cid)
+            self._dust(position, decision)
+        elif rest <= EPSILON and decision.tier is not None:
+            self._tier_done(position, decision.tier)
+        self._flat(self._reload(position))
+
+    def _dust(self, position: Position, decision: ExitDecision) -> bool:
+        """What the decision sells is under the venue's minimum. A take-profit tier that keeps part of the
+        position ends there (the part kept is still watched); an exit of everything after earlier fills
+        leaves nothing sellable: closed, `sold`. False when nothing was sold yet (a rejection)."""
+        if decision.tier is not None and decision.hold > EPSILON:
+            self._tier_done(position, decision.tier)
+            return True
+        if position.sold > 0:
+            self._close(position, "sold")
+            return True
+        return False
+
+    def _tier_done(self, position: Position, tier: int) -> None:
+        self._journal.update_position(position.client_order_id, tiers_done=tier + 1, tier_hold=None)
+        log.info("exit.tier_sold", symbol=position.symbol, tier=tier + 1, remaining=position.remaining)
+
+    def _rejected(self, position: Position, reason: str, attempt: ExitAttempt) -> None:
+        """A definitive rejection: counted (journal), alerted, waited on; abandoned once the streak is
+        long and old enough (exit_failures)."""
+        cid = position.client_order_id
         failures = position.failures + 1
         self._journal.update_position(cid, failures=failures)
         if reason == "insufficient_balance":
             self._short.add(cid)
+        delay, give_up = self._failures.rejected(cid, reason, failures)
         outcome_cid = None if attempt.outcome is None else attempt.outcome.client_order_id
         self._alerts.exit_failed(position.exchange, position.symbol, outcome_cid, reason)
         log.error(
@@ -373,9 +405,10 @@ class ExitManager:
             exchange=position.exchange,
             reason=reason,
             failures=failures,
+            retry_in=round(delay, 3),
             entry_client_order_id=cid,
         )
-        if reason in ("dust", "unknown_symbol") or failures >= MAX_EXIT_FAILURES:
+        if give_up:
             self._abandon(position, reason)
 
     def _flat(self, position: Position) -> bool:
@@ -390,11 +423,7 @@ class ExitManager:
     def _close(self, position: Position, reason: str) -> None:
         cid = position.client_order_id
         self._journal.update_position(cid, state="closed", close_reason=reason, tier_hold=None)
-        memos = (self._retry_at, self._transient, self._pending_seen, self._stop_checked, self._stop_failures)
-        for memo in (*memos, self._stop_retry_at):
-            memo.pop(cid, None)
-        self._short.discard(cid)
-        self._close_now.discard(cid)
+        self._forget(cid)
         log.info(
             "position.closed",
             strategy=position.strategy,
@@ -405,9 +434,17 @@ class ExitManager:
             entry_client_order_id=cid,
         )
 
+    def _forget(self, cid: str) -> None:
+        self._failures.forget(cid)
+        self._pending.forget(cid)
+        self._stop_checked.pop(cid, None)
+        self._short.discard(cid)
+        self._close_now.discard(cid)
+
     def _abandon(self, position: Position, reason: str) -> None:
         cid = position.client_order_id
         self._journal.update_position(cid, state="abandoned", close_reason=reason)
+        self._forget(cid)
         self._alerts.position_abandoned(position.exchange, position.symbol, cid, reason)
         log.error(
             "position.abandoned",
@@ -420,13 +457,6 @@ class ExitManager:
             action="check the exchange by hand; bridge no longer sells it",
         )
 
-    def _back_off(self, cid: str, retry_after: float | None) -> None:
-        n = self._transient.get(cid, 0) + 1
-        self._transient[cid] = n
-        delay = max(backoff_delay(n, 0.5, 30.0, random.random()), retry_after or 0.0)  # noqa: S311 - jitter
-        self._retry_at[cid] = self._monotonic() + delay
-        log.warning("exit.retry_later", entry_client_order_id=cid, retry_in=round(delay, 3), attempt=n)
-
     def _stop_due(self, position: Position, price: float | None) -> bool:
         trigger = stop_price(position)
         now = self._monotonic()
@@ -435,48 +465,6 @@ class ExitManager:
             self._stop_checked[position.client_order_id] = now
             return True
         return False
-
-    async def _free(self, position: Position) -> float:
-        """What the account holds free of the position's coin (the cap of an exit after a balance
-        refusal); the position's remaining amount when the venue cannot say."""
-        ex = self._exchanges.get(position.exchange)
-        if ex is None or self.orders.paper:
-            return position.remaining
-        try:
-            free = await ex.fetch_free_balances()
-        except ExchangeError:
-            return position.remaining
-        base = position.symbol.split("/", 1)[0]
-        return min(position.remaining, free.get(base, 0.0))
-
-    async def _look_up_entry(self, position: Position) -> None:
-        """An entry whose fill is unknown: look it up now and then; the exit waits for the answer."""
-        cid = position.client_order_id
-        now = self._monotonic()
-        last, misses = self._pending_seen.get(cid, (now, 0))
-        if cid not in self._pending_seen:
-            self._pending_seen[cid] = (now, 0)  # first seen: the router's own look-ups go first
-            return
-        if now - last < PENDING_LOOKUP_INTERVAL_S:
-            return
-        record = self._journal.get(cid)
-        ex = self._exchanges.get(position.exchange)
-        if record is None or ex is None or self.orders.paper:
-            return
-        try:
-            found = await ex.fetch_order_by_client_id(position.symbol, cid)
-        except ExchangeError as exc:
-            self._pending_seen[cid] = (now, misses)
-            log.warning("exit.entry_lookup_failed", entry_client_order_id=cid, error=str(exc))
-            return
-        if found is not None:
-            self.orders.record_entry(record.intent, found)
-            self._pending_seen.pop(cid, None)
-            return
-        misses += 1
-        self._pending_seen[cid] = (now, misses)
-        if misses >= PENDING_NOT_FOUND_LIMIT:
-            self._abandon(position, "entry_not_found")
 
     def _reload(self, position: Position) -> Position:
         return self._journal.position(position.client_order_id) or position

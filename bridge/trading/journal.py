@@ -340,6 +340,18 @@ class Journal:
             # next start reconciles it by client id. Say so loudly rather than lose the result.
             log.error("journal.result_not_recorded", client_order_id=client_order_id, state=state)
 
+    def settle_unresolved(
+        self, client_order_id: str, state: OrderState, *, error_message: str | None = None
+    ) -> bool:
+        """Record that look-ups left an order unresolved (`unknown`) or found no such order (`not_found`),
+        only if the order is still `sending` or `unknown`: another path (the exits' own look-up) may have
+        recorded its fill meanwhile, and that fill stands. False when the order had been settled."""
+        if not self.writable:
+            return True  # a reader records nothing; nobody else settles it here either
+        row = (state, self._clock_ns(), error_message, client_order_id)
+        cur = self._write(journal_rows.SETTLE_UNRESOLVED, row, "settle_unresolved")
+        return cur is None or cur.rowcount == 1  # None: kept for the next flush, where the guard applies
+
     def _write(self, sql: str, params: tuple[Any, ...], what: str) -> sqlite3.Cursor | None:
         """Run one update and commit it; if the journal cannot be written, keep it (in order, behind
         what already waits) for the next flush that works, and return None."""

@@ -15,6 +15,12 @@ UPDATE_RESULT = (
     "UPDATE orders SET state=?, updated_ns=?, order_id=?, filled=?, average=?, result_cost=?,"
     " error_code=?, error_message=?, raw=? WHERE client_order_id=?"
 )
+# An order's final "unresolved" state after its look-ups, written only while nobody has settled it: a
+# fill that another look-up recorded meanwhile must never be overwritten.
+SETTLE_UNRESOLVED = (
+    "UPDATE orders SET state=?, updated_ns=?, error_message=? WHERE client_order_id=?"
+    " AND state IN ('sending', 'unknown')"
+)
 INSERT_INTENT = (
     "INSERT OR IGNORE INTO orders (client_order_id, announcement_key, strategy, exchange, symbol,"
     " side, quote, cost, amount, dry_run, state, created_ns, updated_ns,"

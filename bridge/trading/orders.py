@@ -29,7 +29,15 @@ from bridge.trading.fresh_start import FreshStartGuard, PriorOrderUnknown
 from bridge.trading.gate import TradingGate
 from bridge.trading.ids import client_order_id
 from bridge.trading.journal import Journal
-from bridge.trading.model import Announcement, ExitPlan, OrderIntent, OrderOutcome, Position, Side
+from bridge.trading.model import (
+    Announcement,
+    ExitPlan,
+    OrderIntent,
+    OrderOutcome,
+    Position,
+    Side,
+    Status,
+)
 from bridge.trading.outcomes import OutcomeBook, is_expired
 from bridge.trading.paper import PaperBroker
 from bridge.trading.prices import PriceCache
@@ -378,7 +386,8 @@ class OrderRouter:
 
     async def reconcile(self, ex: Exchange, intent: OrderIntent) -> OrderOutcome:
         """Find out what happened to an order whose request outcome is unknown, by its client id.
-        Never resends: an order not found after every look-up is recorded `not_found` for a human."""
+        Never resends: an order not found after every look-up is recorded `not_found` for a human,
+        unless another look-up settled it meanwhile (then its record stands: "settled_elsewhere")."""
         cid = intent.client_order_id
         answered = False
         for delay in LOOKUP_DELAYS:
@@ -405,7 +414,14 @@ class OrderRouter:
         # The exchange kept saying "no such order", or never answered. Either way a resend could
         # double the position: leave it to a human (and to the start-up reconciliation) and say so.
         final: Literal["unknown", "not_found"] = "not_found" if answered else "unknown"
-        self._journal.record_result(cid, final, error_message="unresolved after look-ups; not resent")
+        if not self._journal.settle_unresolved(
+            cid, final, error_message="unresolved after look-ups; not resent"
+        ):
+            record = self._journal.get(cid)
+            if record is not None:  # another look-up (the exits', for an entry) settled it: that stands
+                log.info("order.settled_elsewhere", exchange=ex.id, client_order_id=cid, state=record.state)
+                status: Status = "placed" if record.state in ("placed", "paper") else final
+                return OrderOutcome(status, ex.id, intent.symbol, intent.side, cid, "settled_elsewhere")
         metrics.ORDERS.labels(intent.exchange, "unknown", str(intent.dry_run).lower()).inc()
         log.error(
             "order.unresolved",
