@@ -4,6 +4,7 @@ outside bridge is closed `external`. Real ccxt against the fake Binance."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from bridge.config import TradingConfig
 from bridge.sim.fake_exchange import FakeBinance
-from bridge.trading.exits import ExitManager
+from bridge.trading.exits import HOLDINGS_GRACE_S, ExitManager
 from bridge.trading.exposure import Exposure
 from bridge.trading.model import ExitPlan
 from bridge.trading.risk import RiskLimits
@@ -23,6 +24,9 @@ from tests.test_orders import Rig, make_rig
 async def fake() -> AsyncIterator[FakeBinance]:
     async with FakeBinance(markets=[("ABC", "USDT", 2.0), ("DEF", "USDT", 1.0), ("GHI", "USDT", 1.0)]) as f:
         yield f
+
+
+LATER = [0]  # nanoseconds added to the exit manager's clock (the holdings check waits out a grace)
 
 
 async def rig_with(fake: FakeBinance, tmp_path: Path, **limits: object) -> tuple[Rig, Exposure, ExitManager]:
@@ -37,7 +41,9 @@ async def rig_with(fake: FakeBinance, tmp_path: Path, **limits: object) -> tuple
         exchanges={"binance": rig.exchange},
         prices=rig.router.prices,
         exposure=exposure,
+        clock_ns=lambda: time.time_ns() + LATER[0],
     )
+    LATER[0] = 0
     return rig, exposure, exits
 
 
@@ -113,6 +119,8 @@ async def test_position_sold_outside_bridge_is_closed_external(fake: FakeBinance
         kept = await buy(rig, "DEF")
         assert gone == kept == "placed"
         fake.balances["DEF"] = 40.0  # ABC is not on the account any more
+        assert await exits.reconcile_holdings() == []  # just bought: the balance may lag, not yet
+        LATER[0] = int((HOLDINGS_GRACE_S + 1) * 1e9)
         [closed] = await exits.reconcile_holdings()
         positions = {p.symbol: p for p in rig.journal.positions()}
         assert positions["ABC/USDT"].state == "closed" and positions["ABC/USDT"].close_reason == "external"

@@ -49,6 +49,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+# Seconds after its entry before a position is checked against the venue's balances.
+HOLDINGS_GRACE_S = 60.0
+
 CHECK_INTERVAL = 1.0
 # The resting stop is looked up when the price is this close to its trigger, else once a minute.
 STOP_CHECK_NEAR = 0.02
@@ -179,7 +182,14 @@ class ExitManager:
         if self.orders.paper:
             return []
         busy = set(self._busy)
-        positions = [p for p in self._journal.positions(("open",)) if p.client_order_id not in busy]
+        # A fresh fill may not show in the venue's balances yet: positions younger than the grace
+        # period are checked next time, never closed `external` on a lagging balance.
+        settled_before = self._clock_ns() - int(HOLDINGS_GRACE_S * 1e9)
+        positions = [
+            p
+            for p in self._journal.positions(("open",))
+            if p.client_order_id not in busy and p.opened_ns <= settled_before
+        ]
         gone = await vanished(positions, self._exchanges)
         for p in positions:
             if p.client_order_id in gone:
