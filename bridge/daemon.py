@@ -19,8 +19,8 @@ from bridge.aio import Sleep
 from bridge.config import Config
 from bridge.errors import BridgeError, ConfigError, CredentialsRejected, ExchangeAuthError, ExchangeError
 from bridge.feed.codec import Announcement
+from bridge.feed.links import FeedLinks
 from bridge.feed.recorder import Recorder
-from bridge.feed.supervisor import Supervisor
 from bridge.ops.control import ControlServer, socket_path
 from bridge.ops.health import HealthServer, Mode, build_snapshot, run_status_log
 from bridge.ops.notify import Notifier
@@ -30,7 +30,7 @@ from bridge.system import TradingSystem, assemble, control_handlers, market_snap
 from bridge.trading.clock import ClockWatch
 from bridge.trading.dispatch import Dispatcher, StrategyRunner
 from bridge.trading.exits import ExitManager
-from bridge.trading.gate import TradingGate
+from bridge.trading.gate import LinkStatus, TradingGate
 from bridge.trading.halts import split_key
 from bridge.trading.journal import Journal
 from bridge.trading.journal_watch import JournalWatch
@@ -71,7 +71,7 @@ class Daemon:
         self.exits: ExitManager | None = None
         self.dispatcher: Dispatcher | None = None
         self.system: TradingSystem | None = None
-        self.supervisor: Supervisor | None = None
+        self.supervisor: FeedLinks | None = None
         self.ready = asyncio.Event()  # startup finished (not gated on the feed)
         self.started_at = time.monotonic()
         # Alerts and systemd run on the real clock whatever `sleep` tests inject for the feed.
@@ -208,13 +208,17 @@ class Daemon:
         await self.control.start()
         self.runners = self.system.runners
         self.dispatcher = self.system.dispatcher
-        self.supervisor = Supervisor(
+        recorder = self.recorder
+        self.gate.configure_links([link.name for link in cfg.feed.links], cfg.feed.arm_when)
+        self.supervisor = FeedLinks.build(
             cfg.feed,
-            self.gate,
+            lambda link: LinkStatus(self.gate, link),
             self.queue,
             sleep=self._sleep,
             on_welcome=self.notifier.on_welcome,
-            on_frame=None if self.recorder is None else self.recorder.frame,
+            on_frame_for=None
+            if recorder is None
+            else lambda link: functools.partial(recorder.frame, link=link),
         )
         if self.recorder is not None:
             await self._record_markets(self.recorder)

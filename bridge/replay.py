@@ -4,10 +4,17 @@ orders they would have placed. Deterministic: the same file and config give the 
 
 Stream lines (JSON objects, one per line; `t` is the receipt time in ns since the epoch):
   {"t": ..., "frame": "<raw frame text>"}          a frame as `bridge record` stores it
+  {"t": ..., "b64": "<base64>"}                    a frame that is not UTF-8, as the recorder stores it
+  {"t": ..., "frame": "...", "link": "kr"}         a frame that came through feed link `kr`
   {"t": ..., "msg": {"type": "announcement", ...}} a message written by hand
   {"markets": {"binance": {"ABC/USDT": 1.25}}}     markets that exist, with their starting prices
   {"t": ..., "price": {"exchange": "binance", "symbol": "ABC/USDT", "price": 1.3}}
 A line without `t` takes the previous line's time (or, for an announcement, its detection time).
+Lines are replayed in file order, which is the order the recorder received them in. `link` (optional,
+on frame, b64 and msg lines) names the feed link a frame came through when several ran at once; it is
+kept on the event and plays no part in ordering or trading. In such a recording most announcements
+appear once per link, perhaps with different dispatch timestamps: the dispatcher keeps the first
+arrival and drops the others as duplicates (its key ignores timestamps), as it did live.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ class StreamEvent:
     t_ns: int
     frame: bytes | None = None
     price: tuple[str, str, float] | None = None  # exchange, symbol, price
+    link: str | None = None  # the feed link a frame came through, if the recording names it
 
 
 @dataclass
@@ -105,8 +113,11 @@ def _event(
         )
     else:
         raise ValueError("expected one of frame, b64, msg, price, markets")
+    link = obj.get("link")
+    if link is not None and not isinstance(link, str):
+        raise TypeError("link must be a string")
     t_ns = int(t) if t is not None else last_t
-    return t_ns, StreamEvent(t_ns, frame=frame)
+    return t_ns, StreamEvent(t_ns, frame=frame, link=link)
 
 
 class ReplayClock:

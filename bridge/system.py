@@ -10,6 +10,7 @@ journal) -> venue. The feed itself is wired by the caller, which hands the gate 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from bridge.aio import Sleep
 from bridge.config import Config
 from bridge.errors import ExchangeError
 from bridge.feed.codec import Announcement
+from bridge.feed.links import FeedLinks
 from bridge.feed.recorder import Recorder
-from bridge.feed.supervisor import NoStatusSink, Supervisor
+from bridge.feed.supervisor import NoStatusSink
 from bridge.trading.balances import Balances
 from bridge.trading.claims import MAX_WINDOW_S, SymbolClaims
 from bridge.trading.dispatch import DEFAULT_MAX_CONCURRENT, Dispatcher, StrategyRunner, call_hook
@@ -254,7 +256,12 @@ async def record(
     if markets:
         recorder.note(time.time_ns(), {"markets": await snapshot_markets(config)})
     queue: asyncio.Queue[Announcement] = asyncio.Queue()
-    supervisor = Supervisor(config.feed, NoStatusSink(), queue, on_frame=recorder.frame)
+    supervisor = FeedLinks.build(
+        config.feed,
+        lambda _: NoStatusSink(),
+        queue,
+        on_frame_for=lambda link: functools.partial(recorder.frame, link=link),
+    )
     writer_stop = asyncio.Event()
     writer = asyncio.create_task(recorder.run(writer_stop), name="recorder")
     feed = asyncio.create_task(supervisor.run(), name="feed-supervisor")

@@ -248,3 +248,20 @@ async def test_run_emulator_serves_until_stop_event() -> None:
     )
     stop.set()
     await asyncio.wait_for(task, WAIT)
+
+
+async def test_an_endpoint_carrying_some_publishers_only(session: aiohttp.ClientSession) -> None:
+    """`publishers` makes an endpoint like wss://kr.cryptolisting.ws (upbit only): every welcome's
+    allowedCex is cut to them and other publishers' announcements reach nobody; announce_stamped
+    returns one write time per client reached."""
+    async with FeedEmulator(api_keys=[KEY], publishers=["Upbit"], ping_interval=None) as emu:
+        async with session.ws_connect(emu.url, headers={"X-API-Key": KEY}) as ws:
+            assert (await next_json(ws))["allowedCex"] == "upbit"
+            await emu.wait_connected(1)
+            assert await emu.announce_stamped(publisher="binance", ticker="DEF") == []
+            before = time.time_ns()
+            stamps = await emu.announce_stamped(publisher="upbit", ticker="ABC", title="Upbit lists ABC")
+            assert len(stamps) == 1 and before <= stamps[0] <= time.time_ns()
+            assert (await next_json(ws))["ticker"] == "ABC"
+        async with session.ws_connect(emu.url, headers={"X-API-Key": KEY}, params={"cex": "binance"}) as ws:
+            assert (await next_json(ws))["allowedCex"] == ""

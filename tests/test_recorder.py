@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 from pathlib import Path
 
 import orjson
@@ -99,3 +101,102 @@ async def test_record_then_replay_gives_the_live_orders(tmp_path: Path) -> None:
     assert live == replayed
     assert len(live) == 3
     assert (report.duplicates, report.bad_frames) == (1, 1)
+
+
+async def test_link_names_are_recorded_only_when_given(tmp_path: Path) -> None:
+    """frame(..., link) adds `"link": name` after the frame (the daemon binds it per link with
+    functools.partial); without a link the line is byte for byte what it always was."""
+    path = tmp_path / "rec.jsonl"
+    rec = Recorder(path)
+    stop = asyncio.Event()
+    task = asyncio.create_task(rec.run(stop))
+    rec.frame(b'{"type":"heartbeat"}', 1)
+    functools.partial(rec.frame, link="kr")(b'{"type":"heartbeat"}', 2)
+    rec.frame(b"\xff", 3, link="main")
+    rec.note(4, {"markets": {}})
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert path.read_bytes().splitlines() == [
+        b'{"t":1,"frame":"{\\"type\\":\\"heartbeat\\"}"}',
+        b'{"t":2,"frame":"{\\"type\\":\\"heartbeat\\"}","link":"kr"}',
+        b'{"t":3,"b64":"/w==","link":"main"}',
+        b'{"markets":{}}',
+    ]
+    assert [(e.t_ns, e.link) for e in read_stream(path).events] == [(1, None), (2, "kr"), (3, "main")]
+
+
+async def test_two_link_session_recorded_then_replayed_gives_the_live_orders(tmp_path: Path) -> None:
+    """A daemon on two links (main, and kr carrying upbit only, 5 ms behind) records every frame with
+    its link; upbit announcements appear once per link. Replayed, the recording gives the live orders,
+    each once: the copies that came second are duplicates, live and in replay."""
+    from bridge import config as config_mod
+    from bridge.daemon import Daemon
+    from bridge.replay import replay
+    from bridge.sim.fake_exchange import FakeBinance
+    from bridge.sim.feed_endpoints import EndpointSpec, SharedFeed
+    from tests.test_daemon import KEY, STRATEGIES, Running
+
+    path = tmp_path / "session.jsonl"
+    markets = [("ABC", "USDT", 2.0), ("DEF", "USDT", 0.5), ("GHI", "USDT", 10.0)]
+    specs = {"main": EndpointSpec(), "kr": EndpointSpec(delay_s=0.005, publishers={"upbit"})}
+    async with (
+        FakeBinance(markets=markets) as fake,
+        SharedFeed(specs, api_keys=[KEY], heartbeat_interval=1.0) as feed,
+    ):
+        cfg = config_mod.loads(
+            f"""
+feed:
+  api_key: {KEY}
+  heartbeat_timeout: 5
+  reconnect: {{min_delay: 0.01, max_delay: 0.05}}
+  links:
+    - {{name: main, url: "{feed.url("main")}"}}
+    - {{name: kr, url: "{feed.url("kr")}"}}
+exchanges:
+  binance:
+    api_key: {fake.api_key}
+    secret: {fake.secret}
+    ccxt: {json.dumps(fake.ccxt_config())}
+trading: {{dry_run: false, max_event_age: 10, max_order_cost: 100}}
+state_dir: {tmp_path / "state"}
+strategies:
+  - name: listing_buy
+    module: {STRATEGIES}/listing_buy.py
+    params: {{exchange: binance, quote: USDT, cost: 20, publishers: [upbit, binance]}}
+""",
+            source="links.yaml",
+        )
+        r = Running(Daemon(cfg, recorder=Recorder(path)))
+        await r.armed()
+        try:
+            await asyncio.wait_for(feed.endpoints["main"].wait_connected(1), 10)
+            await asyncio.wait_for(feed.endpoints["kr"].wait_connected(1), 10)
+            await feed.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
+            await feed.endpoints["main"].send_garbage()
+            await feed.announce(title="Binance Will List DEF, GHI and NOPE", ticker="DEF,GHI,NOPE")
+            await feed.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
+            await r.settle(5)  # 3 over main, 2 over kr
+        finally:
+            await r.stop()
+        live = sorted(
+            (o.params["symbol"], o.params["side"], o.params["newClientOrderId"]) for o in fake.orders
+        )
+    lines = [orjson.loads(x) for x in path.read_bytes().splitlines()]
+    announced = [
+        (line["link"], orjson.loads(line["frame"])["ticker"])
+        for line in lines
+        if "frame" in line and b"announcement" in line["frame"].encode()
+    ]
+    assert sorted(announced) == sorted(
+        [("main", "ABC"), ("kr", "ABC"), ("main", "DEF,GHI,NOPE"), ("main", "ABC"), ("kr", "ABC")]
+    )
+    assert all("link" in line for line in lines if "frame" in line or "b64" in line)
+    report = await replay(path, cfg)
+    replayed = sorted(
+        (r.outcome.symbol.replace("/", ""), r.outcome.side.upper(), r.outcome.client_order_id)
+        for r in report.rows
+        if r.outcome.ok
+    )
+    assert live == replayed
+    assert len(live) == 3
+    assert (report.duplicates, report.bad_frames) == (3, 1)

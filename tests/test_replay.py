@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from bridge import cli, config
 from bridge.errors import ConfigError
-from bridge.replay import read_stream, replay
+from bridge.replay import ReplayReport, read_stream, replay
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = ROOT / "examples/streams/listings.jsonl"
@@ -106,3 +107,143 @@ async def test_example_exits_stream() -> None:
         ("DUMP/USDT", "stop_loss", "paper"),
         ("FLAT/USDT", "time", "paper"),
     ]
+
+
+# ---- recordings of several feed links ---------------------------------------------------------------
+
+MS = 1_000_000
+T0 = 1_767_225_600_000_000_000
+# (main's receipt offset in ms, publisher, title, ticker, kr's receipt offset from main's in ms or None
+# when kr does not carry it). kr carries upbit only; its copy comes a few ms after main's, or before.
+LISTINGS = [
+    (1_000, "upbit", "[Upbit] ABC (ABC) KRW market listing", "ABC", 5),
+    (45_000, "binance", "Binance Will List DEF, GHI and NOPE", "DEF, GHI,NOPE", None),
+    (50_000, "upbit", "[Upbit] XYZ (XYZ) KRW market listing", "XYZ", -3),
+    (55_000, "upbit", "[Upbit] ABC (ABC) KRW market listing", "ABC", -1),  # news again: no second trade
+    (60_000, "binance", "Binance Will List BTC (old news)", "BTC", None),  # refused: event_too_old
+]
+
+
+def _listing_frame(publisher: str, title: str, ticker: str, detected_ns: int, dispatch_us: int) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "announcement",
+            "title": title,
+            "ticker": ticker,
+            "publisher": publisher,
+            "listingType": "spot_listing",
+            "detectedTimestampUs": detected_ns // 1000,
+            "dispatchTimestampUs": dispatch_us,
+        }
+    )
+
+
+def _link_frames(*, links: bool) -> list[tuple[int, bytes, str | None]]:
+    """The frames a recording of LISTINGS holds: main's alone (no link names, as a single-link daemon
+    records), or main's and kr's interleaved by receipt time, each endpoint with its own dispatch stamp."""
+    frames: list[tuple[int, bytes, str | None]] = [
+        (T0, b'{"type":"welcome","tier":"premium","allowedCex":"*"}', "main" if links else None)
+    ]
+    if links:
+        frames.append((T0 + 2 * MS, b'{"type":"welcome","tier":"premium","allowedCex":"upbit"}', "kr"))
+    for offset_ms, publisher, title, ticker, kr_ms in LISTINGS:
+        received = T0 + offset_ms * MS
+        detected = T0 - 3_600_000 * MS if "old news" in title else received - 5 * MS
+        frame = _listing_frame(publisher, title, ticker, detected, received // 1000 - 4_000)
+        frames.append((received, frame, "main" if links else None))
+        if links and kr_ms is not None:
+            kr_frame = _listing_frame(
+                publisher, title, ticker, detected, (received + kr_ms * MS) // 1000 - 4_000
+            )
+            assert kr_frame != frame  # kr stamps its own dispatch time
+            frames.append((received + kr_ms * MS, kr_frame, "kr"))
+    frames.append((T0 + 30_000 * MS, b'{"type":"heartbeat"}', "kr" if links else None))
+    return sorted(frames, key=lambda f: f[0])
+
+
+async def _record(path: Path, frames: list[tuple[int, bytes, str | None]]) -> None:
+    """Write a recording with the recorder itself: markets first, then the frames and a price move."""
+    import asyncio
+
+    from bridge.feed.recorder import Recorder
+
+    rec = Recorder(path)
+    stop = asyncio.Event()
+    task = asyncio.create_task(rec.run(stop))
+    prices = {"ABC/USDT": 1.25, "DEF/USDT": 0.042, "GHI/USDT": 17.5, "XYZ/USDT": 3.0, "BTC/USDT": 64000.0}
+    rec.note(T0 - MS, {"markets": {"binance": prices}})
+    move: dict[str, Any] = {"price": {"exchange": "binance", "symbol": "DEF/USDT", "price": 0.05}}
+    lines: list[tuple[int, bytes | dict[str, Any], str | None]] = [*frames, (T0 + 40_000 * MS, move, None)]
+    for t, data, link in sorted(lines, key=lambda line: line[0]):
+        if isinstance(data, dict):
+            rec.note(t, data)
+        elif link is None:
+            rec.frame(data, t)  # the single-link call, as before links existed
+        else:
+            rec.frame(data, t, link)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+def _orders(report: ReplayReport) -> list[tuple[object, ...]]:
+    """What was ordered and why not, without the time (a kr copy may come first, a few ms earlier)."""
+    return [
+        (
+            r.strategy,
+            r.outcome.symbol,
+            r.outcome.side,
+            r.outcome.status,
+            r.outcome.reason,
+            r.outcome.client_order_id,
+            r.cost,
+            r.amount,
+            None if r.outcome.result is None else r.outcome.result.average,
+        )
+        for r in report.rows
+    ]
+
+
+async def test_a_two_link_recording_replays_to_the_single_link_orders(tmp_path: Path) -> None:
+    """A recording of two feed links (each frame named by its link, most announcements twice with their
+    own dispatch stamps, kr's copy sometimes first) gives the same orders as the single-link recording
+    of the same announcements: the dispatcher keeps the first arrival of each (its key ignores
+    timestamps) and drops the other as a duplicate, so nothing is ordered twice."""
+    single, double = tmp_path / "single.jsonl", tmp_path / "links.jsonl"
+    await _record(single, _link_frames(links=False))
+    await _record(double, _link_frames(links=True))
+    assert b'"link"' not in single.read_bytes()
+    events = read_stream(double).events
+    assert [e.link for e in events if e.frame is not None and b"XYZ" in e.frame] == ["kr", "main"]
+    cfg = config.load(CONFIG)
+    one, two = await replay(single, cfg), await replay(double, cfg)
+    assert _orders(two) == _orders(one)
+    placed = [(o[1], o[3]) for o in _orders(one) if o[3] == "paper"]
+    assert placed == [
+        ("ABC/USDT", "paper"),
+        ("DEF/USDT", "paper"),
+        ("GHI/USDT", "paper"),
+        ("XYZ/USDT", "paper"),
+    ]
+    assert [r.outcome.reason for r in one.rows if not r.outcome.ok] == ["event_too_old"]
+    # Each order is timed by the first copy to arrive: XYZ's came over kr 3 ms before main's.
+    assert [b.t_ns - a.t_ns for a, b in zip(one.rows, two.rows, strict=True)] == [0, 0, 0, -3 * MS, 0]
+    kr_copies = sum(1 for *_, kr_ms in LISTINGS if kr_ms is not None)
+    assert (two.duplicates, two.announcements) == (one.duplicates + kr_copies, one.announcements + kr_copies)
+    assert two.seen == one.seen
+
+
+def test_link_field_is_read_and_must_be_a_string(tmp_path: Path) -> None:
+    """`link` is kept on the event (frame, b64 and msg lines); a link that is not a string is an error."""
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"t": 1, "frame": "{}", "link": "kr"}\n{"t": 2, "b64": "e30=", "link": "main"}\n'
+        '{"t": 3, "msg": {"type": "heartbeat"}}\n'
+    )
+    assert [(e.t_ns, e.frame, e.link) for e in read_stream(path).events] == [
+        (1, b"{}", "kr"),
+        (2, b"{}", "main"),
+        (3, b'{"type":"heartbeat"}', None),
+    ]
+    path.write_text('{"t": 1, "frame": "{}", "link": 7}\n')
+    with pytest.raises(ConfigError, match=r"s.jsonl:1: not a stream line \(link must be a string\)"):
+        read_stream(path)

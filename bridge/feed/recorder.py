@@ -2,6 +2,10 @@
 
 The reader only appends (frame, time) to a list: encoding and writing happen in a worker thread,
 so recording never slows the feed. The file rotates at `max_bytes`, keeping `keep` old files.
+
+A line is `{"t": <receipt ns>, "frame": "<frame text>"}` (`"b64"` instead of `"frame"` for a frame
+that is not UTF-8), plus `"link": "<name>"` when the frame came through a named feed link (several
+links at once: the daemon binds each link's name); a single-link recording has no `link` field.
 """
 
 from __future__ import annotations
@@ -32,21 +36,22 @@ class Recorder:
         self.max_pending = max_pending
         self.written = 0
         self.dropped = 0
-        self._pending: list[tuple[int, bytes | dict[str, Any]]] = []
+        self._pending: list[tuple[int, bytes | dict[str, Any], str | None]] = []
         self._file: BinaryIO | None = None
         self._size = 0
         self._wake = asyncio.Event()
 
-    def frame(self, data: bytes, received_ns: int) -> None:
-        """Note one raw frame. O(1), never blocks: called by the feed reader for every frame."""
+    def frame(self, data: bytes, received_ns: int, link: str | None = None) -> None:
+        """Note one raw frame, and the name of the feed link it came through (None: not written).
+        O(1), never blocks: called by the feed reader for every frame."""
         if len(self._pending) >= self.max_pending:
             self.dropped += 1  # the disk cannot keep up: lose recording, never the feed
             return
-        self._pending.append((received_ns, data))
+        self._pending.append((received_ns, data, link))
 
     def note(self, received_ns: int, line: dict[str, Any]) -> None:
         """Add a non-frame line (e.g. a markets snapshot) to the recording."""
-        self._pending.append((received_ns, line))
+        self._pending.append((received_ns, line, None))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush pending frames every FLUSH_INTERVAL until `stop`, then once more and close."""
@@ -79,10 +84,10 @@ class Recorder:
             self._file.close()
             self._file = None
 
-    def _write(self, batch: list[tuple[int, bytes | dict[str, Any]]]) -> None:
+    def _write(self, batch: list[tuple[int, bytes | dict[str, Any], str | None]]) -> None:
         assert self._file is not None
-        for received_ns, data in batch:
-            line = orjson.dumps(_line(received_ns, data)) + b"\n"
+        for received_ns, data, link in batch:
+            line = orjson.dumps(_line(received_ns, data, link)) + b"\n"
             if self._size + len(line) > self.max_bytes and self._size > 0:
                 self._rotate()
             self._file.write(line)
@@ -107,10 +112,14 @@ class Recorder:
         log.info("record.rotated", path=str(self.path))
 
 
-def _line(received_ns: int, data: bytes | dict[str, Any]) -> dict[str, Any]:
+def _line(received_ns: int, data: bytes | dict[str, Any], link: str | None = None) -> dict[str, Any]:
     if isinstance(data, dict):
         return data if "t" in data or "markets" in data else {"t": received_ns, **data}
+    line: dict[str, Any]
     try:
-        return {"t": received_ns, "frame": data.decode("utf-8")}
+        line = {"t": received_ns, "frame": data.decode("utf-8")}
     except UnicodeDecodeError:
-        return {"t": received_ns, "b64": base64.b64encode(data).decode()}
+        line = {"t": received_ns, "b64": base64.b64encode(data).decode()}
+    if link is not None:
+        line["link"] = link
+    return line

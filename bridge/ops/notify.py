@@ -199,17 +199,17 @@ class Notifier:
         such an alert."""
         self._track_feed(reasons)
         name, qualifier = split_key(reason)
-        if qualifier is not None and rule_for(name).scope == "link" and rule_for(name).alerts:
-            if self._gate is not None and reason in self._gate.reasons:  # set, not cleared
-                up = sorted(self._gate.covering_links)
-                self.notify(
-                    "feed_link_down",
-                    f"Feed link {qualifier} down: {name}"
-                    + (f"; trading goes on over {', '.join(up)}" if armed else ""),
-                    link=qualifier,
-                    reason=name,
-                    links_up=up,
-                )
+        link_reason = qualifier is not None and rule_for(name).scope == "link" and rule_for(name).alerts
+        if link_reason and self._gate is not None and reason in self._gate.reasons:  # set, not cleared
+            up = sorted(self._gate.covering_links)
+            self.notify(
+                "feed_link_down",
+                f"Feed link {qualifier} down: {name}"
+                + (f"; trading goes on over {', '.join(up)}" if armed else ""),
+                link=qualifier,
+                reason=name,
+                links_up=up,
+            )
         if armed:
             if self._halt_alerted:
                 self._halt_alerted = False

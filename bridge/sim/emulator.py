@@ -91,7 +91,10 @@ class FeedEmulator:
         ping_interval: float | None = 15.0,
         cooldown: float = 0.0,
         script_path: Path | None = None,
+        publishers: Iterable[str] | None = None,
     ) -> None:
+        """`publishers`: the exchanges this endpoint carries (None: all), as wss://kr.cryptolisting.ws
+        carries only upbit; every client's allowed exchanges (its welcome's allowedCex) are cut to them."""
         if isinstance(api_keys, Mapping):
             self._keys: dict[str, KeyGrant] = dict(api_keys)
         else:
@@ -101,6 +104,7 @@ class FeedEmulator:
         self._heartbeat_interval = heartbeat_interval
         self._ping_interval = ping_interval
         self._cooldown = cooldown
+        self._publishers = None if publishers is None else frozenset(p.strip().lower() for p in publishers)
         self._script = read_script(script_path) if script_path is not None else []
         self._runner: web.AppRunner | None = None
         self._clients: set[_Client] = set()
@@ -218,6 +222,11 @@ class FeedEmulator:
     async def announce(self, **fields: Any) -> int:
         """Send an announcement (wire field names, e.g. `ticker="ABC"`, `listingType=...`) to the
         clients subscribed to its publisher."""
+        return len(await self.announce_stamped(**fields))
+
+    async def announce_stamped(self, **fields: Any) -> list[int]:
+        """Like `announce`, but returns for each client reached the time.time_ns() taken right before
+        its frame was written (see `send_stamped`)."""
         message = announcement("announcement", fields)
         return await self._broadcast(encode(message), binary=True, publisher=message["publisher"])
 
@@ -284,6 +293,8 @@ class FeedEmulator:
 
     async def _serve_client(self, request: web.Request, key: str, grant: KeyGrant) -> web.WebSocketResponse:
         exchanges = _allowed(grant.exchanges, request.query.get("cex"))
+        if self._publishers is not None:
+            exchanges = self._publishers if exchanges is None else exchanges & self._publishers
         ws = web.WebSocketResponse(
             heartbeat=self._ping_interval,
             max_msg_size=_MAX_CLIENT_FRAME,
@@ -327,10 +338,10 @@ class FeedEmulator:
             if self._heartbeats_on.is_set() and await _send_to(client, encode(heartbeat()), True) is None:
                 return
 
-    async def _broadcast(self, data: bytes, *, binary: bool, publisher: str | None) -> int:
+    async def _broadcast(self, data: bytes, *, binary: bool, publisher: str | None) -> list[int]:
         targets = [c for c in self._clients if publisher is None or c.wants(publisher)]
         sent = await asyncio.gather(*(_send_to(c, data, binary) for c in targets))
-        return sum(stamp is not None for stamp in sent)
+        return [stamp for stamp in sent if stamp is not None]
 
     async def _play_script(self) -> None:
         """Play the script once, starting when the first client is connected."""
@@ -341,7 +352,9 @@ class FeedEmulator:
             publisher = line.message.get("publisher")
             if line.message.get("type") != "announcement" or not isinstance(publisher, str):
                 publisher = None
-            reached = await self._broadcast(encode(line.message), binary=line.binary, publisher=publisher)
+            reached = len(
+                await self._broadcast(encode(line.message), binary=line.binary, publisher=publisher)
+            )
             log.info("emulator.script_sent", line=line.lineno, type=line.message.get("type"), clients=reached)
 
     def _spawn(self, coro: Any) -> None:
