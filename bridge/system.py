@@ -159,7 +159,10 @@ async def assemble(
         if await call_hook(strategy.name, "on_start", strategy.on_start(ctx), within=hook_timeout):
             runners.append(
                 StrategyRunner(
-                    strategy, ctx, max_concurrent=max_concurrent.get(strategy.name, DEFAULT_MAX_CONCURRENT)
+                    strategy,
+                    ctx,
+                    max_concurrent=max_concurrent.get(strategy.name, DEFAULT_MAX_CONCURRENT),
+                    deadline=config.trading.strategy_deadline,
                 )
             )
     source: asyncio.Queue[Announcement] = asyncio.Queue() if queue is None else queue

@@ -39,6 +39,8 @@ class Runner:
     handled: int = 0
     errors: int = 0
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    running: int = 0
+    stuck: tuple[str, ...] = ()
 
 
 @asynccontextmanager
@@ -109,7 +111,8 @@ async def test_health_status_follows_the_halt_table() -> None:
 async def test_snapshot_of_a_live_feed_connection() -> None:
     """With a real supervisor connected to the emulator, the snapshot shows the feed state, seconds since
     the last server message and since the welcome, the welcome's tier, exchanges and seconds left on the
-    key, trading armed, and each strategy's counters; /health serves exactly that snapshot."""
+    key, trading armed, each strategy's counters and the strategies with a handler past the deadline;
+    /health serves exactly that snapshot."""
     grant = KeyGrant(exchanges=frozenset({"upbit", "binance"}), tier="pro", expires_in_secs=3 * 86400)
     async with FeedEmulator(api_keys={KEY: grant}, heartbeat_interval=None, ping_interval=None) as emu:
         gate = TradingGate()
@@ -122,13 +125,17 @@ async def test_snapshot_of_a_live_feed_connection() -> None:
         try:
             await asyncio.wait_for(armed.wait(), WAIT)
             assert sup.connected_since is not None and sup.last_message_at is not None
-            runner = Runner("listing_buy", handled=5, errors=1)
+            runner = Runner("listing_buy", handled=5, errors=1, running=2, stuck=("k1",))
             runner.queue.put_nowait("a")
             now = sup.connected_since + 12.5
 
             def snapshot() -> dict[str, Any]:
                 return build_snapshot(
-                    gate=gate, supervisor=sup, runners=[runner], started_at=now - 100, clock=lambda: now
+                    gate=gate,
+                    supervisor=sup,
+                    runners=[runner, Runner("log_only")],
+                    started_at=now - 100,
+                    clock=lambda: now,
                 )
 
             async with serving(snapshot) as server:
@@ -156,7 +163,11 @@ async def test_snapshot_of_a_live_feed_connection() -> None:
                 },
             },
             "trading": {"armed": True, "halt_reasons": []},
-            "strategies": {"listing_buy": {"handled": 5, "errors": 1, "queued": 1}},
+            "stuck_strategies": ["listing_buy"],
+            "strategies": {
+                "listing_buy": {"handled": 5, "errors": 1, "queued": 1, "running": 2, "stuck": ["k1"]},
+                "log_only": {"handled": 0, "errors": 0, "queued": 0, "running": 0, "stuck": []},
+            },
         }
     )
 

@@ -30,6 +30,7 @@ from bridge.feed.codec import (
     decode,
 )
 from bridge.retry import parse_retry_after, retry_after_header
+from bridge.secrets import clip
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,9 @@ _MAX_ERROR_BODY = 4096
 # order it causes is on the wire (logging costs more than the rest of the path to the order).
 BOOKKEEPING_DELAY_S = 0.005
 _MAX_UNKNOWN_TYPES_LOGGED = 64
+# Empty zero-timeout reads after which an expired watchdog is believed: the first lets the loop read
+# the socket once more, the second finds nothing queued (see FeedReader._drain).
+_DRAIN_EMPTY_ROUNDS = 2
 
 Cause = Literal["closed", "closing", "dropped", "error", "reset", "stale"]
 
@@ -155,35 +159,78 @@ class FeedReader:
 
     async def read(self, ws: FeedSocket) -> NoReturn:
         """Read `ws` until it ends, then raise ConnectionLost. Silence (no decoded message, PINGs do not
-        count) for `heartbeat_timeout` ends it with cause "stale"; the caller closes the socket."""
+        count) for `heartbeat_timeout` ends it with cause "stale"; the caller closes the socket.
+
+        A watchdog that fires is checked against the socket first: after a stall of the event loop
+        (a blocking call, a paused VM) the timer and a frame that arrived meanwhile become due at the
+        same moment, and the timer may win. So what is already readable is read and handled
+        (`_drain`); only if no message decodes is the link stale."""
         self.welcome = None
         self._healthy = False
-        loop = asyncio.get_running_loop()
         limit = self._cfg.heartbeat_timeout
-        # One watchdog for the whole connection, pushed back on every message. receive(timeout=...)
-        # would not do: aiohttp restarts that timeout after every PING it answers.
-        watchdog = asyncio.timeout(limit)
         try:
-            async with watchdog:
-                while True:
-                    msg = await ws.receive()
-                    if msg.type is aiohttp.WSMsgType.BINARY or msg.type is aiohttp.WSMsgType.TEXT:
-                        if self._frame(msg.data):
-                            self.last_message_at = now = loop.time()
-                            watchdog.reschedule(now + limit)
-                        continue
-                    raise self._ended(ws, msg)
-        except TimeoutError:
-            # Only the watchdog should time out here; anything else still ends this connection.
-            cause: Cause = "stale" if watchdog.expired() else "error"
-            raise ConnectionLost(
-                cause, code=None, reason="", healthy=self._healthy, error="TimeoutError"
-            ) from None
+            while True:
+                # One watchdog per stretch of reading, pushed back on every message. receive(timeout=...)
+                # would not do: aiohttp restarts that timeout after every PING it answers.
+                watchdog = asyncio.timeout(limit)
+                try:
+                    async with watchdog:
+                        while True:
+                            if (at := self._take(ws, await ws.receive())) is not None:
+                                watchdog.reschedule(at + limit)
+                except TimeoutError:
+                    if not watchdog.expired():  # only the watchdog should time out here
+                        raise ConnectionLost(
+                            "error", code=None, reason="", healthy=self._healthy, error="TimeoutError"
+                        ) from None
+                silent_since = self.last_message_at
+                if (at := await self._drain(ws)) is None:
+                    raise ConnectionLost(
+                        "stale", code=None, reason="", healthy=self._healthy, error="TimeoutError"
+                    )
+                # The loop was held up, not the feed: count it, say how long nothing was read.
+                metrics.STALE_AVERTED.inc()
+                log.warning(
+                    "feed.stale_averted",
+                    heartbeat_timeout=limit,
+                    silent_s=None if silent_since is None else round(at - silent_since, 3),
+                )
         except aiohttp.ClientConnectionResetError:
             # The auto-PONG hit a transport that is already gone.
             raise ConnectionLost(
                 "reset", code=ws.close_code, reason="", healthy=self._healthy, error="ConnectionReset"
             ) from None
+
+    def _take(self, ws: FeedSocket, msg: WSMessageNoDecodeText) -> float | None:
+        """Handle one message from `receive()`. A data frame that decodes is a sign of life: its
+        loop time is returned and kept in `last_message_at`; anything else that is data gives None.
+        The end of the connection raises ConnectionLost."""
+        if msg.type is aiohttp.WSMsgType.BINARY or msg.type is aiohttp.WSMsgType.TEXT:
+            if not self._frame(msg.data):
+                return None
+            self.last_message_at = now = asyncio.get_running_loop().time()
+            return now
+        raise self._ended(ws, msg)
+
+    async def _drain(self, ws: FeedSocket) -> float | None:
+        """Read and handle, without waiting, what is readable now, until a message decodes (its loop
+        time is returned, as `_take` does); None if none did.
+
+        `receive()` under a zero timeout (aiohttp's own `receive(timeout=0)` means no timeout at all)
+        returns at once what aiohttp has already parsed. A frame still in the kernel's buffer is read
+        by the loop's next pass over the sockets, which the first empty round lets run (the frame is
+        then queued in aiohttp, not lost with the cancelled wait); the second empty round ends it."""
+        empty = 0
+        while empty < _DRAIN_EMPTY_ROUNDS:
+            try:
+                async with asyncio.timeout(0):
+                    msg = await ws.receive()
+            except TimeoutError:
+                empty += 1
+                continue
+            if (at := self._take(ws, msg)) is not None:
+                return at
+        return None
 
     def _frame(self, data: bytes) -> bool:
         """Handle one data frame; True if it decoded (and so counts as a sign of life)."""
@@ -200,7 +247,7 @@ class FeedReader:
             if self._on_frame is not None:
                 self._on_frame(data, received_ns)
             metrics.BAD_FRAMES.labels(reason=exc.reason).inc()
-            log.warning("feed.bad_frame", reason=exc.reason, detail=exc.detail[:200], size=len(data))
+            log.warning("feed.bad_frame", reason=exc.reason, detail=clip(exc.detail, 200), size=len(data))
             return False
         if isinstance(message, Announcement):
             self._queue.put_nowait(message)  # first, before any counting or logging
@@ -252,13 +299,14 @@ class FeedReader:
             log.warning("feed.error", code=message.code, retry_after_secs=message.retry_after_secs)
         elif isinstance(message, UnknownMessage):
             metrics.FRAMES.labels(type="unknown").inc()
-            metrics.UNKNOWN_TYPES.labels(type=message.type[:40]).inc()
+            kind = clip(message.type, 40)  # scrubbed before it is cut: a label and a log field
+            metrics.UNKNOWN_TYPES.labels(type=kind).inc()
             if (
                 message.type not in self._unknown_logged
                 and len(self._unknown_logged) < _MAX_UNKNOWN_TYPES_LOGGED
             ):
                 self._unknown_logged.add(message.type)
-                log.info("feed.unknown_type", type=message.type[:40])
+                log.info("feed.unknown_type", type=kind)
 
     def _check_welcome(self, welcome: Welcome) -> None:
         allowed = None if welcome.allowed_cex is None else sorted(welcome.allowed_cex)
@@ -327,6 +375,6 @@ async def _keep_error_body(
             return response  # no usable body: the status and Retry-After header still apply
         if isinstance(body, dict):
             error = body.get("error")
-            holder.error = error[:80] if isinstance(error, str) else None
+            holder.error = clip(error, 80) if isinstance(error, str) else None
             holder.retry_after_s = parse_retry_after(body.get("retry_after_s"))
     return response

@@ -31,6 +31,13 @@ DISCONNECTS = Counter(
     ["cause"],
     registry=REGISTRY,
 )
+# The heartbeat watchdog fired but a message was already readable (the event loop had stalled): the
+# connection was kept and the message handled instead of ending the link as stale.
+STALE_AVERTED = Counter(
+    "bridge_feed_stale_averted_total",
+    "Heartbeat watchdog expiries where a readable message proved the link alive (an event-loop stall)",
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("bridge_feed_queue_depth", "Announcements waiting for the dispatcher", registry=REGISTRY)
 EVENT_AGE = Histogram(
     "bridge_event_age_seconds",

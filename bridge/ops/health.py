@@ -58,6 +58,10 @@ class RunnerStatus(Protocol):
     def errors(self) -> int: ...
     @property
     def queue(self) -> asyncio.Queue[Any]: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def stuck(self) -> tuple[str, ...]: ...
 
 
 def build_snapshot(
@@ -72,18 +76,30 @@ def build_snapshot(
     """The daemon's state as plain JSON-ready data. `started_at` and the supervisor's times are on the
     monotonic clock (asyncio's loop.time() is time.monotonic() on every platform bridge runs on).
     `healthy` is what /health answers 200 for: no halt reason the halt table marks as 503. Scoped
-    reasons are listed with their venue ("credentials_rejected:binance")."""
+    reasons are listed with their venue ("credentials_rejected:binance").
+    `stuck_strategies` names the strategies with a handler running past `trading.strategy_deadline`
+    (each strategy's `stuck` lists those announcements' keys); it does not make the daemon unhealthy:
+    nothing is halted, the strategy's other slots and every other strategy go on."""
     now = clock()
     reasons = gate.reasons
+    strategies = {
+        r.name: {
+            "handled": r.handled,
+            "errors": r.errors,
+            "queued": r.queue.qsize(),
+            "running": r.running,
+            "stuck": list(r.stuck),
+        }
+        for r in runners
+    }
     return {
         "uptime_s": _age(now, started_at),
         "mode": mode,
         "healthy": not unhealthy(reasons),
         "feed": _feed(supervisor, now),
         "trading": {"armed": not reasons, "halt_reasons": sorted(reasons)},
-        "strategies": {
-            r.name: {"handled": r.handled, "errors": r.errors, "queued": r.queue.qsize()} for r in runners
-        },
+        "stuck_strategies": sorted(name for name, s in strategies.items() if s["stuck"]),
+        "strategies": strategies,
     }
 
 

@@ -8,8 +8,10 @@ neither the strategy's next announcement, the other strategies nor the feed read
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -41,6 +43,17 @@ async def call_hook(strategy: str, hook: str, call: Awaitable[None], *, within: 
 
 
 DEFAULT_MAX_CONCURRENT = 8  # the default of `strategies[].max_concurrent` (bridge.config.StrategyConfig)
+DEFAULT_STRATEGY_DEADLINE = 30.0  # the default of `trading.strategy_deadline` (bridge.config.TradingConfig)
+
+
+@dataclass(slots=True)
+class _Handling:
+    """One announcement being handled: its key, when it started (loop clock), its deadline timer."""
+
+    key: str
+    started: float
+    timer: asyncio.TimerHandle
+    overdue: bool = False
 
 
 class StrategyRunner:
@@ -51,22 +64,49 @@ class StrategyRunner:
     Hand announcements over with `put()`. `queue.join()` returns once every announcement handed over
     is fully handled (its task has ended); `idle` is set only while nothing is queued or running.
     Tasks start only while `run()` runs; cancelling `run()` cancels those in flight and waits for them.
+
+    A handler still running `deadline` seconds after it started (`trading.strategy_deadline`) is
+    reported, once: the warning `strategy.deadline_exceeded`, the counter
+    `bridge_strategy_deadline_exceeded_total{strategy}`, the gauge `bridge_strategy_stuck_handlers`,
+    and `stuck` (read by the health snapshot and the status line) until it ends, when
+    `strategy.finished_late` says how long it took. It is **not cancelled** and keeps its slot:
+    - A handler may be stuck inside `ctx.buy`/`ctx.sell`. The order path journals the intent, then
+      awaits the venue's answer and, for an entry, records the fill that its exit plan watches; none
+      of that is shielded from cancellation. Cancelled there, the order may be on the venue with no
+      outcome recorded, no look-up started, its risk reservation held and its position without exits
+      until a restart reconciles it: a real position nobody sells is worse than a stuck handler.
+      Nothing here can tell a handler stuck in an order from one stuck in its own await.
+    - Freeing the slot but letting the task run would break `max_concurrent: 1`, the documented way
+      to get one announcement at a time for a strategy that keeps state.
+    So a stuck strategy is made loud (once per handler in the log, on every status line and /health,
+    countable and alertable in Prometheus) and the operator decides; a restart (shutdown cancels what
+    is in flight; the journal's look-ups settle unknown orders at the next start) frees it.
     """
 
     def __init__(
-        self, strategy: Strategy, ctx: Context, *, max_concurrent: int = DEFAULT_MAX_CONCURRENT
+        self,
+        strategy: Strategy,
+        ctx: Context,
+        *,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        deadline: float = DEFAULT_STRATEGY_DEADLINE,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be positive, got {max_concurrent}")
+        if not (math.isfinite(deadline) and deadline > 0):
+            raise ValueError(f"deadline must be a positive number of seconds, got {deadline}")
         self.strategy = strategy
         self.ctx = ctx
         self.max_concurrent = max_concurrent
+        self.deadline = deadline
         self.queue: asyncio.Queue[Announcement] = asyncio.Queue()  # waiting for a free slot
         self.handled = 0
         self.errors = 0
+        self.deadline_exceeded = 0  # handlers that ran past the deadline, ever
         self.idle = asyncio.Event()
         self.idle.set()
-        self._running: set[asyncio.Task[None]] = set()  # the references that keep the tasks alive
+        # The references that keep the tasks alive, with what each is handling.
+        self._running: dict[asyncio.Task[None], _Handling] = {}
         self._active = False  # run() is running: tasks may start
 
     @property
@@ -77,6 +117,12 @@ class StrategyRunner:
     def running(self) -> int:
         """Announcements being handled now (at most `max_concurrent`)."""
         return len(self._running)
+
+    @property
+    def stuck(self) -> tuple[str, ...]:
+        """The keys of the announcements whose handlers are running past the deadline now, oldest
+        first."""
+        return tuple(h.key for h in self._running.values() if h.overdue)
 
     def put(self, announcement: Announcement) -> None:
         """Hand an announcement to this strategy: it starts now if a slot is free (its task runs at
@@ -101,13 +147,36 @@ class StrategyRunner:
 
     def _start_waiting(self) -> None:
         # Tasks run in creation order, so announcements start in arrival order.
-        while self._active and len(self._running) < self.max_concurrent and not self.queue.empty():
+        loop = asyncio.get_running_loop() if self._active else None
+        while loop is not None and len(self._running) < self.max_concurrent and not self.queue.empty():
             announcement = self.queue.get_nowait()
             task = asyncio.create_task(
                 self._handle(announcement), name=f"strategy:{self.name}:{announcement.key}"
             )
-            self._running.add(task)
+            started = loop.time()
+            timer = loop.call_at(started + self.deadline, self._overran, task)
+            self._running[task] = _Handling(announcement.key, started, timer)
             task.add_done_callback(self._finished)
+
+    def _overran(self, task: asyncio.Task[None]) -> None:
+        """The deadline timer of `task` fired: report it (once; it is not cancelled, see the class)."""
+        handling = self._running.get(task)
+        if handling is None or task.done():
+            return
+        handling.overdue = True
+        self.deadline_exceeded += 1
+        metrics.STRATEGY_DEADLINE_EXCEEDED.labels(self.name).inc()
+        metrics.STRATEGY_STUCK.labels(self.name).set(len(self.stuck))
+        log.warning(
+            "strategy.deadline_exceeded",
+            strategy=self.name,
+            announcement=handling.key,
+            elapsed_s=round(asyncio.get_running_loop().time() - handling.started, 3),
+            deadline_s=self.deadline,
+            running=len(self._running),
+            max_concurrent=self.max_concurrent,
+            queued=self.queue.qsize(),
+        )
 
     async def _handle(self, announcement: Announcement) -> None:
         try:
@@ -121,7 +190,18 @@ class StrategyRunner:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         """A handling task ended (returned, failed behind the wrapper, or was cancelled)."""
-        self._running.discard(task)
+        handling = self._running.pop(task, None)
+        if handling is not None:
+            handling.timer.cancel()
+            if handling.overdue:
+                metrics.STRATEGY_STUCK.labels(self.name).set(len(self.stuck))
+                log.info(
+                    "strategy.finished_late",
+                    strategy=self.name,
+                    announcement=handling.key,
+                    elapsed_s=round(asyncio.get_running_loop().time() - handling.started, 3),
+                    cancelled=task.cancelled(),
+                )
         self.handled += 1
         self.queue.task_done()
         self._start_waiting()

@@ -1,8 +1,9 @@
-"""The trading side's counters: orders by outcome, duplicates dropped, strategy errors, order latency."""
+"""The trading side's counters: orders by outcome, duplicates dropped, strategy errors and stuck
+handlers, order latency."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from bridge.telemetry import REGISTRY
 
@@ -21,6 +22,18 @@ ORDERS = Counter(
 )
 STRATEGY_ERRORS = Counter(
     "bridge_strategy_errors_total", "Exceptions raised by strategy code", ["strategy"], registry=REGISTRY
+)
+STRATEGY_DEADLINE_EXCEEDED = Counter(
+    "bridge_strategy_deadline_exceeded_total",
+    "Announcement handlers still running past trading.strategy_deadline (counted once each)",
+    ["strategy"],
+    registry=REGISTRY,
+)
+STRATEGY_STUCK = Gauge(
+    "bridge_strategy_stuck_handlers",
+    "Announcement handlers running past trading.strategy_deadline now",
+    ["strategy"],
+    registry=REGISTRY,
 )
 LATENCY = Histogram(
     "bridge_announcement_to_order_seconds",
