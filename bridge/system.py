@@ -183,6 +183,7 @@ async def assemble(
             max_clock_skew=config.trading.max_clock_skew,
             max_tickers=config.trading.max_tickers_per_announcement,
             clock_ns=clock_ns,
+            link_ok=gate.link_healthy,
         ),
         queue=source,
     )

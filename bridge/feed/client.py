@@ -242,6 +242,7 @@ class FeedReader:
                 max_bytes=self._cfg.max_frame_bytes,
                 received_ns=received_ns,
                 received_mono_ns=received_mono_ns,
+                link=self._cfg.name,
             )
         except DecodeError as exc:
             if self._on_frame is not None:
@@ -277,6 +278,7 @@ class FeedReader:
             tickers=list(ann.tickers),
             age_ms=None if age_ms is None else round(age_ms, 3),
             key=ann.key,
+            link=ann.link,
         )
 
     def _other(self, message: Message) -> None:

@@ -58,6 +58,7 @@ class Announcement:
     received_mono_ns: int
     raw: dict[str, Any] = field(repr=False, compare=False)
     refused_tickers: int = 0
+    link: str | None = None  # the feed link that delivered it (feed.links); None: the single link
 
     @property
     def event_us(self) -> int | None:
@@ -98,7 +99,14 @@ class UnknownMessage:
 Message = Welcome | Heartbeat | Announcement | TestAnnouncement | FeedError | UnknownMessage
 
 
-def decode(data: bytes | str, *, max_bytes: int, received_ns: int = 0, received_mono_ns: int = 0) -> Message:
+def decode(
+    data: bytes | str,
+    *,
+    max_bytes: int,
+    received_ns: int = 0,
+    received_mono_ns: int = 0,
+    link: str | None = None,
+) -> Message:
     """Decode one frame. Raises DecodeError with a reason tag for anything malformed."""
     if len(data) > max_bytes:
         raise DecodeError("oversized", f"{len(data)} bytes > limit {max_bytes}")
@@ -119,9 +127,9 @@ def decode(data: bytes | str, *, max_bytes: int, received_ns: int = 0, received_
     if mtype == "heartbeat":
         return Heartbeat(obj)
     if mtype == "announcement":
-        return _announcement(obj, received_ns, received_mono_ns)
+        return _announcement(obj, received_ns, received_mono_ns, link)
     if mtype == "test_announcement":
-        return TestAnnouncement(_announcement(obj, received_ns, received_mono_ns))
+        return TestAnnouncement(_announcement(obj, received_ns, received_mono_ns, link))
     if mtype == "welcome":
         return _welcome(obj)
     if mtype == "error":
@@ -131,7 +139,9 @@ def decode(data: bytes | str, *, max_bytes: int, received_ns: int = 0, received_
     return UnknownMessage(mtype, obj)
 
 
-def _announcement(obj: dict[str, Any], received_ns: int, received_mono_ns: int) -> Announcement:
+def _announcement(
+    obj: dict[str, Any], received_ns: int, received_mono_ns: int, link: str | None = None
+) -> Announcement:
     title = _req(obj, "title", str)
     ticker = _req(obj, "ticker", str)
     publisher = _req(obj, "publisher", str).strip().lower()
@@ -154,6 +164,7 @@ def _announcement(obj: dict[str, Any], received_ns: int, received_mono_ns: int) 
         received_mono_ns=received_mono_ns,
         raw=obj,
         refused_tickers=len(named) - len(tickers),
+        link=link,
     )
 
 

@@ -126,6 +126,18 @@ class Supervisor:
         return self._welcome
 
     @property
+    def covers(self) -> frozenset[str] | None:
+        """The publishers this link delivers (None: every one): what its welcome allows, within its
+        `cex`; empty while it never was welcomed."""
+        if self._welcome is None:
+            return frozenset()
+        wanted = frozenset(self._cfg.cex) if self._cfg.cex is not None else None
+        allowed = self._welcome.allowed_cex
+        if allowed is None:
+            return wanted
+        return allowed if wanted is None else allowed & wanted
+
+    @property
     def last_message_at(self) -> float | None:
         """Monotonic time of the last decoded server message."""
         return self._reader.last_message_at

@@ -82,6 +82,7 @@ def build_snapshot(
     nothing is halted, the strategy's other slots and every other strategy go on."""
     now = clock()
     reasons = gate.reasons
+    in_force = gate.in_force  # a link that is down while another covers is listed, not unhealthy
     strategies = {
         r.name: {
             "handled": r.handled,
@@ -95,17 +96,44 @@ def build_snapshot(
     return {
         "uptime_s": _age(now, started_at),
         "mode": mode,
-        "healthy": not unhealthy(reasons),
-        "feed": _feed(supervisor, now),
-        "trading": {"armed": not reasons, "halt_reasons": sorted(reasons)},
+        "healthy": not unhealthy(in_force),
+        "feed": _feed(supervisor, now, gate),
+        "trading": {"armed": not in_force, "halt_reasons": sorted(reasons)},
         "stuck_strategies": sorted(name for name, s in strategies.items() if s["stuck"]),
         "strategies": strategies,
     }
 
 
-def _feed(supervisor: FeedStatus | None, now: float) -> dict[str, Any]:
+class LinkView(FeedStatus, Protocol):
+    """One of several feed links (bridge.feed.supervisor.Supervisor of a `feed.links` entry)."""
+
+    @property
+    def link(self) -> str | None: ...
+    @property
+    def covers(self) -> frozenset[str] | None: ...
+
+
+def _feed(supervisor: FeedStatus | None, now: float, gate: TradingGate) -> dict[str, Any]:
     if supervisor is None:  # the daemon has not got that far yet
         return {"state": "not_started", "last_message_age_s": None, "connected_for_s": None, "welcome": None}
+    feed = _one_feed(supervisor, now)
+    links: tuple[LinkView, ...] = tuple(getattr(supervisor, "links", ()))
+    named = [link for link in links if link.link is not None]
+    if named:
+        # Per link, and the publishers a link that is up delivers right now ("*": every one).
+        feed["links"] = {
+            str(link.link): {**_one_feed(link, now), "up": gate.link_healthy(link.link)} for link in named
+        }
+        covered: set[str] = set()
+        for link in named:
+            if gate.link_healthy(link.link):
+                covers = link.covers
+                covered |= {"*"} if covers is None else covers
+        feed["coverage"] = sorted(covered)
+    return feed
+
+
+def _one_feed(supervisor: FeedStatus, now: float) -> dict[str, Any]:
     return {
         "state": supervisor.state,
         "last_message_age_s": _age(now, supervisor.last_message_at),

@@ -20,6 +20,7 @@ from bridge.feed import metrics as feed_metrics
 from bridge.feed.codec import Announcement
 from bridge.trading import metrics
 from bridge.trading.admission import ahead_s, cap_tickers, event_time_problem
+from bridge.trading.arrivals import Arrivals
 from bridge.trading.journal import Journal
 from bridge.trading.strategy import Context, Strategy
 
@@ -222,8 +223,13 @@ class Dispatcher:
         max_clock_skew: float = 2.0,
         max_tickers: int = 20,
         clock_ns: Callable[[], int] = time.time_ns,
+        link_ok: Callable[[str | None], bool] | None = None,
     ) -> None:
         self._source = source
+        # Whether a feed link is up (the gate's view); an announcement a link brings while it is not
+        # is refused, and the copy from a link that is up can still trade.
+        self._link_ok = link_ok
+        self.arrivals = Arrivals()
         self._runners = runners
         self._journal = journal
         self._max_skew_s = max_clock_skew
@@ -277,11 +283,39 @@ class Dispatcher:
         if admitted is None:
             return False
         a = admitted
+        if a.link is not None and self._link_ok is not None and not self._link_ok(a.link):
+            self.refused += 1
+            metrics.REFUSED.labels("link_unhealthy").inc()
+            log.warning("announcement.refused", reason="link_unhealthy", key=a.key, link=a.link)
+            return False
         if not self._journal.record_announcement(a):
             self.duplicates += 1
             metrics.DUPLICATES.inc()
-            log.info("announcement.duplicate", key=a.key, publisher=a.publisher, tickers=list(a.tickers))
+            first, lag_s = self.arrivals.copy_of(a)
+            log.info(
+                "announcement.duplicate",
+                key=a.key,
+                publisher=a.publisher,
+                tickers=list(a.tickers),
+                link=a.link,
+                won_by=None if first is None else first.link,
+                lag_ms=None if lag_s is None else round(lag_s * 1000, 3),
+            )
             return False
+        if (earlier := self.arrivals.updated_title_of(a)) is not None:
+            self.duplicates += 1
+            metrics.DUPLICATES.inc()
+            log.warning(
+                "announcement.title_updated",
+                key=a.key,
+                title=a.title,
+                earlier_key=earlier.key,
+                earlier_title=earlier.title,
+                link=a.link,
+                action="not traded again",
+            )
+            return False
+        self.arrivals.first(a)
         self.seen += 1
         for runner in self._runners:
             runner.put(a)
