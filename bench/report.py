@@ -1,0 +1,191 @@
+"""What the latency benchmark (bench/latency.py) measured, and its printed table: the run's options,
+the per-target latency series, burst results, the machine line and render()."""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import REPO
+
+TOO_SLOW_BEHIND = 10  # the feed closes a reader more than this many messages behind (1008 too_slow)
+
+# The latency targets, in table order (and the order each announcement visits them), with their labels.
+LABELS = {
+    "daemon": "daemon, capped, warm prices",
+    "daemon_fresh": "daemon, fresh journal (+look-up)",
+    "daemon_market": "daemon, uncapped market order",
+    "daemon_cold": "daemon, capped, cold prices",
+    "floor": "floor (decode + signed aiohttp POST)",
+    "ccxt_default": "daemon, ccxt default rate limiter",
+}
+
+
+# ----- statistics ------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of `values` (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Series:
+    name: str
+    values: list[float] = field(default_factory=list)  # microseconds
+    missing: int = 0
+
+    def p(self, q: float) -> float:
+        return percentile(self.values, q) if self.values else float("nan")
+
+    @property
+    def max(self) -> float:
+        return max(self.values) if self.values else float("nan")
+
+
+# ----- the run's options and results -----------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    n: int
+    gap_ms: float
+    multi: int
+    bursts: int
+    burst_size: int
+    burst_tickers: int
+    burst_seconds: float
+    markets: int
+    keep: bool = False
+
+
+@dataclass
+class BurstResult:
+    sent: int
+    send_s: float
+    drain_s: float
+    announcements_journaled: int
+    outcomes: dict[str, int]
+    handled_ok: bool
+    orders: int
+    duplicate_orders: int
+    max_behind: int
+    max_reader_lag_ms: float
+    rss_kib: int
+    peak_kib: int
+
+
+@dataclass
+class Report:
+    machine: str
+    markets: int = 0  # on the fake exchange
+    startup_s: dict[str, float] = field(default_factory=dict)
+    single: dict[str, Series] = field(default_factory=dict)
+    multi_first: dict[str, Series] = field(default_factory=dict)
+    multi_last: dict[str, Series] = field(default_factory=dict)
+    # the fresh-journal daemon's order look-ups (GET /api/v3/order) seen while its measured orders were
+    # awaited, and those orders: every order should have been looked up first
+    fresh_lookups: int = 0
+    fresh_orders: int = 0
+    bursts: list[BurstResult] = field(default_factory=list)
+    rss_before_bursts_kib: int = 0
+    wall_s: float = 0.0
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    where = f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+    return where + (f", bridge {commit}" if commit else "")
+
+
+# ----- output ----------------------------------------------------------------------------------------
+
+
+def render(report: Report, opts: Options) -> str:
+    out = io.StringIO()
+
+    def w(line: str = "") -> None:
+        out.write(line + "\n")
+
+    def us(v: float) -> str:
+        return f"{v / 1000:.3f} ms" if v == v else "-"
+
+    w(f"machine: {report.machine}")
+    w(
+        f"announcements: {opts.n} single-ticker (+5 warm-up), {opts.multi} three-ticker, "
+        f"gap {opts.gap_ms:g} ms; bursts: {opts.bursts} x {opts.burst_size} in {opts.burst_seconds:g} s, "
+        f"{opts.burst_tickers} tickers each; {report.markets} markets on the fake exchange"
+    )
+    w()
+    w("announcement -> order request (emulator frame write to fake exchange receipt, wall clock)")
+    w(f"  {'path':<34} {'p50':>10} {'p99':>10} {'max':>10} {'missing':>8}")
+    for name, label in LABELS.items():
+        s = report.single[name]
+        w(f"  {label:<34} {us(s.p(50)):>10} {us(s.p(99)):>10} {us(s.max):>10} {s.missing:>8}")
+    d, f, c = (report.single[k] for k in ("daemon", "floor", "ccxt_default"))
+    m, cold, fresh = (report.single[k] for k in ("daemon_market", "daemon_cold", "daemon_fresh"))
+    w(
+        f"  daemon / floor: p50 {d.p(50) / f.p(50):.2f}x, p99 {d.p(99) / f.p(99):.2f}x;"
+        f"  ccxt default / daemon: p50 {c.p(50) / d.p(50):.1f}x, p99 {c.p(99) / d.p(99):.1f}x"
+    )
+    w(
+        f"  price cap: capped / market p50 {d.p(50) / m.p(50):.2f}x, p99 {d.p(99) / m.p(99):.2f}x;"
+        f"  cold / warm p50 {cold.p(50) / d.p(50):.2f}x, p99 {cold.p(99) / d.p(99):.2f}x"
+    )
+    w(
+        f"  fresh journal / daemon: p50 {fresh.p(50) / d.p(50):.2f}x, p99 {fresh.p(99) / d.p(99):.2f}x"
+        f" (+{(fresh.p(50) - d.p(50)) / 1000:.3f} ms at p50);"
+        f" {report.fresh_lookups} look-ups for {report.fresh_orders} orders"
+    )
+    w()
+    w("three tickers per announcement: first and last of the three orders")
+    w(f"  {'path':<34} {'first p50':>10} {'last p50':>10} {'last p99':>10} {'missing':>8}")
+    for name, label in LABELS.items():
+        first, last = report.multi_first[name], report.multi_last[name]
+        w(f"  {label:<34} {us(first.p(50)):>10} {us(last.p(50)):>10} {us(last.p(99)):>10} {last.missing:>8}")
+    w()
+    w("startup, launch to armed (feed welcomed, markets loaded)")
+    for name, secs in report.startup_s.items():
+        w(f"  {name:<34} {secs:.2f} s")
+    w()
+    w(
+        f"bursts (daemon with listing_buy, listing_buy_b, log_only); RSS before: {report.rss_before_bursts_kib / 1024:.1f} MiB"
+    )
+    w(
+        f"  {'#':>2} {'sent':>5} {'send s':>7} {'drain s':>7} {'journaled':>9} {'handled':>8} {'orders':>7}"
+        f" {'doubled':>7} {'behind':>6} {'lag ms':>7} {'RSS MiB':>8} {'peak MiB':>8}"
+    )
+    for i, b in enumerate(report.bursts):
+        w(
+            f"  {i + 1:>2} {b.sent:>5} {b.send_s:>7.2f} {b.drain_s:>7.2f} {b.announcements_journaled:>9}"
+            f" {'yes' if b.handled_ok else 'NO':>8} {b.orders:>7} {b.duplicate_orders:>7} {b.max_behind:>6}"
+            f" {b.max_reader_lag_ms:>7.1f} {b.rss_kib / 1024:>8.1f} {b.peak_kib / 1024:>8.1f}"
+        )
+    for i, b in enumerate(report.bursts):
+        w(f"  burst {i + 1} outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(b.outcomes.items())))
+    w(
+        f"  'behind': most frames written but not yet read by the feed reader (the feed drops a reader >{TOO_SLOW_BEHIND})"
+    )
+    w()
+    w(f"wall time {report.wall_s:.1f} s")
+    return out.getvalue()
