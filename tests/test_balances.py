@@ -209,3 +209,20 @@ def test_balance_fraction_is_validated() -> None:
         with pytest.raises(ValueError, match="balance_fraction"):
             ListingBuyParams(balance_fraction=bad)
     assert ListingBuyParams(balance_fraction=1.0).balance_fraction == 1.0
+
+
+async def test_fills_in_a_row_share_their_balance_refreshes(fake: FakeBinance, tmp_path: Path) -> None:
+    """Three fills reported together (three tickers of one announcement) share one account read, not
+    one each (a read weighs 20 orders on Binance); fills during a read earn one more after it."""
+    rig = await make_rig(fake, tmp_path, dry_run=False)
+    try:
+        outcome = await rig.ctx.buy("binance", "ABC/USDT", cost=20, max_slippage=None)
+        assert outcome.status == "placed", outcome
+        rig.balances.on_outcome(outcome)  # two more fills, reported before the first refresh ended
+        rig.balances.on_outcome(outcome)
+        fake.balances.update({"USDT": 99940.0})
+        await rig.balances.settled()
+        assert fake.count("GET", "/api/v3/account") == 1
+        assert await rig.ctx.balance("binance", "USDT") == pytest.approx(99940.0)
+    finally:
+        await close(rig)

@@ -49,6 +49,8 @@ class Balances:
             if not stored and journal is not None:
                 journal.record_paper_balances(dict(self._paper))
         self._refreshing: set[asyncio.Task[None]] = set()
+        self._inflight: set[str] = set()  # exchanges with a refresh after fills running
+        self._again: set[str] = set()  # ... and a fill since it started: one more after it
         self.refreshes = 0  # live refreshes done, for tests
 
     @property
@@ -74,9 +76,25 @@ class Balances:
         if outcome.status == "paper" and self._paper is not None and result is not None:
             self._apply_paper_fill(outcome.symbol, outcome.side == "buy", result.filled, result.cost)
         elif outcome.status == "placed" and self._paper is None and outcome.exchange in self._exchanges:
-            task = asyncio.ensure_future(self._refresh_logged(outcome.exchange))
+            # Coalesced: fills that land while a refresh is in flight earn one more refresh after it,
+            # not one each (an account read weighs 20 orders on Binance).
+            if outcome.exchange in self._inflight:
+                self._again.add(outcome.exchange)
+                return
+            self._inflight.add(outcome.exchange)
+            task = asyncio.ensure_future(self._refresh_after_fills(outcome.exchange))
             self._refreshing.add(task)
             task.add_done_callback(self._refreshing.discard)
+
+    async def _refresh_after_fills(self, exchange: str) -> None:
+        try:
+            while True:
+                self._again.discard(exchange)
+                await self._refresh_logged(exchange)
+                if exchange not in self._again:
+                    return
+        finally:
+            self._inflight.discard(exchange)
 
     def _apply_paper_fill(self, symbol: str, buy: bool, filled: float | None, cost: float | None) -> None:
         assert self._paper is not None
