@@ -1,6 +1,6 @@
 """The notifier against real local HTTP endpoints: webhook and Telegram bodies, retries with backoff
-(delays recorded, never waited out), a hanging endpoint, the bounded queue, secrets kept out of logs,
-and the rules that turn gate changes, welcomes and orders into alerts."""
+(delays recorded, never waited out), a hanging endpoint, the bounded queue, secrets kept out of logs
+(the rules that turn gate changes, welcomes and orders into alerts: test_alert_rules)."""
 
 from __future__ import annotations
 
