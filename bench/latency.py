@@ -8,9 +8,11 @@ of it (a fresh, empty journal, so each order is first looked up at the venue; an
 order; no warm prices; ccxt's own rate limiter, `enableRateLimit: true`, ccxt's default behaviour),
 and the floor client (bench/floor.py: decode, sign, POST; no ccxt). Every announcement is sent to one
 client at a time, all interleaved, and timed from the emulator writing the frame to the fake exchange
-receiving the order request (both time.time_ns() on this machine). Then bursts of announcements
-(several tickers, several strategies) against another daemon: every announcement handled, nothing
-doubled, how far the reader fell behind, memory across repeated bursts.
+receiving the order request (both time.time_ns() on this machine). Then a two-link run
+(bench/links.py): a daemon on two feed links, one of them delayed 5 ms, against a daemon on the slow
+link alone, timed from the earliest endpoint write. Then bursts of announcements (several tickers,
+several strategies) against another daemon: every announcement handled, nothing doubled, how far the
+reader fell behind, memory across repeated bursts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, as a script
 
-from bench import scenarios
+from bench import links, scenarios
 from bench.procs import Proc, StrategySpec, daemon_config, free_port, spawn_daemon, spawn_floor
 from bench.report import LABELS, Options, Report, machine, render
 from bench.scenarios import frame
@@ -90,6 +92,7 @@ def market_list(opts: Options) -> list[tuple[str, str, float]]:
     markets += [(f"L{i:04d}", "USDT", 1.0) for i in range(opts.n + 10)]
     markets += [(f"M{i:03d}{s}", "USDT", 1.0) for i in range(opts.multi + 5) for s in "ABC"]
     markets += [(f"B{i:03d}", "USDT", 1.0) for i in range(scenarios.burst_markets(opts))]
+    markets += [(ticker, "USDT", 1.0) for ticker in links.tickers(opts)]
     pad = max(0, opts.markets - len(markets))
     markets += [(f"P{i:04d}", "USDT", 1.0) for i in range(pad)]
     return markets
@@ -213,6 +216,8 @@ async def run(opts: Options) -> Report:
                 targets = {name: keys[name] for name in LABELS}  # the table's order
                 await scenarios.latency(emu, fake, opts, targets, report, procs)
                 await scenarios.multi(emu, fake, opts, targets, report, procs)
+                # Two feed links, one delayed: two more daemons, started for this part only.
+                await links.run(fake, opts, work, report, procs, seed_journal)
                 report.rss_before_bursts_kib = burster.memory_kib()[0]
                 ticker_sets = scenarios.burst_ticker_sets(opts)
                 for round_no in range(opts.bursts):
@@ -261,6 +266,18 @@ def main() -> None:
     p.add_argument(
         "--markets", type=int, default=3000, help="markets on the fake exchange (default %(default)s)"
     )
+    p.add_argument(
+        "--links",
+        type=int,
+        default=200,
+        help="two-link run: announcements per path (default %(default)s; 0: none)",
+    )
+    p.add_argument(
+        "--link-delay-ms",
+        type=float,
+        default=5.0,
+        help="two-link run: the slow link's delay (default %(default)s)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work dir (configs, daemon logs, journals)")
     a = p.parse_args()
     opts = Options(
@@ -273,6 +290,8 @@ def main() -> None:
         burst_seconds=a.burst_seconds,
         markets=a.markets,
         keep=a.keep,
+        links=a.links,
+        link_delay_ms=a.link_delay_ms,
     )
     logs.configure("warning", "json", stream=sys.stderr)
     report = asyncio.run(run(opts))

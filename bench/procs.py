@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class StrategySpec:
 
 def daemon_config(
     *,
-    emu: FeedEmulator,
+    emu: FeedEmulator | None = None,
     fake: FakeBinance,
     feed_key: str,
     state_dir: Path,
@@ -40,14 +41,27 @@ def daemon_config(
     max_event_age: float = 10.0,
     health_port: int | None = None,
     trading_extra: dict[str, Any] | None = None,
+    feed_url: str | None = None,
+    links: Mapping[str, str] | None = None,
+    cex: Sequence[str] = ("binance", "upbit"),
 ) -> str:
-    """A live-trading config against the local servers. JSON is YAML, so nested values are dumped."""
+    """A live-trading config against the local servers. JSON is YAML, so nested values are dumped. The
+    feed: `emu`'s url, or `feed_url`, or `links` (name -> url: `feed.links`, the key and `cex` shared)."""
     ccxt = {**fake.ccxt_config(), **ccxt_extra}
+    if links:
+        where = ["  links:"] + [
+            f"    - {json.dumps({'name': name, 'url': url})}" for name, url in links.items()
+        ]
+    else:
+        url = feed_url if feed_url is not None else emu.url if emu is not None else None
+        if url is None:
+            raise ValueError("daemon_config needs emu, feed_url or links")
+        where = [f"  url: {url}"]
     lines = [
         "feed:",
-        f"  url: {emu.url}",
+        *where,
         f"  api_key: {feed_key}",
-        "  cex: [binance, upbit]",
+        f"  cex: [{', '.join(cex)}]",
         "  heartbeat_timeout: 35",
         "  reconnect: {min_delay: 0.1, max_delay: 1}",
         "exchanges:",

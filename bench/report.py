@@ -7,7 +7,7 @@ import io
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,12 @@ LABELS = {
     "daemon_cold": "daemon, capped, cold prices",
     "floor": "floor (decode + signed aiohttp POST)",
     "ccxt_default": "daemon, ccxt default rate limiter",
+}
+# The two-link run's paths (bench/links.py), in table order, with their labels (delay: --link-delay-ms).
+LINK_LABELS = {
+    "links_fast": "two links, fast undelayed",
+    "links_swapped": "two links, delay swapped to fast",
+    "slow_alone": "slow link alone ({delay} behind)",
 }
 
 
@@ -64,6 +70,8 @@ class Options:
     burst_seconds: float
     markets: int
     keep: bool = False
+    links: int = 200  # announcements per path of the two-link run (0: no two-link run)
+    link_delay_ms: float = 5.0  # how much later the delayed endpoint writes
 
 
 @dataclass
@@ -83,6 +91,21 @@ class BurstResult:
 
 
 @dataclass
+class LinksResult:
+    """The two-link run (bench/links.py). Latencies from the earliest endpoint write of each announcement."""
+
+    latency: dict[str, Series] = field(default_factory=dict)  # path -> announcement -> order
+    write_gap: Series = field(default_factory=lambda: Series("write gap"))  # later write - earlier, µs
+    # two-link path -> the link its announcements arrived through first (from the journal) -> how many
+    won_by: dict[str, dict[str, int]] = field(default_factory=dict)
+    # link -> announcements the two-link daemon counted it ahead on (its /metrics), warm-up included
+    metrics_ahead: dict[str, int] = field(default_factory=dict)
+    announcements: int = 0  # sent to the two-link daemon (measured and warm-up)
+    orders: int = 0  # its orders at the fake exchange
+    doubled: int = 0  # repeated client order ids among them
+
+
+@dataclass
 class Report:
     machine: str
     markets: int = 0  # on the fake exchange
@@ -94,6 +117,7 @@ class Report:
     # awaited, and those orders: every order should have been looked up first
     fresh_lookups: int = 0
     fresh_orders: int = 0
+    links: LinksResult | None = None
     bursts: list[BurstResult] = field(default_factory=list)
     rss_before_bursts_kib: int = 0
     wall_s: float = 0.0
@@ -163,6 +187,8 @@ def render(report: Report, opts: Options) -> str:
     for name, label in LABELS.items():
         first, last = report.multi_first[name], report.multi_last[name]
         w(f"  {label:<34} {us(first.p(50)):>10} {us(last.p(50)):>10} {us(last.p(99)):>10} {last.missing:>8}")
+    if report.links is not None:
+        render_links(report.links, opts, w)
     w()
     w("startup, launch to armed (feed welcomed, markets loaded)")
     for name, secs in report.startup_s.items():
@@ -189,3 +215,41 @@ def render(report: Report, opts: Options) -> str:
     w()
     w(f"wall time {report.wall_s:.1f} s")
     return out.getvalue()
+
+
+def render_links(r: LinksResult, opts: Options, w: Callable[[str], None]) -> None:
+    def us(v: float) -> str:
+        return f"{v / 1000:.3f} ms" if v == v else "-"
+
+    delay = f"{opts.link_delay_ms:g} ms"
+    w("")
+    w(
+        f"two feed links: endpoints slow and fast, one written {delay} after the other; {opts.links}"
+        " announcements per path; from the earliest endpoint write to fake exchange receipt"
+    )
+    w(f"  {'path':<34} {'p50':>10} {'p99':>10} {'max':>10} {'missing':>8}")
+    for name, label in LINK_LABELS.items():
+        s = r.latency[name]
+        label = label.format(delay=delay)
+        w(f"  {label:<34} {us(s.p(50)):>10} {us(s.p(99)):>10} {us(s.max):>10} {s.missing:>8}")
+    two, swapped, alone = (r.latency[k] for k in LINK_LABELS)
+    w(
+        f"  two links / slow link alone: p50 {two.p(50) / alone.p(50):.2f}x, p99 {two.p(99) / alone.p(99):.2f}x"
+        f" ({(two.p(50) - alone.p(50)) / 1000:+.3f} ms at p50);"
+        f"  delay swapped / fast undelayed: p50 {swapped.p(50) / two.p(50):.2f}x"
+    )
+    won = []
+    for name, counts in r.won_by.items():
+        total = sum(counts.values())
+        won.append(
+            f"{LINK_LABELS[name].removeprefix('two links, ')}: "
+            + ", ".join(f"{link} {n}/{total}" for link, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        )
+    w("  first arrival (journal receipt before the other endpoint's write): " + "; ".join(won))
+    ahead = ", ".join(f"{link} {n}" for link, n in sorted(r.metrics_ahead.items()))
+    w(
+        f"  the daemon's own count (/metrics bridge_feed_link_lead_seconds > 0): {ahead or '-'}"
+        f" of {r.announcements} (warm-up included); {r.orders} orders, {r.doubled} doubled"
+    )
+    g = r.write_gap
+    w(f"  endpoint write gap (later - earlier): p50 {us(g.p(50))}, p99 {us(g.p(99))}, max {us(g.max)}")

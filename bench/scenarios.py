@@ -21,6 +21,7 @@ from bridge.sim.fake_exchange import FakeBinance
 
 ORDER_TIMEOUT_S = 3.0  # per announcement; a miss is counted, never waited for longer
 DRAIN_TIMEOUT_S = 40.0
+JOURNAL_TIMEOUT_S = 2.0  # for the journal's last announcement rows after a burst has drained
 LOOKUP = ("GET", "/api/v3/order")  # an order look-up at the fake exchange (by client order id)
 
 
@@ -68,36 +69,44 @@ async def timed_send(
     return sorted((o.received_ns - stamps[0]) / 1000 for o in got)
 
 
+BURST_MARKETS_PER_ROUND = 300
+
+
 def burst_markets(opts: Options) -> int:
-    """How many markets (B000, B001, ...) the bursts' tickers are drawn from: 300, or with one ticker
-    per announcement one per burst announcement (see burst_ticker_sets)."""
-    return 300 if opts.burst_tickers > 1 else max(300, opts.bursts * opts.burst_size)
+    """How many markets (B000, B001, ...) the bursts' tickers are drawn from: 300 per burst round (each
+    round its own, so a later round still has coins to buy: listing_buy buys a coin once), or with one
+    ticker per announcement one per burst announcement (see burst_ticker_sets)."""
+    if opts.burst_tickers > 1:
+        return BURST_MARKETS_PER_ROUND * opts.bursts
+    return max(BURST_MARKETS_PER_ROUND, opts.bursts * opts.burst_size)
 
 
 def burst_ticker_sets(opts: Options) -> list[list[str]]:
     """The tickers of every burst announcement of the run, in order: `burst_tickers` each, spread over
-    the burst markets, and no two announcements with the same set. The dispatcher takes the same
+    the round's markets, and no two announcements with the same set. The dispatcher takes the same
     tickers from the same publisher under another title for a title update of an announcement already
     traded (bridge/trading/arrivals.py), not handed to the strategies again; a burst of distinct
     announcements must not look like one."""
-    n, k = burst_markets(opts), opts.burst_tickers
-    used: set[tuple[int, ...]] = set()
+    k = opts.burst_tickers
+    if k <= 1:
+        return [[f"B{i:03d}"] for i in range(opts.bursts * opts.burst_size)]
+    n = BURST_MARKETS_PER_ROUND
     sets: list[list[str]] = []
-    g = 0
-    for _ in range(opts.bursts * opts.burst_size):
-        while True:
-            if g > 4 * n * n:
-                raise ValueError(
-                    f"cannot give {opts.bursts * opts.burst_size} announcements distinct tickers"
-                )
-            # consecutive markets at first, then every second one, every third... once they wrap around
-            base, step = (g * k) % n, 1 + (g * k) // n
-            picked = tuple(sorted({(base + j * step) % n for j in range(k)}))
-            g += 1
-            if len(picked) == k and picked not in used:
-                break
-        used.add(picked)
-        sets.append([f"B{i:03d}" for i in picked])
+    for round_no in range(opts.bursts):
+        used: set[tuple[int, ...]] = set()
+        g = 0
+        for _ in range(opts.burst_size):
+            while True:
+                if g > 4 * n * n:
+                    raise ValueError(f"cannot give {opts.burst_size} announcements distinct tickers")
+                # consecutive markets at first, then every second one, every third... once they wrap
+                base, step = (g * k) % n, 1 + (g * k) // n
+                picked = tuple(sorted({(base + j * step) % n for j in range(k)}))
+                g += 1
+                if len(picked) == k and picked not in used:
+                    break
+            used.add(picked)
+            sets.append([f"B{round_no * n + i:03d}" for i in picked])
     return sets
 
 
@@ -229,12 +238,14 @@ async def burst(
         elif event in ("strategy.failed", "order.unknown", "order.unresolved"):
             outcomes[str(event)] += 1
 
-    db = sqlite3.connect(f"file:{work / 'burst' / 'journal-live.sqlite'}?mode=ro", uri=True)
-    try:
-        marks = ",".join("?" * len(keys))
-        seen = dict(db.execute(f"SELECT key, first_seen_ns FROM announcements WHERE key IN ({marks})", keys))
-    finally:
-        db.close()
+    # The journal writes its announcement rows in batches (~50 ms after the intent); when every
+    # announcement was handled at once (all skipped), the last batch may not be written yet.
+    journal_deadline = time.monotonic() + JOURNAL_TIMEOUT_S
+    while True:
+        seen = _journaled(work / "burst" / "journal-live.sqlite", keys)
+        if len(seen) == len(keys) or time.monotonic() > journal_deadline:
+            break
+        await asyncio.sleep(0.05)  # the daemon's batched SQLite writes
     behind, lag = 0, 0.0
     for k, key in enumerate(keys):
         received = seen.get(key)
@@ -260,6 +271,16 @@ async def burst(
         rss_kib=rss,
         peak_kib=peak,
     )
+
+
+def _journaled(path: Path, keys: list[str]) -> dict[str, int]:
+    """The journal's receipt stamp (first_seen_ns) of each of `keys` it holds."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        marks = ",".join("?" * len(keys))
+        return dict(db.execute(f"SELECT key, first_seen_ns FROM announcements WHERE key IN ({marks})", keys))
+    finally:
+        db.close()
 
 
 async def _handled(http: aiohttp.ClientSession, health: str) -> dict[str, tuple[int, int]]:
