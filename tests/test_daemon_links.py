@@ -96,6 +96,8 @@ async def test_each_announcement_trades_once_on_the_link_that_came_first(
             await wait_for(r, lambda: arrivals(r) == 4)
             await asyncio.wait_for(asyncio.gather(first.wait(), second.wait()), WAIT)
             await r.settle(4)
+            # the reader logs each receipt just after the order path (bookkeeping is deferred)
+            await wait_for(r, lambda: sum(e["event"] == "announcement.received" for e in logs) == 4)
         dups = [e for e in logs if e["event"] == "announcement.duplicate"]
         assert [(e["link"], e["won_by"]) for e in dups] == [("main", "kr"), ("kr", "main")]
         received = [e["link"] for e in logs if e["event"] == "announcement.received"]
