@@ -12,7 +12,7 @@ import pytest
 
 from bridge.sim.fake_exchange import FakeBinance
 from bridge.trading.exit_rules import decide
-from bridge.trading.exits import ABANDON_AFTER_S, MAX_EXIT_FAILURES, ExitManager
+from bridge.trading.exits import ABANDON_AFTER_S, ALERTED_FAILURES, MAX_EXIT_FAILURES, ExitManager
 from bridge.trading.model import ExitPlan, Position, TakeProfitTier
 from bridge.venues.types import OrderRequest, OrderResult
 from tests.factories import announcement
@@ -197,7 +197,8 @@ async def test_what_can_never_fill_is_abandoned_after_bounded_tries(live: Rig, f
     for _ in range(MAX_EXIT_FAILURES - 1):
         clock.mono += ABANDON_AFTER_S / (MAX_EXIT_FAILURES - 1)  # past each backoff (capped at 5 min)
         await exits.check()
-    assert len(alerts.failed) == MAX_EXIT_FAILURES
+    # the first ALERTED_FAILURES refusals are alerted, the rest of the streak (same reason) only logged
+    assert len(alerts.failed) == min(ALERTED_FAILURES, MAX_EXIT_FAILURES)
     assert alerts.abandoned == [("ABC/USDT", "too_small")]
     assert position(live, entry).state == "abandoned"
     assert [p.client_order_id for p in live.journal.positions(("abandoned",))] == [entry]

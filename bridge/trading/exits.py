@@ -51,6 +51,8 @@ log = structlog.get_logger(__name__)
 
 # Seconds after its entry before a position is checked against the venue's balances.
 HOLDINGS_GRACE_S = 60.0
+# Refusals in a row that are each alerted (`exit_failed`); later ones only when the reason changes.
+ALERTED_FAILURES = 3
 
 CHECK_INTERVAL = 1.0
 # The resting stop is looked up when the price is this close to its trigger, else once a minute.
@@ -115,6 +117,7 @@ class ExitManager:
         self._busy: dict[str, asyncio.Task[list[OrderOutcome]]] = {}
         self._failures = ExitFailures(monotonic)  # when each position's next exit or stop may go
         self._short: set[str] = set()  # entries whose last exit was refused for lack of balance
+        self._alerted_reason: dict[str, str] = {}  # entry -> the reason of its last exit_failed alert
         self._close_now: set[str] = set()  # entries an operator asked to close (bridge close)
         self._stop_checked: dict[str, float] = {}
         self._reconciled_at: float | None = None  # last check of positions against venue balances
@@ -408,7 +411,11 @@ class ExitManager:
             self._short.add(cid)
         delay, give_up = self._failures.rejected(cid, reason, failures)
         outcome_cid = None if attempt.outcome is None else attempt.outcome.client_order_id
-        self._alerts.exit_failed(position.exchange, position.symbol, outcome_cid, reason)
+        # Alerted for the first few refusals of a streak and whenever the reason changes; the rest of
+        # a long streak (an hour before it is abandoned) is logged only, not a chat message each time.
+        if failures <= ALERTED_FAILURES or self._alerted_reason.get(cid) != reason:
+            self._alerts.exit_failed(position.exchange, position.symbol, outcome_cid, reason)
+            self._alerted_reason[cid] = reason
         log.error(
             "exit.failed",
             symbol=position.symbol,
