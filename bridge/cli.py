@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -21,6 +22,9 @@ from bridge import config as config_mod
 from bridge import secrets
 from bridge.errors import BridgeError, ConfigError, ExitCode
 from bridge.ops import logs
+
+if TYPE_CHECKING:
+    from bridge.trading.strategy import Strategy
 
 log = structlog.get_logger(__name__)
 
@@ -207,6 +211,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     async def go(stop: asyncio.Event) -> int:
         # Loads the strategies: a plugin mistake is a config error, before any I/O.
         daemon = Daemon(config, recorder=recorder)
+        for warning in _lint(config, daemon.strategies):  # the mistakes check-config refuses, refused
+            log.warning("config.warning", problem=warning)
         waiter = asyncio.create_task(stop.wait())
         waiter.add_done_callback(lambda _: daemon.request_stop())
         try:
@@ -242,13 +248,44 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from bridge.trading.plugins import load_strategies
 
     strategies = load_strategies(config)
-    print(
-        f"{config.source}: OK ({len(strategies)} strategies: {', '.join(s.name for s in strategies) or 'none'})"
-    )
+    for warning in _lint(config, strategies):
+        print(f"bridge: warning: {secrets.scrub(warning)}", file=sys.stderr)
+    names = ", ".join(s.name for s in strategies) or "none"
+    print(f"{_mode(config)}: {config.source}: OK ({len(strategies)} strategies: {names})")
     if args.connect:
         logs.configure(config.log.level, config.log.format)
         return asyncio.run(_check_exchanges(config))
     return int(ExitCode.OK)
+
+
+def _mode(config: config_mod.Config) -> str:
+    """PAPER or LIVE, in words, with the exchanges a live config sends real orders to."""
+    if config.trading.dry_run:
+        return "PAPER (dry_run: true, no real orders)"
+    venues = [f"{ex_id} (sandbox)" if ex.sandbox else ex_id for ex_id, ex in config.exchanges.items()]
+    return f"LIVE (real orders on {', '.join(venues) or 'no exchange'})"
+
+
+def _lint(config: config_mod.Config, strategies: Sequence[Strategy]) -> list[str]:
+    """The config_lint warnings, one line each; raise ConfigError on its first error (exit 78). Checked
+    with each strategy's params as it runs with them, its Params' defaults included."""
+    from bridge.config_lint import lint
+
+    params = {
+        s.name: (
+            {f.name: getattr(s.params, f.name) for f in dataclasses.fields(s.params)}
+            if dataclasses.is_dataclass(s.params)
+            else dict(s.params)
+            if isinstance(s.params, dict)
+            else {}
+        )
+        for s in strategies
+    }
+    found = lint(config, params)
+    for finding in found:
+        if finding.level == "error":
+            raise ConfigError(config_mod.one_line(finding.line(config.source)))
+    return [config_mod.one_line(finding.line(config.source)) for finding in found]
 
 
 async def _check_exchanges(config: config_mod.Config) -> int:

@@ -273,7 +273,9 @@ def loads(
     """Validate config text. `env` defaults to the process environment."""
     try:
         # libyaml: ten times faster than the pure-Python parser and it bounds nesting itself (1000)
-        data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader, C or Python
+        data = _parse(text)
+    except _YamlMistake as exc:
+        raise ConfigError(one_line(f"{source}: {exc}")) from None
     except RecursionError:  # the pure-Python parser (no libyaml) on deep nesting
         raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
     except ValueError:  # Python refuses to convert an integer of thousands of digits
@@ -308,6 +310,66 @@ def loads(
 
 
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _YamlMistake(Exception):
+    """Valid YAML that would not mean what it seems to: a key given twice, `yes` read as a boolean."""
+
+
+def _parse(text: str) -> Any:
+    """The YAML document as data, composed first (by libyaml where there is one) so that its nodes can be
+    checked: a key given twice in one mapping (YAML keeps the last silently: a second `dry_run: false`
+    would trade live) and YAML 1.1 booleans (yes/no/on/off) are refused; only true/false are booleans."""
+    loader = _YAML_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(root: yaml.Node) -> None:
+    """Raise _YamlMistake naming the key of the first duplicate key or yes/no/on/off boolean. Iterative,
+    each node once: an alias (a bomb's thousand references to one node) is not walked again."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, key = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _BOOL_TAG and node.value.lower() not in ("true", "false"):
+                where = key or "(top level)"
+                raise _YamlMistake(
+                    f"{where}: `{node.value}` (line {node.start_mark.line + 1}) is not a boolean here: write "
+                    f'true or false (only those are booleans; quote it, "{node.value}", if you mean the text)'
+                )
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((v, f"{key}[{i}]") for i, v in reversed(list(enumerate(node.value))))
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            children: list[tuple[yaml.Node, str]] = []
+            for k, v in node.value:
+                name = k.value if isinstance(k, yaml.ScalarNode) else "?"  # a key may be a whole mapping
+                sub = f"{key}.{name}" if key else name
+                if isinstance(k, yaml.ScalarNode) and k.tag != _MERGE_TAG:
+                    line = k.start_mark.line + 1
+                    if (k.tag, k.value) in lines:
+                        raise _YamlMistake(
+                            f"{sub}: duplicate key (lines {lines[k.tag, k.value]} and {line}): YAML would "
+                            "silently keep the last one; remove one"
+                        )
+                    lines[k.tag, k.value] = line
+                children += [(k, sub), (v, sub)]
+            stack.extend(reversed(children))
+
+
 # Levels of mappings and lists: a real config (ccxt options included) needs fewer than 10. Checked
 # before anything walks the data recursively.
 MAX_CONFIG_DEPTH = 32

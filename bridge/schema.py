@@ -152,7 +152,17 @@ def convert(tp: Any, value: object, key: str) -> Any:
         raise SchemaError(key, f"expected a non-empty string, got {describe(value)}")
     if tp is bool:
         if not isinstance(value, bool):
-            raise SchemaError(key, f"expected true or false, got {describe(value)}")
+            hint = ""
+            if isinstance(value, str) and value.strip().lower() in (
+                "true",
+                "false",
+                "yes",
+                "no",
+                "on",
+                "off",
+            ):
+                hint = " (write true or false, unquoted: only those are booleans)"
+            raise SchemaError(key, f"expected true or false, got {describe(value)}{hint}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

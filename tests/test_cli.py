@@ -210,7 +210,7 @@ def test_check_config_scrubs_what_a_plugin_logs_and_warns_at_import(tmp_path: Pa
         env={**os.environ, "FEED_KEY": key},
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{cfg}: OK (1 strategies: chatty)\n"
+    assert done.stdout == f"PAPER (dry_run: true, no real orders): {cfg}: OK (1 strategies: chatty)\n"
     events = [orjson.loads(line) for line in done.stderr.splitlines()]
     assert (events[0]["event"], events[0]["key"]) == ("chatty.loaded", "***")
     assert any("chatty uses ***" in str(e["event"]) for e in events)
