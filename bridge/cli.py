@@ -434,7 +434,7 @@ def _ask_daemon(args: argparse.Namespace, message: dict[str, object], done: str)
 def _cmd_show_config(args: argparse.Namespace) -> int:
     import yaml
 
-    config = config_mod.load(args.config)
+    config = config_mod.load(args.config, offline=True)  # secrets are shown as *** anyway: none needed
     # Secret fields and secret-named ccxt keys are `***` already; a secret given to any other key
     # (a strategy param from ${file:...}) is scrubbed from the data before YAML quotes or folds it.
     data = secrets.scrub_value(config_mod.redacted(config))

@@ -20,7 +20,8 @@ from bridge.config_feed import (  # re-exported: the feed section is part of the
     FeedConfig as FeedConfig,
 )
 from bridge.config_feed import check_feed
-from bridge.config_io import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MAX_SECRET_BYTES, count_nodes, read_bounded
+from bridge.config_io import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, count_nodes, read_bounded
+from bridge.config_subst import substitute
 from bridge.errors import ConfigError
 from bridge.schema import ZERO_ALLOWED as ZERO_ALLOWED
 from bridge.schema import SchemaError, build, check_section
@@ -29,7 +30,6 @@ from bridge.secrets import Secret
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 
-_SUBST = re.compile(r"\$\{([^}]*)\}")
 # ccxt config keys that hold credentials: redacted in show-config and scrubbed from logs.
 SECRET_KEY_PATTERN = re.compile(r"(key|secret|password|token|uid|private)", re.IGNORECASE)
 
@@ -298,7 +298,7 @@ def loads(
     if too_deep is not None:
         raise ConfigError(one_line(f"{source}: {too_deep}: nested deeper than {MAX_CONFIG_DEPTH} levels"))
     try:
-        data = _substitute(data, "", os.environ if env is None else env, offline)
+        data = substitute(data, os.environ if env is None else env, offline=offline)
         config = build(Config, data)
         feed = data.get("feed")
         _check(config, url_given=isinstance(feed, dict) and "url" in feed)
@@ -388,53 +388,6 @@ def _deeper_than(data: Any, limit: int) -> str | None:
         elif isinstance(node, list):
             stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(node))
     return None
-
-
-def _substitute(node: Any, key: str, env: Any, offline: bool) -> Any:
-    if isinstance(node, dict):
-        return {k: _substitute(v, f"{key}.{k}" if key else str(k), env, offline) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_substitute(v, f"{key}[{i}]", env, offline) for i, v in enumerate(node)]
-    if isinstance(node, str) and "${" in node:
-        return _SUBST.sub(lambda m: _resolve_or_placeholder(m.group(1), key, env, offline), node)
-    return node
-
-
-def _resolve_or_placeholder(ref: str, key: str, env: Any, offline: bool) -> str:
-    try:
-        return _resolve(ref, key, env)
-    except SchemaError:
-        if offline:
-            return f"unset:{ref}"
-        raise
-
-
-def _resolve(ref: str, key: str, env: Any) -> str:
-    if ref.startswith("file:"):
-        return _read_secret_file(Path(ref[5:]), key)
-    if ref.startswith("credential:"):
-        cred_dir = env.get("CREDENTIALS_DIRECTORY")
-        if not cred_dir:
-            raise SchemaError(key, f"${{{ref}}} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)")
-        return _read_secret_file(Path(cred_dir) / ref[11:], key)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ref):
-        raise SchemaError(key, f"${{{ref}}} is not a valid variable reference")
-    value = env.get(ref)
-    if value is None or value == "":
-        raise SchemaError(key, f"environment variable {ref} is not set")
-    return str(value)
-
-
-def _read_secret_file(path: Path, key: str) -> str:
-    try:
-        value = read_bounded(path, MAX_SECRET_BYTES).strip()
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise SchemaError(key, f"cannot read secret file {path}: {reason}") from None
-    if not value:
-        raise SchemaError(key, f"secret file {path} is empty")
-    secrets.register(value)
-    return value
 
 
 def _check(config: Config, *, url_given: bool) -> None:

@@ -344,3 +344,31 @@ def test_zero_where_it_means_off_stays_valid() -> None:
         env={},
     )
     assert cfg.health.port == 0 and cfg.trading.price_refresh == 0
+
+
+PAPER_WITH_KEYS = """
+feed: {api_key: "${FEED_KEY}"}
+exchanges:
+  binance: {api_key: "${BINANCE_API_KEY}", secret: "${file:/nonexistent/binance-secret}"}
+trading: {dry_run: DRY}
+"""
+
+
+def test_paper_mode_needs_no_exchange_keys() -> None:
+    """A config written for live trading checks and runs in paper mode on a machine without the
+    exchange keys (paper reads public data only); live, the same missing key is an error naming it."""
+    env = {"FEED_KEY": "dsk_" + "b" * 64}
+    cfg = config.loads(PAPER_WITH_KEYS.replace("DRY", "true"), source="c.yaml", env=env)
+    assert cfg.exchanges["binance"].api_key is None and cfg.exchanges["binance"].secret is None
+    with pytest.raises(ConfigError, match=r"c.yaml: exchanges.binance.api_key: environment variable"):
+        config.loads(PAPER_WITH_KEYS.replace("DRY", "false"), source="c.yaml", env=env)
+
+
+def test_show_config_works_with_secrets_unset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge import cli
+
+    path = tmp_path / "c.yaml"
+    path.write_text(PAPER_WITH_KEYS.replace("DRY", "false"))
+    assert cli.main(["show-config", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "api_key: '***'" in out and "dry_run: false" in out
