@@ -217,6 +217,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         waiter.add_done_callback(lambda _: daemon.request_stop())
         try:
             await daemon.run()
+        except ConfigError as exc:
+            # A config problem found at run time (state_dir not writable, a port in use) names the
+            # file too, like every config error found at load.
+            if str(exc).startswith(f"{config.source}: "):
+                raise
+            raise ConfigError(f"{config.source}: {exc}") from None
         finally:
             waiter.cancel()
         return int(ExitCode.OK)

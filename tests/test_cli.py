@@ -215,3 +215,15 @@ def test_check_config_scrubs_what_a_plugin_logs_and_warns_at_import(tmp_path: Pa
     assert (events[0]["event"], events[0]["key"]) == ("chatty.loaded", "***")
     assert any("chatty uses ***" in str(e["event"]) for e in events)
     assert key not in done.stdout + done.stderr
+
+
+async def test_a_config_error_found_at_run_time_names_the_file(emu: FeedEmulator, tmp_path: Path) -> None:
+    """A state_dir that cannot be created is found only when the daemon starts: exit 78, one line on
+    stderr naming the config file and the key, no traceback."""
+    path = write_config(tmp_path, emu)
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state_dir should be")
+    p = await spawn(path)
+    code, out, err = await p.finish(30.0)
+    assert code == 78
+    assert f"bridge: {path}: state_dir: " in err and "Traceback" not in out + err
