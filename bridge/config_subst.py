@@ -25,36 +25,35 @@ def substitute(data: dict[str, Any], env: Any, *, offline: bool = False) -> dict
     commands that need no secret). Raises SchemaError naming the key otherwise."""
     trading = data.get("trading")
     paper = not (isinstance(trading, dict) and trading.get("dry_run") is False)
-    exchanges = data.get("exchanges")
-    if paper and isinstance(exchanges, dict):
-        data = {**data, "exchanges": {k: _paper_keys(v, f"exchanges.{k}", env) for k, v in exchanges.items()}}
-    resolved: dict[str, Any] = _substitute(data, "", env, offline)
+    resolved: dict[str, Any] = _substitute(data, "", env, offline, paper)
     return resolved
 
 
-def _paper_keys(section: Any, key: str, env: Any) -> Any:
-    """An exchange section without the keys whose reference cannot be resolved (paper mode)."""
-    if not isinstance(section, dict):
-        return section
-    kept = {}
-    for name, value in section.items():
-        if name in EXCHANGE_KEYS and isinstance(value, str) and "${" in value:
-            try:
-                _substitute(value, f"{key}.{name}", env, False)
-            except SchemaError:
-                continue  # paper mode: public data only; this key is not needed
-        kept[name] = value
-    return kept
+def _optional(key: str, paper: bool) -> bool:
+    """An exchange key paper trading can do without (`exchanges.NAME.api_key`, ...)."""
+    parts = key.split(".")
+    return paper and len(parts) == 3 and parts[0] == "exchanges" and parts[2] in EXCHANGE_KEYS
 
 
-def _substitute(node: Any, key: str, env: Any, offline: bool) -> Any:
+def _substitute(node: Any, key: str, env: Any, offline: bool, paper: bool) -> Any:
     if isinstance(node, dict):
-        return {k: _substitute(v, f"{key}.{k}" if key else str(k), env, offline) for k, v in node.items()}
+        items = (
+            (k, _substitute(v, f"{key}.{k}" if key else str(k), env, offline, paper)) for k, v in node.items()
+        )
+        return {k: v for k, v in items if v is not _LEFT_OUT}
     if isinstance(node, list):
-        return [_substitute(v, f"{key}[{i}]", env, offline) for i, v in enumerate(node)]
+        return [_substitute(v, f"{key}[{i}]", env, offline, paper) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
-        return _SUBST.sub(lambda m: _resolve_or_placeholder(m.group(1), key, env, offline), node)
+        try:
+            return _SUBST.sub(lambda m: _resolve_or_placeholder(m.group(1), key, env, offline), node)
+        except SchemaError:
+            if _optional(key, paper):
+                return _LEFT_OUT  # paper mode: public data only; this key is not needed
+            raise
     return node
+
+
+_LEFT_OUT = object()
 
 
 def _resolve_or_placeholder(ref: str, key: str, env: Any, offline: bool) -> str:

@@ -22,7 +22,7 @@ class FakeExchange:
         self.fail = False
         self.refreshes = 0
 
-    async def refresh_markets(self) -> None:
+    async def sync_clock(self) -> None:
         self.refreshes += 1
         if self.fail:
             raise ConnectionError("venue unreachable")
@@ -104,7 +104,7 @@ def test_a_failing_alert_hook_does_not_stop_the_halt() -> None:
 
 
 async def test_run_checks_at_start_then_remeasures_every_interval() -> None:
-    """run(): a check at once; each interval every exchange is re-measured (refresh_markets) and
+    """run(): a check at once; each interval every exchange is re-measured (sync_clock) and
     checked again; a re-measurement that fails keeps the last offset; `stop` ends it."""
     asked: asyncio.Queue[float] = asyncio.Queue()
     ticks: asyncio.Queue[None] = asyncio.Queue()

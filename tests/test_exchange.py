@@ -426,3 +426,14 @@ async def test_run_market_refresh_survives_failures_and_stops_on_event(
     # caplog, not structlog's capture_logs: the latter misses loggers cached before conftest reconfigured
     events = [r.msg.get("event") for r in caplog.records if isinstance(r.msg, dict)]
     assert events.count("exchange.markets_refresh_failed") == 1
+
+
+async def test_sync_clock_remeasures_the_offset_without_reloading_markets(
+    exchange: Exchange, fake: FakeBinance
+) -> None:
+    """The hourly clock check: one time request, no market reload."""
+    markets, times = fake.count(*EXCHANGE_INFO), fake.count(*TIME)
+    fake.clock_offset_ms = 4000
+    await exchange.sync_clock()
+    assert fake.count(*TIME) == times + 1 and fake.count(*EXCHANGE_INFO) == markets
+    assert exchange.time_offset_ms is not None and abs(exchange.time_offset_ms + 4000) < 1000

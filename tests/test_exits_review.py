@@ -7,73 +7,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from bridge.sim.fake_exchange import FakeBinance
-from bridge.trading.exits import MAX_EXIT_FAILURES, ExitManager
-from bridge.trading.model import ExitPlan, Position, TakeProfitTier
+from bridge.trading.exits import MAX_EXIT_FAILURES
+from bridge.trading.model import ExitPlan, TakeProfitTier
 from bridge.trading.orders import LOOKUP_DELAYS
 from bridge.venues.types import OrderRequest, OrderResult
 from tests.factories import announcement
+from tests.test_exits_until_flat import Alerts, Clock, buy_with, manager, position, sells
 from tests.test_orders import Rig, make_rig
-
-
-@dataclass
-class Alerts:
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    abandoned: list[tuple[str, str]] = field(default_factory=list)
-
-    def exit_failed(self, exchange: str, symbol: str, client_order_id: str | None, reason: str) -> None:
-        self.failed.append((symbol, reason))
-
-    def position_abandoned(self, exchange: str, symbol: str, entry_client_order_id: str, reason: str) -> None:
-        self.abandoned.append((symbol, reason))
-
-
-@dataclass
-class Clock:
-    mono: float = 1000.0
-
-    def monotonic(self) -> float:
-        return self.mono
-
-
-def manager(rig: Rig, clock: Clock, alerts: Alerts | None = None) -> ExitManager:
-    return ExitManager(
-        journal=rig.journal,
-        router=rig.router,
-        exchanges={"binance": rig.exchange},
-        prices=rig.router.prices,
-        alerts=alerts,
-        monotonic=clock.monotonic,
-    )
-
-
-async def buy_with(rig: Rig, plan: ExitPlan) -> str:
-    outcome = await rig.router.submit(
-        strategy="s",
-        announcement=announcement("ABC"),
-        exchange="binance",
-        symbol="ABC/USDT",
-        side="buy",
-        cost=20,
-        exit=plan,
-    )
-    assert outcome.status == "placed" and outcome.client_order_id is not None
-    return outcome.client_order_id
-
-
-def position(rig: Rig, cid: str) -> Position:
-    found = rig.journal.position(cid)
-    assert found is not None
-    return found
-
-
-def sells(fake: FakeBinance) -> list[dict[str, str]]:
-    return [o.params for o in fake.orders if o.params["side"] == "SELL"]
 
 
 def executed_sells(fake: FakeBinance) -> float:
@@ -108,7 +53,7 @@ async def test_a_tier_remainder_under_the_minimum_does_not_close_the_half_still_
     fake.add_market("ABC", "USDT", price=2.0, depth=4.0)  # a limit order fills at most 4 ABC
     entry = await buy_with(live, ExitPlan(tiers=TIERS, stop_loss=0.2))
     clock = Clock()
-    exits = manager(live, clock)
+    exits = manager(live, clock=clock)
     fake.set_price("ABC/USDT", 2.5)
     [tier] = await exits.check()
     assert tier.status == "placed" and position(live, entry).remaining == pytest.approx(6.0)
@@ -134,7 +79,7 @@ async def test_a_market_closed_for_a_while_does_not_abandon_the_position_in_seco
     live.router.prices.max_age = 60.0  # the last quote stays usable while the venue halts
     clock = Clock()
     alerts = Alerts()
-    exits = manager(live, clock, alerts)
+    exits = manager(live, alerts, clock)
     fake.set_price("ABC/USDT", 1.5)  # under the stop-loss (1.6)
     assert await live.router.prices.quote("binance", "ABC/USDT") is not None  # the last quote, cached
     fake.add_market("ABC", "USDT", price=1.5, status="BREAK")  # then the venue halts the market
@@ -170,7 +115,7 @@ async def test_a_market_lookup_that_fails_once_does_not_abandon_the_position(
             assert await rig.exchange.find_market(f"ZZ{n}/USDT") is None
         clock = Clock()
         alerts = Alerts()
-        exits = manager(rig, clock, alerts)
+        exits = manager(rig, alerts, clock)
         assert exits.request_close("ABC/USDT")[0]
         await exits.check()
         assert alerts.failed, "no sell was tried: the test did not reach the market lookup"
@@ -198,7 +143,7 @@ async def test_a_sub_lot_remainder_after_the_last_take_profit_closes_the_positio
             entry = await buy_with(rig, ExitPlan(take_profit=0.5))
             assert position(rig, entry).filled == pytest.approx(6.66666667)
             clock = Clock()
-            exits = manager(rig, clock)
+            exits = manager(rig, clock=clock)
             fake.set_price("ABC/USDT", 4.6)
             [sold] = await exits.check()
             assert sold.status == "placed"
@@ -231,7 +176,7 @@ async def test_an_exit_answered_before_its_fill_is_known_is_not_sent_again(
     fake.balances["ABC"] = 30.0  # the account holds more ABC than this position (other positions)
     clock = Clock()
     alerts = Alerts()
-    exits = manager(live, clock, alerts)
+    exits = manager(live, alerts, clock)
     fake.set_price("ABC/USDT", 1.5)
     await exits.check()
     clock.mono += 1
@@ -250,7 +195,7 @@ async def test_a_resting_stop_is_not_placed_while_the_venue_is_halted(live: Rig,
     entry = await buy_with(live, ExitPlan(take_profit=0.5, stop_loss=0.2, stop_on_exchange=True))
     live.gate.halt("venue_backoff", venue="binance")  # what VenueBackoff.hit does on a 429
     assert live.gate.exit_blockers("binance")
-    exits = manager(live, Clock())
+    exits = manager(live, clock=Clock())
     await exits.check()
     assert [o.params["type"] for o in fake.orders if o.params["side"] == "SELL"] == []
     assert position(live, entry).stop_client_order_id is None
@@ -286,7 +231,7 @@ async def test_the_background_lookup_of_an_entry_never_undoes_the_fill_the_exits
     assert outcome.status == "unknown"
     entry = outcome.client_order_id or ""
     clock = Clock()
-    exits = manager(live, clock)
+    exits = manager(live, clock=clock)
     await exits.check()  # first seen: the router's look-ups go first
     clock.mono += 31
     await exits.check()  # the exit manager's own look-up finds the fill

@@ -28,8 +28,8 @@ class ClockSource(Protocol):
         """Our clock minus the venue's, in ms; None while not measured (or the venue cannot tell)."""
         ...
 
-    async def refresh_markets(self) -> None:
-        """Reload markets and re-measure the clock."""
+    async def sync_clock(self) -> None:
+        """Re-measure the clock offset (one request; no market reload)."""
         ...
 
 
@@ -54,7 +54,7 @@ class ClockWatch:
     """Turns measured clock offsets into a log line, an alert and the `clock_offset` halt.
 
     `check()` reads the offsets the exchanges hold (no I/O); `run(stop)` checks at once, then every
-    `interval_s` re-measures (through `refresh_markets`, unless `remeasure` is off because the market
+    `interval_s` re-measures (through `sync_clock`, unless `remeasure` is off because the market
     refresh already re-measures often enough) and checks again, until `stop` is set. `alert(text,
     **fields)` is called each time the state gets worse (ok -> warning -> halted)."""
 
@@ -114,7 +114,7 @@ class ClockWatch:
         """Re-measure every exchange's offset at once; one that fails keeps its last measurement."""
         names = list(self._exchanges)
         outcomes = await asyncio.gather(
-            *(self._exchanges[name].refresh_markets() for name in names), return_exceptions=True
+            *(self._exchanges[name].sync_clock() for name in names), return_exceptions=True
         )
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):

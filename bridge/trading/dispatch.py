@@ -315,8 +315,8 @@ class Dispatcher:
                 action="not traded again",
             )
             return False
-        self.arrivals.first(a)
         self.seen += 1
         for runner in self._runners:
             runner.put(a)
+        self.arrivals.first(a)  # bookkeeping for the copies to come: after the strategies have it
         return True

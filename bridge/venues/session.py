@@ -167,6 +167,11 @@ class ExchangeSession:
         if check_keys:
             await self._check_keys()
 
+    async def sync_clock(self) -> None:
+        """Re-measure the clock offset alone (one time request, no market reload)."""
+        self._started()
+        await self._sync_clock()
+
     async def _sync_clock(self) -> None:
         """Measure the clock offset that signed requests subtract (binance rejects skew as -1021)."""
         if not self._ex.has.get("fetchTime"):
