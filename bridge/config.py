@@ -78,6 +78,9 @@ class ExchangeConfig:
     password: Secret | None = None
     sandbox: bool = False
     market_types: tuple[str, ...] = ("spot",)
+    # The ccxt exchange class of this account; None: the account's name. Two accounts on one venue:
+    # `bybit_main: {venue: bybit, ...}` and `bybit_sub: {venue: bybit, ...}`.
+    venue: str | None = None
     markets_refresh: float = 600.0
     # Not in repr: users may put credentials in here (apiKey, secret, uid, privateKey...).
     ccxt: dict[str, Any] = field(default_factory=dict, repr=False)

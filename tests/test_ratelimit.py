@@ -7,6 +7,7 @@ import bisect
 
 import pytest
 
+from bridge.venues.dialect import dialect_for
 from bridge.venues.ratelimit import DEFAULT_BURST, Budget, TokenBucket
 
 
@@ -59,7 +60,7 @@ def test_refund_gives_back_an_unused_reservation() -> None:
 def test_binance_budget_never_exceeds_its_weight_window(window: float) -> None:
     """binance: ccxt's rateLimit of 50 ms is 1200 units (6000 weight) per minute. Sending as fast as the
     bucket allows, from full, no span of up to a minute (and no minute of a longer span) sees more."""
-    budget = Budget.for_exchange("binance", 50)
+    budget = dialect_for("binance").budget(50)
     assert budget.burst > 0 and budget.burst + budget.rate * 60 == pytest.approx(1200)
     clock = Clock()
     bucket = TokenBucket(budget, clock=clock)
@@ -75,4 +76,4 @@ def test_binance_budget_never_exceeds_its_weight_window(window: float) -> None:
 
 def test_unknown_exchange_keeps_ccxts_rate_with_a_small_burst() -> None:
     """An exchange without a known window keeps ccxt's average rate; only a few requests go at once."""
-    assert Budget.for_exchange("kraken", 3000) == Budget(rate=1000 / 3000, burst=DEFAULT_BURST)
+    assert dialect_for("kraken").budget(3000) == Budget(rate=1000 / 3000, burst=DEFAULT_BURST)

@@ -14,6 +14,7 @@ from typing import Any
 
 import ccxt.async_support as ccxt_async
 
+from bridge import telemetry
 from bridge.config import ExchangeConfig
 from bridge.venues.errors import note_response
 from bridge.venues.ratelimit import TokenBucket
@@ -81,6 +82,7 @@ class OrderCall:
 
     reserved: float | None
     charged: float | None = None  # the order request's real cost, once its throttle call has seen it
+    received_mono_ns: int = 0  # the feed frame behind the order (bridge_order_internal_seconds); 0: none
 
 
 # Set by Exchange.create_order around its ccxt call; read by the throttle of that call's request.
@@ -116,30 +118,18 @@ def recording(cls: Any) -> Any:
             await asyncio.sleep(delay)  # over the exchange's budget: this request waits its turn
         return None
 
-    return type(cls.__name__, (cls,), {"on_rest_response": on_rest_response, "throttle": throttle})
+    async def fetch(self: Any, url: Any, method: Any = "GET", headers: Any = None, body: Any = None) -> Any:
+        call = order_call.get()
+        if call is not None and call.received_mono_ns:  # the order's first request: observed once
+            telemetry.observe_order_written(call.received_mono_ns)
+            call.received_mono_ns = 0
+        return await cls.fetch(self, url, method, headers, body)
+
+    attrs = {"on_rest_response": on_rest_response, "throttle": throttle, "fetch": fetch}
+    return type(cls.__name__, (cls,), attrs)
 
 
 # ----- client order ids -----
 
-# (prefix, max total length) per ccxt class name; subclasses (binanceus, ...) inherit by MRO. The base
-# id is alphanumeric, which every listed exchange accepts (okx allows nothing else).
-_CLIENT_ID_RULES: dict[str, tuple[str, int]] = {
-    "binance": ("", 36),
-    "okx": ("", 32),
-    "bybit": ("", 36),
-    "gate": ("t-", 30),  # gate's `text` must start with "t-", at most 28 characters after it
-    "kucoin": ("", 40),
-}
-
-
+# Each venue's prefix and length: its dialect (bridge.venues.dialects).
 CLIENT_ID_BASE = re.compile(r"[A-Za-z0-9]{1,64}")
-
-
-def client_id_rule(exchange_id: str) -> tuple[str, int]:
-    """(prefix, max total length) of this exchange's client order ids."""
-    cls = getattr(ccxt_async, exchange_id, None)
-    for klass in type.mro(cls) if isinstance(cls, type) else ():
-        rule = _CLIENT_ID_RULES.get(klass.__name__)
-        if rule is not None:
-            return rule
-    return "", 64

@@ -14,8 +14,9 @@ import ccxt.async_support as ccxt_async
 import structlog
 
 from bridge.errors import ExchangeError, OrderRejected, OrderStatusUnknown, UnknownSymbol
-from bridge.venues import precision, quotes, stops
+from bridge.venues import precision, quotes
 from bridge.venues.ccxt_client import CLIENT_ID_BASE, OrderCall, order_call
+from bridge.venues.dialect import MarginMode
 from bridge.venues.errors import describe, translated
 from bridge.venues.markets import SYMBOL_REFRESH_BURST, SYMBOL_REFRESH_MIN_INTERVAL_S
 from bridge.venues.ratelimit import TokenBucket
@@ -83,7 +84,7 @@ class Exchange(ExchangeSession):
         the cached markets."""
         ex = self._order_ready(req.symbol)
         began = time.perf_counter()
-        call = OrderCall(self._order_cost if req.prepaid else None)
+        call = OrderCall(self._order_cost if req.prepaid else None, received_mono_ns=req.received_mono_ns)
         token = order_call.set(call)
         try:
             with translated(self._id, "order"):
@@ -117,20 +118,7 @@ class Exchange(ExchangeSession):
             return await fast.create(
                 market, req.side, req.client_order_id, cost=req.cost, amount=req.amount, price=limit
             )
-        params: dict[str, Any] = {"clientOrderId": req.client_order_id}  # fresh: ccxt may write into it
-        if req.reduce_only and (ex.markets.get(req.symbol) or {}).get("contract") is True:
-            params["reduceOnly"] = True  # spot has no such flag: see OrderRequest.reduce_only
-        order: dict[str, Any]
-        if limit is not None:
-            params["timeInForce"] = "IOC"
-            order = await ex.create_order(req.symbol, "limit", req.side, req.amount, limit, params)
-        elif req.cost is not None and req.side == "buy":
-            order = await ex.create_market_buy_order_with_cost(req.symbol, req.cost, params)
-        elif req.cost is not None:
-            order = await ex.create_market_sell_order_with_cost(req.symbol, req.cost, params)
-        else:
-            order = await ex.create_order(req.symbol, "market", req.side, req.amount, None, params)
-        return order
+        return await self._dialect.create(ex, ex.markets[req.symbol], req)
 
     def _order_ready(self, symbol: str) -> Any:
         """The ccxt instance, for an order request on `symbol`: UnknownSymbol when it is not a loaded
@@ -174,20 +162,45 @@ class Exchange(ExchangeSession):
             return None  # nothing was ever sent
         ex = self._started()
         with translated(self._id, "read"):
-            try:
-                order = await ex.fetch_order(None, symbol, {"clientOrderId": client_order_id})
-            except ccxt_async.OrderNotFound:  # binance -2013
-                return None
+            order = await self._dialect.fetch_by_client_id(ex, symbol, client_order_id)
+        if order is None:
+            return None
         side: Side = "sell" if order.get("side") == "sell" else "buy"
         return self._to_result(order, symbol, side, client_order_id)
+
+    async def prepare_contract(self, symbol: str, *, leverage: float, margin_mode: MarginMode) -> None:
+        """Set a contract symbol's margin mode and leverage before its first order (once per symbol:
+        the caller remembers). Raises UnknownSymbol for a market not loaded, ExchangeError when the venue
+        refuses; nothing is sent in a dry run."""
+        ex = self._started()
+        if self.market(symbol) is None:
+            raise UnknownSymbol(f"{self._id}: {symbol} is not a loaded market", exchange=self._id)
+        if self._dry_run:
+            return
+        began = time.perf_counter()
+        with translated(self._id, "read"):
+            await self._dialect.prepare_contract(ex, symbol, leverage=leverage, margin_mode=margin_mode)
+        log.info(
+            "exchange.contract_prepared",
+            exchange=self._id,
+            symbol=symbol,
+            leverage=leverage,
+            margin_mode=margin_mode,
+            elapsed_ms=round((time.perf_counter() - began) * 1000, 2),
+        )
 
     # ----- resting stops and cancels -----
 
     def supports_resting_stops(self, symbol: str) -> bool:
-        """Can a stop-loss sell rest on the exchange for `symbol` (`place_stop`)? Binance spot markets
-        that take STOP_LOSS orders; False elsewhere for now, for a market not loaded, and in a dry run
-        (which sends nothing). Without I/O."""
-        return self._ex is not None and not self._dry_run and stops.supported(self._ex, symbol)
+        """Can a stop order rest on the exchange for `symbol` (`place_stop`)? As the venue's dialect
+        says (Binance: spot markets that take STOP_LOSS orders); False for a market not loaded and in a
+        dry run (which sends nothing). Without I/O."""
+        return (
+            self._ex is not None
+            and not self._dry_run
+            and symbol in (self._ex.markets or {})
+            and self._dialect.supports_stops(self._ex, symbol)
+        )
 
     async def place_stop(
         self,
@@ -197,17 +210,20 @@ class Exchange(ExchangeSession):
         stop_price: float,
         client_order_id: str,
         limit_price: float | None = None,
+        side: Side = "sell",
     ) -> OrderResult:
-        """Rest a stop-loss SELL of `amount` on the exchange: it sells at market once the price trades at
-        or below `stop_price` (binance STOP_LOSS), or with `limit_price` places a GTC limit sell at that
-        price (STOP_LOSS_LIMIT). The amount is truncated to the lot, the prices to the tick (down). The
+        """Rest a stop order of `amount` on the exchange (a `side` order, by default a stop-loss sell;
+        a buy stops a short on a contract market, reduce-only): at market once the price crosses
+        `stop_price` (binance spot: STOP_LOSS), or with `limit_price` a GTC limit order at that price
+        (STOP_LOSS_LIMIT); each venue's request is its dialect's (bridge.venues.dialects). The amount is truncated to the lot, the prices to the tick (down). The
         result has status "open" while it rests. Charged to the request budget; never retried, except
         once after a refused timestamp. Raises like create_order: OrderRejected (with its kind; "too_small"
         when the amount truncates to nothing), OrderStatusUnknown, RateLimited, UnknownSymbol; ValueError
         for a size or price that is not a positive number."""
         ex = self._order_ready(symbol)
-        amount, stop_price, limit_price = stops.terms(
-            ex, ex.markets[symbol], amount=amount, stop_price=stop_price, limit_price=limit_price
+        market = ex.markets[symbol]
+        amount, stop_price, limit_price = self._dialect.stop_terms(
+            ex, market, amount=amount, stop_price=stop_price, limit_price=limit_price
         )
         if amount <= 0 or stop_price <= 0 or limit_price == 0:
             raise OrderRejected(
@@ -218,10 +234,18 @@ class Exchange(ExchangeSession):
         began = time.perf_counter()
         with translated(self._id, "order"):
             order = await self._skew_retried(
-                lambda: stops.place(ex, symbol, amount, stop_price, limit_price, client_order_id),
+                lambda: self._dialect.place_stop(
+                    ex,
+                    market,
+                    side=side,
+                    amount=amount,
+                    stop_price=stop_price,
+                    limit_price=limit_price,
+                    client_order_id=client_order_id,
+                ),
                 client_order_id,
             )
-        result = self._to_result(order, symbol, "sell", client_order_id)
+        result = self._to_result(order, symbol, side, client_order_id)
         log.info(
             "exchange.stop_placed",
             exchange=self._id,
@@ -248,7 +272,7 @@ class Exchange(ExchangeSession):
         ex = self._order_ready(symbol)
         with translated(self._id, "order"):
             order = await self._skew_retried(
-                lambda: stops.cancel(ex, symbol, client_order_id), client_order_id
+                lambda: self._dialect.cancel_by_client_id(ex, symbol, client_order_id), client_order_id
             )
         if order is not None:
             result = self._to_result(

@@ -11,9 +11,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Exchanges whose published request-weight window is known, in seconds. ccxt's `rateLimit` spreads that
-# window's budget evenly (binance: 6000 weight per minute = 1200 ccxt units = one unit per 50 ms).
-WINDOWS_S: dict[str, float] = {"binance": 60.0}
 # Share of a known window's budget that may go out at once (binance: 60 units = 300 weight = 300
 # orders). The refill rate is lowered by as much, so no window ever sees more than the budget.
 BURST_SHARE = 0.05
@@ -30,15 +27,18 @@ class Budget:
     burst: float
 
     @classmethod
-    def for_exchange(cls, exchange_id: str, rate_limit_ms: float) -> Budget:
-        """The budget for ccxt's `rateLimit` (milliseconds per cost unit) of `exchange_id`. Within any
-        window of the exchange's, burst + rate * window never exceeds ccxt's rate * window."""
+    def for_window(
+        cls, rate_limit_ms: float, window_s: float | None, burst_share: float = BURST_SHARE
+    ) -> Budget:
+        """The budget for ccxt's `rateLimit` (milliseconds per cost unit) of a venue whose published limit
+        is a budget per `window_s` seconds (None: not known, then DEFAULT_BURST on top of ccxt's rate).
+        Within any such window, burst + rate * window never exceeds ccxt's rate * window. Each venue's
+        window is its dialect's (bridge.venues.dialect)."""
         per_s = 1000.0 / rate_limit_ms if rate_limit_ms > 0 else 1e9
-        window = WINDOWS_S.get(exchange_id)
-        if window is None:
+        if window_s is None:
             return cls(rate=per_s, burst=DEFAULT_BURST)
-        burst = BURST_SHARE * per_s * window
-        return cls(rate=per_s - burst / window, burst=burst)
+        burst = burst_share * per_s * window_s
+        return cls(rate=per_s - burst / window_s, burst=burst)
 
 
 class TokenBucket:

@@ -15,10 +15,11 @@ import structlog
 from bridge.config import ExchangeConfig
 from bridge.errors import ConfigError
 from bridge.venues import fastpath
-from bridge.venues.ccxt_client import ccxt_config, client_id_rule, limit_market_loading, recording
+from bridge.venues.ccxt_client import ccxt_config, limit_market_loading, recording
+from bridge.venues.dialect import Dialect, dialect_for
 from bridge.venues.errors import describe, translated
 from bridge.venues.markets import MarketBook
-from bridge.venues.ratelimit import Budget, TokenBucket
+from bridge.venues.ratelimit import TokenBucket
 from bridge.venues.types import Limiter, Market
 
 # the adapter's logger name: these events are the exchange's, wherever the code lives
@@ -46,6 +47,9 @@ class ExchangeSession:
     ) -> None:
         self._id = exchange_id
         self._cfg = cfg
+        # the ccxt class: `venue:` in the account's config, else its name (two accounts, one venue)
+        self._venue = cfg.venue or exchange_id
+        self._dialect: Dialect = dialect_for(self._venue)
         self._dry_run = dry_run
         self._clock = clock
         self._keep_warm_s = keep_warm_s
@@ -55,13 +59,18 @@ class ExchangeSession:
         self._bucket: TokenBucket | None = None
         self._order_cost = 1.0  # ccxt cost units of one order request; learned from the first order
         self._keep_warm: asyncio.Task[None] | None = None
-        self._client_id_rule = client_id_rule(exchange_id)
+        self._client_id_rule = (self._dialect.client_id_prefix, self._dialect.client_id_max)
         self._fast: fastpath.BinanceSpotOrders | None = None
         self._markets = MarketBook(exchange_id, clock=clock, limiter=self.limiter)
 
     @property
     def id(self) -> str:
         return self._id
+
+    @property
+    def venue(self) -> str:
+        """The ccxt exchange class of this account (`exchanges.NAME.venue`, default NAME)."""
+        return self._venue
 
     @property
     def dry_run(self) -> bool:
@@ -89,6 +98,8 @@ class ExchangeSession:
             if self._cfg.sandbox:
                 self._enable_sandbox()
             await _all_or_none(self._load_markets(), self._sync_clock_then_check(check_keys))
+            if check_keys and any(kind != "spot" for kind in self._cfg.market_types):
+                await self._refuse_hedge_mode()
         except BaseException:
             await self.close()
             raise
@@ -138,14 +149,15 @@ class ExchangeSession:
         return None if value is None else int(value)
 
     def _create(self) -> Any:
-        if self._id not in ccxt_async.exchanges:
-            raise ConfigError(f"exchanges.{self._id}: unknown exchange id {self._id!r} (not a ccxt exchange)")
-        ex = recording(getattr(ccxt_async, self._id))(ccxt_config(self._cfg, dry_run=self._dry_run))
+        if self._venue not in ccxt_async.exchanges:
+            key = f"exchanges.{self._id}" + (".venue" if self._cfg.venue else "")
+            raise ConfigError(f"{key}: unknown exchange id {self._venue!r} (not a ccxt exchange)")
+        ex = recording(getattr(ccxt_async, self._venue))(ccxt_config(self._cfg, dry_run=self._dry_run))
         limit_market_loading(ex, self._cfg)
         if self.limiter == "bridge":
             # ccxt keeps calling throttle() with each endpoint's cost; the bucket decides
             self._bucket = ex.bridge_bucket = TokenBucket(
-                Budget.for_exchange(self._id, float(ex.rateLimit)), clock=self._clock
+                self._dialect.budget(float(ex.rateLimit)), clock=self._clock
             )
         return ex
 
@@ -184,11 +196,21 @@ class ExchangeSession:
         if not ex.check_required_credentials(False):
             raise ConfigError(f"exchanges.{self._id}: checking keys needs api_key and secret")
         with translated(self._id, "read"):
-            if isinstance(ex, ccxt_async.binance):
-                await ex.private_get_account({"omitZeroBalances": "true"})  # weight 20, no market load
-            else:
-                await ex.fetch_balance()
+            await self._dialect.check_keys(ex)
         log.info("exchange.keys_accepted", exchange=self._id)
+
+    async def _refuse_hedge_mode(self) -> None:
+        """ConfigError (exit 78) when an account that loads contract markets is in hedge mode."""
+        with translated(self._id, "read"):
+            hedged = await self._dialect.hedge_mode(self._ex)
+        if hedged:
+            key = f"exchanges.{self._id}"
+            raise ConfigError(
+                f"{key}: the account is in hedge (two-way) position mode; bridge trades contracts in "
+                "one-way mode only and never switches it: switch it on the venue, or leave swap out of "
+                f"{key}.market_types"
+            )
+        log.info("exchange.position_mode", exchange=self._id, hedged=hedged)
 
     def _fast_path(self) -> fastpath.BinanceSpotOrders | None:
         """bridge.venues.fastpath where it applies (see fastpath.select); orders then cost its cost."""
