@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeAlias
 
 import yaml
 
+from bridge import config_yaml_errors as yaml_errors
 from bridge import secrets
 from bridge.config_feed import (  # re-exported: the feed section is part of the config's API
     FeedConfig as FeedConfig,
@@ -284,13 +285,7 @@ def loads(
     except ValueError:  # Python refuses to convert an integer of thousands of digits
         raise ConfigError(f"{source}: not valid YAML: a number with too many digits") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        hint = ""
-        if mark and "${" in text.splitlines()[min(mark.line, len(text.splitlines()) - 1)]:
-            hint = ' (inside { } a ${VAR} must be quoted: "${VAR}")'
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}{hint}") from None
+        raise ConfigError(one_line(f"{source}: {yaml_errors.describe(exc, text)}")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings at the top level")
     if count_nodes(data, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
