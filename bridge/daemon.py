@@ -120,6 +120,7 @@ class Daemon:
                 await self._stop_aux()
 
     async def _start_unless_stopped(self) -> bool:
+                self.systemd.notify(STATUS="")  # no stale "halted: ..." left in systemctl status
         """Run startup(), unless a stop is requested first (SIGTERM while an exchange hangs at warm-up):
         then startup is cancelled and the daemon stops cleanly (exit 0), closing what it had opened.
         False when it stopped before it was up."""
@@ -295,7 +296,7 @@ class Daemon:
         """The feed cannot come back (its key is dead), so no new entry can be trusted; positions
         already open still need their exits, which need no feed. With positions open, keep the exit
         manager running until it finds none (`exits.flat`) or a stop is requested; the feed is not
-        reconnected and entries stay halted ("disconnected", and "key_expired" for a 403)."""
+        reconnected and entries stay halted ("disconnected", and "key_rejected" for a 403)."""
         assert self.journal is not None
         # An entry already past the gate may still be filling: let it land before counting positions.
         await self._drain_runners()

@@ -98,7 +98,8 @@ async def test_sd_notify_ready_status_stopping(
     servers: tuple[FeedEmulator, FakeBinance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under systemd (NOTIFY_SOCKET set) the daemon sends READY=1 after start-up, STATUS= lines as the
-    gate changes, and STOPPING=1 at shutdown, as datagrams on a real AF_UNIX socket."""
+    gate changes, STOPPING=1 at shutdown and, last, an empty STATUS= (no stale "halted: ..." left in
+    systemctl status), as datagrams on a real AF_UNIX socket."""
     emu, fake = servers
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -121,6 +122,8 @@ async def test_sd_notify_ready_status_stopping(
         await r.stop()
         while "STOPPING=1" not in seen:
             seen.append(await next_datagram())
+        while seen[-1] != "STATUS=":  # the status line is cleared last, after shutdown
+            seen.append(await next_datagram())
     finally:
         sock.close()
-    assert seen.index("READY=1") < seen.index("STOPPING=1")
+    assert seen.index("READY=1") < seen.index("STOPPING=1") < len(seen) - 1

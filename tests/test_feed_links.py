@@ -118,7 +118,7 @@ async def test_a_config_error_on_any_link_is_the_error_reported(
     feed = Feed(links_config(main, kr))
     with pytest.raises(ConfigError):
         await asyncio.wait_for(feed.task, WAIT)
-    assert {"key_expired:kr", "disconnected:main"} <= feed.gate.reasons
+    assert {"key_rejected:kr", "disconnected:main"} <= feed.gate.reasons
 
 
 async def test_links_sharing_a_key_connect_paced_apart() -> None:

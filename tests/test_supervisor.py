@@ -160,12 +160,12 @@ async def test_401_is_a_config_error_without_retry(emu: FeedEmulator, events: Ev
 
 
 async def test_403_is_credentials_rejected_without_retry(emu: FeedEmulator) -> None:
-    """HTTP 403 raises CredentialsRejected (exit 77) at once and halts trading with "key_expired"."""
+    """HTTP 403 raises CredentialsRejected (exit 77) at once and halts trading with "key_rejected" (not key_expired: nothing expired as far as the client knows)."""
     async with running(config(emu.url, api_key=Secret("dsk_" + "0" * 64))) as run:
         with pytest.raises(CredentialsRejected):
             await run.outcome()
     assert [h.status for h in emu.handshakes] == [403] and run.sleep.delays == []
-    assert "key_expired" in run.gate.gate.reasons
+    assert "key_rejected" in run.gate.gate.reasons
 
 
 @pytest.mark.parametrize(

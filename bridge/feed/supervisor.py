@@ -28,7 +28,7 @@ log = structlog.get_logger(__name__)
 
 State = Literal["connecting", "connected", "backoff", "stopped"]
 
-FeedProblem = Literal["disconnected", "feed_stale", "key_expired"]
+FeedProblem = Literal["disconnected", "feed_stale", "key_expired", "key_rejected"]
 
 
 class FeedStatusSink(Protocol):
@@ -260,7 +260,7 @@ class Supervisor:
                 "feed.api_key must be set; it is sent as the X-API-Key header"
             ) from None
         if exc.status == 403:
-            self._status.halt("key_expired")
+            self._status.halt("key_rejected")
             raise CredentialsRejected(
                 "the feed rejected the API key (HTTP 403: invalid, revoked or expired); a new key is needed"
             ) from None
