@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     close.add_argument("--exchange", help="the position's exchange (needed only if several hold SYMBOL)")
     close.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     close.add_argument(
+    rpt = sub.add_parser(
+        "report", help="orders, fills, fees and realised profit per strategy and venue, from the journals"
+    )
+    rpt.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    rpt.add_argument("--since", help="only orders from this UTC date or time on (2026-12-01, 2026-12-01T08:00)")
+    rpt.add_argument("--json", action="store_true", help="JSON even on a terminal (the default without one)")
+    rpt.set_defaults(func=_cmd_report)
+
         "--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer (default: 30)"
     )
     close.set_defaults(func=_cmd_close)
@@ -410,6 +418,16 @@ def _cmd_close(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bridge.ops import report
+
+    config = config_mod.load(args.config, offline=True)  # no secret needed to read the journal
+    _quiet_logs()
+    lines = report.build(config.state_dir, since_ns=report.since_ns(args.since))
+    print(report.to_json(lines) if args.json or not sys.stdout.isatty() else report.render_table(lines))
+    return int(ExitCode.OK)
+
+
     return _ask_daemon(args, {"cmd": "resume", "reason": args.reason}, f"{args.reason} lifted")
 
 

@@ -406,6 +406,10 @@ class Journal:
 
     def open_positions(self) -> list[Position]:
         """The positions the exits watch: open ones, and pending ones (fill not known yet)."""
+    def select(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of a read-only query, for tools that read the journal (bridge.ops.report)."""
+        return self._rows(sql, params)
+
         return self.positions(("pending", "open"))
 
     def position(self, entry_client_order_id: str) -> Position | None:
