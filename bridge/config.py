@@ -195,9 +195,26 @@ class TelegramConfig:
     chat_id: str
     api_url: str = "https://api.telegram.org"
     timeout: float = 5.0
+    # Commands from the phone (/status, /positions, /halt, /resume, /close, /reload): off unless true,
+    # and then only from these Telegram user ids, in these chats (default: chat_id alone). One process
+    # may poll a bot token (Telegram answers 409 to a second): give a second daemon its own bot.
+    commands: bool = False
+    allowed_user_ids: tuple[int, ...] = ()
+    chat_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_numbers(self)
+        if self.commands and not self.allowed_user_ids:
+            raise SchemaError(
+                "allowed_user_ids",
+                "commands: true needs the Telegram user ids that may command (a group member who is not "
+                "listed cannot)",
+            )
+
+    @property
+    def command_chats(self) -> tuple[str, ...]:
+        """The chats commands are accepted from."""
+        return self.chat_ids or (self.chat_id,)
 
 
 @dataclass(frozen=True)
@@ -208,6 +225,8 @@ class AlertsConfig:
     events: dict[str, bool] = field(default_factory=dict)
     feed_down_after: float = 60.0  # seconds the feed must be down before `feed_down` is sent
     key_expiry_days: float = 7.0  # `key_expiring` when the feed key expires sooner than this
+    # Which machine an alert comes from (two daemons, one chat): None means this host's name.
+    host_label: str | None = None
 
     def __post_init__(self) -> None:
         _check_numbers(self)

@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
 
+import orjson
+
 from bridge.aio import Sleep, sleep_or_stop
 from bridge.errors import ExchangeError, RateLimited
 
@@ -57,6 +59,17 @@ def retry_after_header(headers: Mapping[str, str] | None) -> float | None:
         return None
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     return parse_retry_after(value)
+
+
+def retry_after_telegram(body: bytes) -> float | None:
+    """`parse_retry_after` of a Telegram Bot API error body: a 429 says how long to wait in
+    `{"parameters": {"retry_after": N}}`, not in a header. None when the body says nothing readable."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    parameters = data.get("parameters") if isinstance(data, dict) else None
+    return parse_retry_after(parameters.get("retry_after")) if isinstance(parameters, dict) else None
 
 
 async def refresh_until_stopped(

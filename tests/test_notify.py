@@ -40,6 +40,7 @@ class Endpoint:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.answers: list[tuple[int, dict[str, str]]] = []
+        self.answer_bodies: list[dict[str, Any]] = []  # JSON bodies for the answers, in turn
         self.hold = asyncio.Event()
         self.hold.set()
         self.url = ""
@@ -66,7 +67,8 @@ class Endpoint:
             self._changed.notify_all()
         await self.hold.wait()
         status, headers = self.answers.pop(0) if self.answers else (200, {})
-        return web.json_response({"ok": status == 200}, status=status, headers=headers)
+        body = self.answer_bodies.pop(0) if self.answer_bodies else {"ok": status == 200}
+        return web.json_response(body, status=status, headers=headers)
 
     async def wait_received(self, n: int) -> list[Received]:
         async with self._changed:
@@ -166,9 +168,10 @@ def events_logged(logs: Sequence[MutableMapping[str, Any]], name: str) -> list[M
 
 
 async def test_webhook_body(endpoints: Callable[[], Awaitable[Endpoint]]) -> None:
-    """The webhook gets one JSON POST at its own URL: event, text, fields and an ISO-8601 UTC time."""
+    """The webhook gets one JSON POST at its own URL: event, text, fields, the host label and an
+    ISO-8601 UTC time."""
     hook = await endpoints()
-    notifier = Notifier(AlertsConfig(webhook=webhook(hook)))
+    notifier = Notifier(AlertsConfig(webhook=webhook(hook), host_label="tokyo-1"))
     async with running(notifier):
         notifier.notify("started", "bridge started", dry_run=True, strategies=["listing_buy"])
         (got,) = await hook.wait_received(1)
@@ -177,6 +180,7 @@ async def test_webhook_body(endpoints: Callable[[], Awaitable[Endpoint]]) -> Non
         "event": "started",
         "text": "bridge started",
         "fields": {"dry_run": True, "strategies": ["listing_buy"]},
+        "host": "tokyo-1",
     }
     sent_at = datetime.fromisoformat(got.body["time"])
     assert sent_at.utcoffset() is not None and sent_at.utcoffset() == UTC.utcoffset(None)
@@ -184,16 +188,16 @@ async def test_webhook_body(endpoints: Callable[[], Awaitable[Endpoint]]) -> Non
 
 async def test_telegram_path_and_body(endpoints: Callable[[], Awaitable[Endpoint]]) -> None:
     """Telegram gets POST {api_url}/bot{token}/sendMessage with chat_id and a plain text: the alert's
-    text, then one `key: value` line per field."""
+    text after the host label, then one `key: value` line per field."""
     tg = await endpoints()
-    notifier = Notifier(AlertsConfig(telegram=telegram(tg.url)))
+    notifier = Notifier(AlertsConfig(telegram=telegram(tg.url), host_label="tokyo-1"))
     async with running(notifier):
         notifier.on_order("placed", exchange="binance", symbol="ABC/USDT", side="buy", client_order_id="bx1")
         (got,) = await tg.wait_received(1)
     assert got.path == f"/bot{BOT_TOKEN}/sendMessage"
     assert got.body == {
         "chat_id": "-10042",
-        "text": "Order placed: buy ABC/USDT on binance\n"
+        "text": "[tokyo-1] Order placed: buy ABC/USDT on binance\n"
         "exchange: binance\nsymbol: ABC/USDT\nside: buy\nclient_order_id: bx1\nstatus: placed",
     }
 
@@ -210,7 +214,16 @@ async def test_event_switched_off_is_not_sent(endpoints: Callable[[], Awaitable[
         await tg.wait_received(1)
     # Each channel sends in order, so the rejection arriving first means the placement never left.
     assert hook.events() == ["order_rejected"]
-    assert len(tg.received) == 1 and tg.received[0].body["text"].startswith("Order rejected")
+    assert len(tg.received) == 1 and "] Order rejected" in tg.received[0].body["text"]
+
+
+async def test_host_label_defaults_to_the_hostname(endpoints: Callable[[], Awaitable[Endpoint]]) -> None:
+    hook = await endpoints()
+    notifier = Notifier(AlertsConfig(webhook=webhook(hook)))
+    async with running(notifier):
+        notifier.notify("started", "bridge started")
+        (got,) = await hook.wait_received(1)
+    assert got.body["host"] == socket.gethostname()
 
 
 async def test_no_channels_is_a_no_op() -> None:
@@ -267,6 +280,21 @@ async def test_gives_up_after_bounded_attempts_with_capped_backoff(
     assert dropped["reason"] == "gave_up" and dropped["alert"] == "feed_down"
     assert telemetry.value("bridge_alerts_total", channel="webhook", outcome="dropped") == dropped_before + 1
     assert backoff_delay(30) == 30.0 and backoff_delay(2, retry_after=3600) == 30.0
+
+
+async def test_telegram_retry_after_in_the_body_is_honoured(
+    endpoints: Callable[[], Awaitable[Endpoint]],
+) -> None:
+    """Telegram's 429 says how long to wait in its JSON body (parameters.retry_after), not a header."""
+    tg = await endpoints()
+    tg.answers = [(429, {})]
+    tg.answer_bodies = [{"ok": False, "error_code": 429, "parameters": {"retry_after": 9}}]
+    sleep = RecordingSleep()
+    notifier = Notifier(AlertsConfig(telegram=telegram(tg.url)), sleep=sleep)
+    async with running(notifier):
+        notifier.notify("started", "one")
+        await tg.wait_received(2)
+    assert sleep.delays == [9.0]
 
 
 async def test_client_error_is_not_retried(endpoints: Callable[[], Awaitable[Endpoint]]) -> None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -64,6 +65,7 @@ class Alert:
     text: str
     fields: dict[str, Any]
     time: str  # ISO 8601 UTC, when notify() was called
+    host: str = ""  # alerts.host_label, default this machine's name: which daemon of several
 
 
 RequestBuilder = Callable[[Alert], tuple[str, dict[str, Any]]]
@@ -82,7 +84,13 @@ class Channel:
 
 def webhook_channel(cfg: WebhookConfig) -> Channel:
     def build(alert: Alert) -> tuple[str, dict[str, Any]]:
-        body = {"event": alert.event, "text": alert.text, "fields": alert.fields, "time": alert.time}
+        body = {
+            "event": alert.event,
+            "text": alert.text,
+            "fields": alert.fields,
+            "time": alert.time,
+            "host": alert.host,
+        }
         return cfg.url.reveal(), body
 
     return Channel("webhook", aiohttp.ClientTimeout(total=cfg.timeout), build)
@@ -98,7 +106,8 @@ def telegram_channel(cfg: TelegramConfig) -> Channel:
 
 def telegram_text(alert: Alert) -> str:
     """The alert as a plain chat message: the text, then one `key: value` line per field."""
-    lines = [alert.text, *(f"{k}: {_plain(v)}" for k, v in alert.fields.items() if v is not None)]
+    headline = f"[{alert.host}] {alert.text}" if alert.host else alert.text
+    lines = [headline, *(f"{k}: {_plain(v)}" for k, v in alert.fields.items() if v is not None)]
     # Scrubbed again as a whole before the cut (never after: a cut through a secret hides it from the
     # scrubber); the alert's parts were scrubbed when it was queued.
     return secrets.clip("\n".join(lines), TELEGRAM_MAX_TEXT)
@@ -139,6 +148,7 @@ class Notifier:
         self._max_queued = max_queued
         self._flush_timeout = flush_timeout
         self._channels: list[Channel] = []
+        self._host = secrets.scrub(cfg.host_label or socket.gethostname())
         if cfg.webhook is not None:
             self._channels.append(webhook_channel(cfg.webhook))
         if cfg.telegram is not None:
@@ -173,6 +183,7 @@ class Notifier:
             secrets.scrub(text),
             secrets.scrub_value(fields),
             datetime.now(UTC).isoformat(timespec="seconds"),
+            self._host,
         )
         for channel in self._channels:
             if len(channel.pending) >= self._max_queued:
@@ -435,9 +446,11 @@ class Notifier:
             async with session.post(
                 url, data=orjson.dumps(body, default=str), headers=_JSON_HEADERS, timeout=channel.timeout
             ) as resp:
-                await resp.read()  # within the timeout, and lets the connection be reused
+                answer = await resp.read()  # within the timeout, and lets the connection be reused
                 status = resp.status
                 retry_after = retry.retry_after_header(resp.headers)
+                if retry_after is None and channel.name == "telegram":
+                    retry_after = retry.retry_after_telegram(answer)  # its 429 says it in the body
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._failed(channel, alert, attempt, None, type(exc).__name__)
             return "retry", None
