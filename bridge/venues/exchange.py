@@ -6,6 +6,7 @@ limit terms in `precision`, the stop and cancel requests in `stops`, the quote r
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -118,7 +119,11 @@ class Exchange(ExchangeSession):
             return await fast.create(
                 market, req.side, req.client_order_id, cost=req.cost, amount=req.amount, price=limit
             )
-        return await self._dialect.create(ex, ex.markets[req.symbol], req)
+        market = ex.markets[req.symbol]
+        per_contract = precision.contract_size(market)
+        if per_contract != 1.0 and req.amount is not None:  # ccxt counts a swap's amount in contracts
+            req = dataclasses.replace(req, amount=req.amount / per_contract)
+        return await self._dialect.create(ex, market, req)
 
     def _order_ready(self, symbol: str) -> Any:
         """The ccxt instance, for an order request on `symbol`: UnknownSymbol when it is not a loaded
@@ -238,7 +243,7 @@ class Exchange(ExchangeSession):
                     ex,
                     market,
                     side=side,
-                    amount=amount,
+                    amount=amount / precision.contract_size(market),  # contracts on a swap
                     stop_price=stop_price,
                     limit_price=limit_price,
                     client_order_id=client_order_id,
@@ -367,6 +372,9 @@ class Exchange(ExchangeSession):
 
     def _to_result(self, order: dict[str, Any], symbol: str, side: Side, client_order_id: str) -> OrderResult:
         order_id = order.get("id")
+        market = (self._ex.markets or {}).get(symbol) if self._ex is not None else None
+        per_contract = 1.0 if market is None else precision.contract_size(market)
+        filled = finite_float(order.get("filled"))
         return OrderResult(
             exchange=self._id,
             symbol=order.get("symbol") or symbol,
@@ -374,7 +382,7 @@ class Exchange(ExchangeSession):
             client_order_id=order.get("clientOrderId") or client_order_id,
             order_id=None if order_id is None else str(order_id),
             status=order.get("status") or "unknown",
-            filled=finite_float(order.get("filled")),
+            filled=None if filled is None else filled * per_contract,  # base currency, also on a swap
             cost=finite_float(order.get("cost")),
             average=finite_float(order.get("average")),
             raw=order,

@@ -37,8 +37,9 @@ def limit_terms(
 ) -> tuple[float, float] | None:
     """(amount, limit price) of a limit order on `market` (ccxt's unified dict) of the ccxt instance `ex`:
     the price is `cap_price` rounded to the tick, down for a buy, up for a sell; the amount is `amount`,
-    else `cost` / that price, truncated to the lot (a buy never spends more than `cost`). None when the
-    result is below the market's minimum amount, cost or price (or rounds to nothing)."""
+    else `cost` / that price, truncated to the lot (a buy never spends more than `cost`); on a contract
+    market the lot is whole contracts of `contract_size` and the amount returned is still base currency.
+    None when the result is below the market's minimum amount, cost or price (or rounds to nothing)."""
     wanted = [v for v in (cap_price, amount, cost) if v is not None]
     if (amount is None and cost is None) or not all(math.isfinite(v) and v > 0 for v in wanted):
         raise ValueError(f"limit_terms needs a positive cap and size, got {cap_price=} {amount=} {cost=}")
@@ -52,15 +53,30 @@ def limit_terms(
         with localcontext() as ctx:  # rounding toward zero: the size never buys more than `cost`
             ctx.rounding = ROUND_FLOOR
             size = Decimal(str(cost)) / price
-    size = _rounded(ex, size, precision.get("amount"), up=False)
+    per_contract = Decimal(str(contract_size(market)))
+    lots = _rounded(ex, size / per_contract, precision.get("amount"), up=False)  # contracts on a swap
+    size = lots * per_contract
     if size <= 0:
         return None
     limits = market.get("limits") or {}
-    for floor, value in (("amount", size), ("cost", size * price), ("price", price)):
+    for floor, value in (("amount", lots), ("cost", size * price), ("price", price)):
         least = (limits.get(floor) or {}).get("min")
         if least is not None and value < Decimal(str(least)):
             return None
     return float(size), float(price)
+
+
+def contract_size(market: dict[str, Any]) -> float:
+    """Base currency per unit of ccxt's `amount` on `market`: a contract market's `contractSize` (Gate's
+    BTC_USDT perpetual: 0.0001), 1 on spot. bridge counts sizes in base currency everywhere; only the
+    request to ccxt and its answer are in contracts."""
+    if market.get("contract") is not True:
+        return 1.0
+    try:
+        size = float(market.get("contractSize") or 1.0)
+    except (TypeError, ValueError):
+        return 1.0
+    return size if math.isfinite(size) and size > 0 else 1.0
 
 
 def on_grid(

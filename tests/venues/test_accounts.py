@@ -24,7 +24,7 @@ BASE_ID = "01JABCDEFGHJKMNPQRSTVWXYZ0123456789"  # 35 alphanumerics, longer than
         ("binanceusdm", BASE_ID[-35:]),  # a subclass of binance: same rule
         ("bybit", BASE_ID[-35:]),
         ("okx", BASE_ID[-32:]),
-        ("gate", "t-" + BASE_ID[-28:]),
+        ("gate", "t-" + BASE_ID[-26:]),  # ccxt refuses over 28 with the prefix
         ("kraken", BASE_ID),  # no known rule: up to 64
     ],
 )
