@@ -1,0 +1,93 @@
+"""Gate spot through the whole daemon: feed emulator announcement -> listing_buy -> a price-capped IOC
+buy at FakeGate with real ccxt, and exactly once across a restart (the same announcement never orders
+twice). Reuses the daemon helpers of tests/test_daemon.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge import config as config_mod
+from bridge.sim.emulator import FeedEmulator
+from bridge.sim.fake_gate import FakeGate
+from tests.test_daemon import KEY, STRATEGIES, start
+
+
+def gate_daemon_config(emu: FeedEmulator, fake: FakeGate, state: Path) -> config_mod.Config:
+    text = f"""
+feed:
+  url: {emu.url}
+  api_key: {KEY}
+  cex: [binance, upbit]
+  heartbeat_timeout: 5
+  reconnect: {{min_delay: 0.01, max_delay: 0.05}}
+exchanges:
+  gate:
+    api_key: {fake.api_key}
+    secret: {fake.secret}
+    ccxt: {json.dumps(fake.ccxt_config())}
+trading: {{dry_run: false, max_event_age: 10, max_order_cost: 100}}
+state_dir: {state}
+strategies:
+  - name: listing_buy
+    module: {STRATEGIES}/listing_buy.py
+    params: {{exchange: gate, quote: USDT, cost: 20, publishers: [upbit, binance]}}
+"""
+    return config_mod.loads(text, source="test.yaml")
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[tuple[FeedEmulator, FakeGate]]:
+    async with (
+        FakeGate(markets=[("ABC", "USDT", 2.0), ("DEF", "USDT", 0.5)]) as fake,
+        FeedEmulator(api_keys={KEY}, heartbeat_interval=1.0) as emu,
+    ):
+        yield emu, fake
+
+
+async def test_listing_buy_on_gate_end_to_end(servers: tuple[FeedEmulator, FakeGate], tmp_path: Path) -> None:
+    """An Upbit listing of ABC becomes one limit IOC buy of ABC_USDT on Gate, capped at the best ask +
+    5 %, for at most 20 USDT, with a "t-" client id of 28 characters; it fills."""
+    emu, fake = servers
+    r = await start(gate_daemon_config(emu, fake, tmp_path))
+    try:
+        await emu.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
+        await r.settle(1)
+    finally:
+        await r.stop()
+    assert len(fake.orders) == 1
+    body = fake.orders[0].params
+    assert (body["currency_pair"], body["side"], body["type"], body["time_in_force"]) == (
+        "ABC_USDT",
+        "buy",
+        "limit",
+        "ioc",
+    )
+    assert float(body["price"]) <= 2.002 * 1.05 and float(body["price"]) * float(body["amount"]) <= 20
+    assert body["text"].startswith("t-") and len(body["text"]) <= 28
+    order = fake.order_by_text(body["text"])
+    assert order is not None and order.qty == pytest.approx(float(body["amount"]))
+
+
+async def test_duplicate_across_restart_orders_once_on_gate(
+    servers: tuple[FeedEmulator, FakeGate], tmp_path: Path
+) -> None:
+    """After a restart on the same state_dir, the same announcement redelivered is a duplicate: Gate
+    gets no second order."""
+    emu, fake = servers
+    cfg = gate_daemon_config(emu, fake, tmp_path)
+    r = await start(cfg)
+    await emu.announce(title="Binance Will List ABC", ticker="ABC")
+    await r.settle(1)
+    await r.stop()
+    r2 = await start(cfg)
+    try:
+        await emu.announce(title="Binance Will List ABC", ticker="ABC")
+        await r2.settle(1)
+        assert r2.daemon.dispatcher is not None and r2.daemon.dispatcher.duplicates == 1
+    finally:
+        await r2.stop()
+    assert len(fake.orders) == 1
