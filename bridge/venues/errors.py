@@ -56,6 +56,14 @@ _RULES: tuple[tuple[type[BaseException], type[ExchangeError], type[ExchangeError
     (ccxt_async.ExchangeError, OrderStatusUnknown, ExchangeUnavailable),
 )
 
+# Exchange codes that are definite refusals of an order although ccxt maps them to no class (so to
+# ExchangeError, which would read as "status unknown").
+_REFUSAL_CODES = frozenset(
+    {
+        "51169",  # okx: reduce-only order with no position in that direction to reduce
+    }
+)
+
 # Why an order was refused: OrderRejected.kind. First match wins. Columns: ccxt class (None: any), the
 # exchange's code (None: any), a fragment of the error text, lower case ("": any), the kind. ccxt's class
 # decides where it is specific; where ccxt lumps refusals together (binance -2010 NEW_ORDER_REJECTED is
@@ -72,6 +80,15 @@ _REJECTION_KINDS: tuple[tuple[type[BaseException] | None, str | None, str, Rejec
     (None, "-1013", "notional", "too_small"),  # Filter failure: NOTIONAL, MIN_NOTIONAL
     (None, "-1013", "lot_size", "too_small"),  # Filter failure: LOT_SIZE, MARKET_LOT_SIZE
     (None, "-2010", "price * qty is zero or less", "too_small"),
+    (None, "51020", "", "too_small"),  # okx: below the instrument's minimum size
+    (None, "51121", "", "too_small"),  # okx: not a multiple of the lot size
+    # gate: {"label":"INVALID_PARAM_VALUE","message":"Your order size 1 USDT is too small. The minimum is 3 USDT"}
+    (None, "INVALID_PARAM_VALUE", "too small", "too_small"),
+    (None, "170121", "", "unknown_symbol"),  # bybit spot: Invalid symbol. (ccxt: InvalidOrder)
+    (None, "10001", "symbol invalid", "unknown_symbol"),  # bybit linear: params error: symbol invalid
+    (None, "170140", "", "too_small"),  # bybit spot: Order value exceeded lower limit.
+    (None, "170136", "", "too_small"),  # bybit spot: Order quantity lower than the minimum.
+    (None, "110094", "", "too_small"),  # bybit linear: Order does not meet minimum order value
     # ccxt's own check before sending: the amount rounds to nothing on the market's lot
     (ccxt_async.InvalidOrder, None, "must be greater than minimum amount precision", "too_small"),
 )
@@ -100,6 +117,8 @@ def translate_error(
     code, msg = _parse_error_body(text)
     if code is None and body:
         code = _parse_error_body(body)[0]
+    if during == "order" and code in _REFUSAL_CODES:
+        target = OrderRejected
     message = f"{exchange}: {type(exc).__name__}: {_clean(msg or text) or 'no detail'}"
     if target is OrderRejected:
         kind = rejection_kind(exc, code, f"{text} {body or ''}")
@@ -137,6 +156,10 @@ def _parse_error_body(text: str) -> tuple[str | None, str | None]:
         return None, None
     code = next((body[k] for k in ("code", "retCode", "label") if body.get(k) is not None), None)
     msg = next((body[k] for k in ("msg", "retMsg", "message") if body.get(k)), None)
+    # okx: an order-level refusal is {"code": "1", "data": [{"sCode": "51008", "sMsg": ...}]}
+    first = body["data"][0] if isinstance(body.get("data"), list) and body["data"] else None
+    if isinstance(first, dict) and first.get("sCode") not in (None, "", "0"):
+        code, msg = first["sCode"], first.get("sMsg") or msg
     return (None if code is None else str(code)), (None if msg is None else str(msg))
 
 
