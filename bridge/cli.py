@@ -87,30 +87,40 @@ def _parser() -> argparse.ArgumentParser:
     pos.add_argument("--json", action="store_true", help="print a JSON list, for scripts")
     pos.set_defaults(func=_cmd_positions)
 
+    rpt = sub.add_parser(
+        "report", help="orders, fills, fees and realised profit per strategy and venue, from the journals"
+    )
+    rpt.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    rpt.add_argument(
+        "--since", help="only orders from this UTC date or time on (2026-12-01, 2026-12-01T08:00)"
+    )
+    rpt.add_argument("--json", action="store_true", help="JSON even on a terminal (the default without one)")
+    rpt.set_defaults(func=_cmd_report)
+
     close = sub.add_parser("close", help="ask the running daemon to sell a position now")
     close.add_argument("symbol", help="the position's symbol, as `positions` shows it, e.g. ABC/USDT")
     close.add_argument("--exchange", help="the position's exchange (needed only if several hold SYMBOL)")
     close.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     close.add_argument(
-    rpt = sub.add_parser(
-        "report", help="orders, fills, fees and realised profit per strategy and venue, from the journals"
-    )
-    rpt.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
-    rpt.add_argument("--since", help="only orders from this UTC date or time on (2026-12-01, 2026-12-01T08:00)")
-    rpt.add_argument("--json", action="store_true", help="JSON even on a terminal (the default without one)")
-    rpt.set_defaults(func=_cmd_report)
-
         "--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer (default: 30)"
     )
     close.set_defaults(func=_cmd_close)
 
     resume = sub.add_parser(
-        "resume", help="ask the running daemon to lift a halt that waits for a human (loss_limit)"
+        "resume",
+        help="ask the running daemon to lift a halt that waits for a human (loss_limit, operator_halt)",
     )
-    resume.add_argument("reason", choices=["loss_limit"], help="the halt reason to lift")
+    resume.add_argument("reason", choices=["loss_limit", "operator_halt"], help="the halt reason to lift")
     resume.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     resume.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer")
     resume.set_defaults(func=_cmd_resume)
+
+    halt = sub.add_parser(
+        "halt", help="ask the running daemon to stop new entries until `resume operator_halt`"
+    )
+    halt.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    halt.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer")
+    halt.set_defaults(func=lambda args: _ask_daemon(args, {"cmd": "halt", "by": "bridge halt"}, "halted"))
 
     demo = sub.add_parser(
         "demo", help="run the whole path offline: local feed emulator + local fake exchange, paper trading"
@@ -412,12 +422,6 @@ def _cmd_positions(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
-def _cmd_close(args: argparse.Namespace) -> int:
-    message = {"cmd": "close", "symbol": args.symbol, "exchange": args.exchange}  # None: the daemon picks
-    return _ask_daemon(args, message, f"closing {args.symbol}")
-
-
-def _cmd_resume(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from bridge.ops import report
 
@@ -428,6 +432,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
+def _cmd_close(args: argparse.Namespace) -> int:
+    message = {"cmd": "close", "symbol": args.symbol, "exchange": args.exchange}  # None: the daemon picks
+    return _ask_daemon(args, message, f"closing {args.symbol}")
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
     return _ask_daemon(args, {"cmd": "resume", "reason": args.reason}, f"{args.reason} lifted")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from bridge import remote
 from bridge.aio import Sleep
 from bridge.config import Config
 from bridge.errors import BridgeError, ConfigError, CredentialsRejected, ExchangeAuthError, ExchangeError
@@ -26,7 +27,7 @@ from bridge.ops.health import HealthServer, Mode, build_snapshot, run_status_log
 from bridge.ops.notify import Notifier
 from bridge.ops.sdnotify import SystemdNotifier, run_watchdog
 from bridge.retry import backoff_delay
-from bridge.system import TradingSystem, assemble, control_handlers, market_snapshot, stop_strategies
+from bridge.system import TradingSystem, assemble, market_snapshot, stop_strategies
 from bridge.trading.clock import ClockWatch
 from bridge.trading.dispatch import Dispatcher, StrategyRunner
 from bridge.trading.exits import ExitManager
@@ -118,9 +119,9 @@ class Daemon:
                 await self.shutdown()
             finally:
                 await self._stop_aux()
+                self.systemd.notify(STATUS="")  # no stale "halted: ..." left in systemctl status
 
     async def _start_unless_stopped(self) -> bool:
-                self.systemd.notify(STATUS="")  # no stale "halted: ..." left in systemctl status
         """Run startup(), unless a stop is requested first (SIGTERM while an exchange hangs at warm-up):
         then startup is cancelled and the daemon stops cleanly (exit 0), closing what it had opened.
         False when it stopped before it was up."""
@@ -203,8 +204,9 @@ class Daemon:
         self.clock.check()
         # `bridge close` / `bridge resume` reach the running daemon here (a ConfigError, exit 78, if
         # another daemon answers on it).
+        self.operator = remote.operator(cfg, self.gate, self.system, self.journal, self.snapshot)
         self.control = ControlServer(
-            socket_path(cfg.state_dir, dry_run=cfg.trading.dry_run), control_handlers(self.system)
+            socket_path(cfg.state_dir, dry_run=cfg.trading.dry_run), self.operator.controls
         )
         await self.control.start()
         self.runners = self.system.runners
@@ -235,6 +237,7 @@ class Daemon:
                 name="watchdog",
             )
         )
+        self._aux_tasks += self.operator.start(self._aux_stop)  # Telegram commands, if on
         self.notifier.started(
             dry_run=cfg.trading.dry_run,
             strategies=[r.name for r in self.runners],

@@ -1,4 +1,4 @@
-"""Counters of the operator-facing services: alert deliveries by channel and outcome."""
+"""Counters of the operator-facing services: alert deliveries by channel and outcome, Telegram commands."""
 
 from __future__ import annotations
 
@@ -10,5 +10,12 @@ ALERTS = Counter(
     "bridge_alerts_total",
     "Alert deliveries by channel and outcome (sent; failed: one attempt; dropped: given up or queue full)",
     ["channel", "outcome"],
+    registry=REGISTRY,
+)
+TELEGRAM_COMMANDS = Counter(
+    "bridge_telegram_commands_total",
+    "Telegram commands by outcome (ok, failed, stale: sent while not running; ignored; conflict: another"
+    " poller holds the bot token)",
+    ["outcome"],
     registry=REGISTRY,
 )

@@ -22,6 +22,7 @@ HaltReason = Literal[
     "journal_missing",
     "clock_offset",
     "venue_backoff",
+    "operator_halt",
 ]
 
 # "all": every venue; "venue": one exchange (the gate keys it "reason:venue"); "link": the feed, or
@@ -137,6 +138,16 @@ HALT_RULES: tuple[HaltRule, ...] = (
         False,
         True,
         "that exchange said slow down (429/418, Retry-After or a ban): nothing is sent to it until then",
+    ),
+    HaltRule(
+        "operator_halt",
+        "all",
+        True,
+        False,
+        False,
+        True,
+        "an operator halted new entries (/halt or `bridge halt`); exits go on; kept across restarts"
+        " until /resume or `bridge resume operator_halt`",
     ),
 )
 

@@ -389,6 +389,10 @@ class Journal:
         sql = "SELECT * FROM orders WHERE created_ns>=? ORDER BY created_ns"
         return [journal_rows.record(r) for r in self._rows(sql, (since_ns,))]
 
+    def select(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of a read-only query, for tools that read the journal (bridge.ops.report)."""
+        return self._rows(sql, params)
+
     def get(self, client_order_id: str) -> OrderRecord | None:
         rows = self._rows("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,))
         return journal_rows.record(rows[0]) if rows else None
@@ -406,10 +410,6 @@ class Journal:
 
     def open_positions(self) -> list[Position]:
         """The positions the exits watch: open ones, and pending ones (fill not known yet)."""
-    def select(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        """Rows of a read-only query, for tools that read the journal (bridge.ops.report)."""
-        return self._rows(sql, params)
-
         return self.positions(("pending", "open"))
 
     def position(self, entry_client_order_id: str) -> Position | None:

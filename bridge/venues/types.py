@@ -50,6 +50,9 @@ class OrderRequest:
     # Only reduce a position, never open or flip one: sent as ccxt's `reduceOnly` on contract markets
     # (swap, future); ignored on spot, which has no such flag (a spot sell cannot sell coins not held).
     reduce_only: bool = False
+    # time.perf_counter_ns() when the feed frame behind this order was received (0: none, e.g. an exit):
+    # its request observes bridge_order_internal_seconds as it is written.
+    received_mono_ns: int = 0
 
     def __post_init__(self) -> None:
         sizes = [v for v in (self.cost, self.amount) if v is not None]
