@@ -1,5 +1,7 @@
 """The log pipeline as an operator's journal sees it: priority prefixes, bounded lines, the flood guard,
-secret scrubbing and tracebacks without locals in both formats, stdlib loggers as JSON."""
+secret scrubbing and tracebacks without locals in both formats, stdlib loggers as JSON. Every test
+runs through the log writer thread, as the daemon does (its own behaviour: tests/test_log_writer.py);
+tests/test_secrets_everywhere.py and tests/test_properties_scrub.py cover the pipeline written at once."""
 
 from __future__ import annotations
 
@@ -49,14 +51,34 @@ class Clock:
         return self.now
 
 
+# This module's tests log through the writer thread, as the daemon does (the fixture below); other
+# modules that import these helpers get the default for an in-memory stream: written at once.
+_BACKGROUND: list[bool] = [False]
+
+
+@pytest.fixture(autouse=True)
+def through_the_writer_thread() -> Iterator[None]:
+    _BACKGROUND[0] = True
+    yield
+    _BACKGROUND[0] = False
+
+
 def configure(fmt: str = "json", **kwargs: object) -> io.StringIO:
+    """Log to a fresh in-memory stream (through the writer thread in this module's tests)."""
     stream = io.StringIO()
+    kwargs.setdefault("background", _BACKGROUND[0])
     logs.configure("debug", fmt, stream=stream, **kwargs)  # type: ignore[arg-type]
     return stream
 
 
+def written(stream: io.StringIO) -> str:
+    """What the writer thread has written once it has caught up."""
+    assert logs.flush(timeout=10.0)
+    return stream.getvalue()
+
+
 def lines(stream: io.StringIO) -> list[str]:
-    return stream.getvalue().splitlines()
+    return written(stream).splitlines()
 
 
 def events(stream: io.StringIO) -> list[dict[str, object]]:
@@ -160,7 +182,7 @@ def test_console_traceback_keeps_its_end_when_truncated() -> None:
         raise RuntimeError("y" * 20_000 + " the-end")
     except RuntimeError:
         log.exception("t.long")
-    text = stream.getvalue()
+    text = written(stream)
     assert "[truncated " in text
     assert text.rstrip().endswith("the-end")
     assert "\x1b[" not in text  # no colour codes when the stream is not a terminal
@@ -191,7 +213,7 @@ def test_secret_cut_by_truncation_is_still_scrubbed() -> None:
     secrets.register(value)
     stream = configure()
     log.info("t.straddle", body="x" * (logs.MAX_FIELD_CHARS - 10) + value)
-    assert value[:10] not in stream.getvalue()
+    assert value[:10] not in written(stream)
 
 
 # ---- flood guard ---------------------------------------------------------------------------------
@@ -320,7 +342,7 @@ def test_secrets_scrubbed_in_fields_messages_and_tracebacks(fmt: str) -> None:
         raise RuntimeError(f"rejected key {value}")
     except RuntimeError:
         log.exception("t.failed")
-    text = stream.getvalue()
+    text = written(stream)
     assert value not in text
     assert "whatever-it-is" not in text
     assert text.count("***") >= 4
@@ -342,7 +364,7 @@ def test_traceback_has_no_frame_locals(fmt: str) -> None:
         raise_with_secret_local(seen)
     except ValueError:
         log.exception("t.failed")
-    text = stream.getvalue()
+    text = written(stream)
     assert "raise_with_secret_local" in text
     assert "bad signature" in text
     assert seen and seen[0] not in text

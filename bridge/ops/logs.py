@@ -1,19 +1,18 @@
 """Logging set-up: structlog for bridge's own events, stdlib loggers (aiohttp, ccxt, asyncio, tenacity),
 warnings and uncaught exceptions routed through the same processors, secrets scrubbed from every line,
-tracebacks without frame locals, journald-friendly output (`<N>` priorities, bounded lines, a flood guard).
+tracebacks without frame locals, journald-friendly output (`<N>` priorities, bounded lines, a flood guard),
+rendered and written by a writer thread (bridge.ops.log_writer) so the event loop only enqueues.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -22,6 +21,9 @@ import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
 from bridge import secrets
+from bridge.ops.flood_guard import FloodGuard as FloodGuard  # re-exported: part of this module's API
+from bridge.ops.flood_guard import Suppressed
+from bridge.ops.log_writer import LogWriter
 
 log = structlog.get_logger(__name__)
 _SECRET_FIELDS = frozenset({"api_key", "apikey", "secret", "password", "token", "x-api-key"})
@@ -36,8 +38,14 @@ _SHRUNK_FIELD_CHARS = 256
 # drops *every* line of a service that logs more than 10,000 lines per 30 s, order lines included.
 FLOOD_LIMIT = 30
 FLOOD_WINDOW = 60.0
-# Never suppressed, whatever their rate: the audit trail of what the bot did and why.
+# Never suppressed, whatever their rate, nor dropped by a full log queue: the audit trail of what the
+# bot did and why (with every record at error level and up: see never_dropped).
 NEVER_SUPPRESS = ("trading.", "order.", "daemon.", "log.")
+
+# The log writer thread (background mode): ordinary lines waiting beyond this many are dropped and
+# counted (about 10-20 MB of records at most); at exit, the queue gets this long to be written out.
+QUEUE_SIZE = 10_000
+EXIT_FLUSH_TIMEOUT_S = 30.0
 
 # syslog priorities journald reads from a `<N>` line prefix (it assumes 6, info, without one).
 _PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
@@ -122,82 +130,15 @@ def _shrunk(event_dict: EventDict, size: int) -> EventDict:
     return kept
 
 
-@dataclass(frozen=True)
-class Suppressed:
-    """`count` records of `event` from `logger` were dropped in one window of `window_s` seconds."""
+class GuardedStreamHandler(logging.Handler):
+    """Runs every record past a FloodGuard (if any) and writes a `log.suppressed` summary for each
+    window in which records were dropped; error records and NEVER_SUPPRESS events always pass.
 
-    event: str
-    logger: str
-    count: int
-    window_s: float
+    `background`: what passes is handed to a LogWriter thread that renders and writes it, so the
+    thread that logs only enqueues (see bridge.ops.log_writer for what happens when it is behind);
+    otherwise it is rendered and written at once, in the thread that logs."""
 
-
-class _Window:
-    __slots__ = ("seen", "started")
-
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self.seen = 0
-
-
-class FloodGuard:
-    """Lets at most `limit` records per key through in each `window` seconds and counts the rest, so a
-    reconnect storm cannot push the lines that matter out of the journal. Not thread-safe: the
-    handler calls it under its lock."""
-
-    def __init__(self, limit: int, window: float, *, max_keys: int = 1024) -> None:
-        self.limit = limit
-        self.window = window
-        self._max_keys = max_keys
-        self._windows: dict[tuple[str, str], _Window] = {}
-        self._owed: list[Suppressed] = []
-        self._next_sweep = -math.inf
-
-    def admit(self, key: tuple[str, str], now: float) -> bool:
-        """Count one record for `key`; False if it must be dropped."""
-        window = self._windows.get(key)
-        if window is not None and now - window.started >= self.window:
-            self._close(key, window)
-            window = None
-        if window is None:
-            if len(self._windows) >= self._max_keys:
-                self._sweep(now)
-                if len(self._windows) >= self._max_keys:
-                    return True  # too many distinct keys to track: fail open, never drop blindly
-            window = self._windows[key] = _Window(now)
-        window.seen += 1
-        return window.seen <= self.limit
-
-    def due(self, now: float) -> list[Suppressed]:
-        """Summaries of windows that have ended with records dropped (checked about once a second)."""
-        if now >= self._next_sweep:
-            self._sweep(now)
-        owed, self._owed = self._owed, []
-        return owed
-
-    def drain(self) -> list[Suppressed]:
-        """Every summary still owed, windows open or not (the handler is closing)."""
-        for key, window in list(self._windows.items()):
-            self._close(key, window)
-        owed, self._owed = self._owed, []
-        return owed
-
-    def _sweep(self, now: float) -> None:
-        self._next_sweep = now + min(1.0, self.window)
-        for key, window in list(self._windows.items()):
-            if now - window.started >= self.window:
-                self._close(key, window)
-
-    def _close(self, key: tuple[str, str], window: _Window) -> None:
-        del self._windows[key]
-        if window.seen > self.limit:
-            self._owed.append(Suppressed(key[0], key[1], window.seen - self.limit, self.window))
-
-
-class GuardedStreamHandler(logging.StreamHandler[TextIO]):
-    """A StreamHandler that runs every record past a FloodGuard (if any) and writes a `log.suppressed`
-    summary for each window in which records were dropped. Error records and NEVER_SUPPRESS events
-    always pass."""
+    terminator = "\n"
 
     def __init__(
         self,
@@ -205,31 +146,61 @@ class GuardedStreamHandler(logging.StreamHandler[TextIO]):
         guard: FloodGuard | None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = False,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
-        super().__init__(stream)
+        super().__init__()
+        self.stream = stream
         self.guard = guard
         self._clock = clock
+        self.writer = (
+            LogWriter(self._write, capacity=queue_size, dropped_record=_dropped_record)
+            if background
+            else None
+        )
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.guard is None:
-            super().emit(record)
-            return
         try:
-            now = self._clock()
-            event = _event_name(record)
-            admit = (
-                record.levelno >= logging.ERROR
-                or event.startswith(NEVER_SUPPRESS)
-                or self.guard.admit((event, record.name), now)
-            )
-            summaries = self.guard.due(now)
+            reserved = never_dropped(record)
+            summaries: list[Suppressed] = []
+            admit = True
+            if self.guard is not None:
+                now = self._clock()
+                admit = reserved or self.guard.admit((_event_name(record), record.name), now)
+                summaries = self.guard.due(now)
+            if admit and self.writer is not None:
+                record = _detached(record)
         except Exception:  # noqa: BLE001 - logging must never raise into the code that logs
             self.handleError(record)
             return
         for summary in summaries:
-            super().emit(_summary_record(summary))
+            self._forward(_summary_record(summary), reserved=True)
         if admit:
-            super().emit(record)
+            self._forward(record, reserved=reserved)
+
+    def _forward(self, record: logging.LogRecord, *, reserved: bool) -> None:
+        if self.writer is None:
+            self._write(record)
+        else:
+            self.writer.put(record, reserved=reserved)
+
+    def _write(self, record: logging.LogRecord) -> None:
+        """Render and write one record: on the writer thread, or inline. One write() per line."""
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging must never raise into the code that logs
+            self.handleError(record)
+
+    def drain(self, timeout: float | None = EXIT_FLUSH_TIMEOUT_S) -> bool:
+        """Wait until every line queued so far is written; False if `timeout` passed first."""
+        return True if self.writer is None else self.writer.flush(timeout)
+
+    def flush(self) -> None:
+        """logging.shutdown() calls this at exit, before close(): the queue is written out."""
+        self.drain()
 
     def handleError(self, record: logging.LogRecord) -> None:
         """Say in one scrubbed line that a record could not be written. The stdlib version prints the
@@ -242,14 +213,43 @@ class GuardedStreamHandler(logging.StreamHandler[TextIO]):
             sys.stderr.write(f"bridge: {secrets.clip(what, 1000)}\n")
 
     def close(self) -> None:
-        """Write the summaries still owed before the handler goes away (shutdown, reconfigure)."""
+        """Write the summaries still owed and everything queued before the handler goes away
+        (shutdown, reconfigure); lines logged after this are written in the thread that logs them."""
         self.acquire()
         try:
             for summary in self.guard.drain() if self.guard is not None else []:
-                super().emit(_summary_record(summary))
+                self._forward(_summary_record(summary), reserved=True)
         finally:
             self.release()
+        if self.writer is not None:
+            self.writer.close(EXIT_FLUSH_TIMEOUT_S)
         super().close()
+
+
+def never_dropped(record: logging.LogRecord) -> bool:
+    """The records neither the flood guard nor a full log queue may drop: error level and up, and the
+    NEVER_SUPPRESS events (the audit trail of what the bot did and why)."""
+    return record.levelno >= logging.ERROR or _event_name(record).startswith(NEVER_SUPPRESS)
+
+
+def _detached(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of `record` that another thread can render later. What only the logging thread knows is
+    resolved now: `exc_info=True` means *its* current exception (the writer thread has none), and a
+    stdlib message is formatted with its arguments as they are now. Other handlers (pytest's caplog)
+    still get the original."""
+    clone = type(record).__new__(type(record))
+    clone.__dict__.update(record.__dict__)
+    msg = record.msg
+    if isinstance(msg, dict):
+        event = dict(msg)
+        exc = event.get("exc_info")
+        if exc is not None and exc is not False and not isinstance(exc, tuple | BaseException):
+            event["exc_info"] = sys.exc_info()
+        clone.msg = event
+    elif record.args:
+        clone.msg = record.getMessage()
+        clone.args = None
+    return clone
 
 
 def _event_name(record: logging.LogRecord) -> str:
@@ -260,15 +260,24 @@ def _event_name(record: logging.LogRecord) -> str:
 
 
 def _summary_record(summary: Suppressed) -> logging.LogRecord:
-    """A record shaped like one from structlog, so ProcessorFormatter renders its fields as keys."""
+    return _own_record(
+        {
+            "event": "log.suppressed",
+            "suppressed_event": summary.event,
+            "suppressed_logger": summary.logger,
+            "count": summary.count,
+            "window_s": summary.window_s,
+        }
+    )
+
+
+def _dropped_record(count: int) -> logging.LogRecord:
+    return _own_record({"event": "log.dropped", "count": count, "reason": "log writer behind"})
+
+
+def _own_record(event: EventDict) -> logging.LogRecord:
+    """A warning record shaped like one from structlog, so ProcessorFormatter renders its fields as keys."""
     logger = logging.getLogger(__name__)
-    event: EventDict = {
-        "event": "log.suppressed",
-        "suppressed_event": summary.event,
-        "suppressed_logger": summary.logger,
-        "count": summary.count,
-        "window_s": summary.window_s,
-    }
     for processor in (
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -310,6 +319,25 @@ def is_journal_stream(stream: TextIO) -> bool:
     return expected == f"{st.st_dev}:{st.st_ino}"
 
 
+def _has_fileno(stream: TextIO) -> bool:
+    try:
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):  # StringIO, pytest's capture, a closed stream
+        return False
+    return True
+
+
+def flush(timeout: float | None = EXIT_FLUSH_TIMEOUT_S) -> bool:
+    """Wait until every log line queued so far is written (the process is about to exit, or to print
+    on the stream the log uses); False if `timeout` passed first. Never call it on the event loop
+    in normal running: it waits for the output."""
+    done = True
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, GuardedStreamHandler):
+            done = handler.drain(timeout) and done
+    return done
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -328,10 +356,21 @@ def configure(
     flood_limit: int | None = FLOOD_LIMIT,
     flood_window: float = FLOOD_WINDOW,
     clock: Callable[[], float] = time.monotonic,
+    background: bool | None = None,
+    queue_size: int = QUEUE_SIZE,
+    output_level: str | None = None,
+    also: Sequence[logging.Handler] = (),
 ) -> None:
     """Configure logging once at start-up. `fmt` auto means console on a terminal, JSON otherwise.
-    `journald` None detects the journal from JOURNAL_STREAM; `flood_limit` None turns the guard off."""
+    `output_level` (default `level`) filters what this log writes while other handlers, `also`
+    (e.g. bridge.ops.console's order table), see every record at `level` and up.
+    `journald` None detects the journal from JOURNAL_STREAM; `flood_limit` None turns the guard off.
+    `background` None renders and writes on a writer thread when the stream is a file descriptor
+    (stdout, a pipe, a file, journald: anything that can be slow), and at once for an in-memory
+    stream, which cannot block (and which tests read right after logging)."""
     stream = stream or sys.stdout
+    if background is None:
+        background = _has_fileno(stream)
     if journald is None:
         journald = is_journal_stream(stream)
     if fmt == "auto":
@@ -360,14 +399,17 @@ def configure(
         ],
     )
     guard = FloodGuard(flood_limit, flood_window) if flood_limit is not None else None
-    handler = GuardedStreamHandler(stream, guard, clock=clock)
+    handler = GuardedStreamHandler(stream, guard, clock=clock, background=background, queue_size=queue_size)
     handler.setFormatter(formatter)
+    if output_level is not None:
+        handler.setLevel(output_level.upper())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
         if isinstance(old, GuardedStreamHandler):
             old.close()  # writes the suppression summaries it still owes
-    root.addHandler(handler)
+    for extra in (handler, *also):
+        root.addHandler(extra)
     root.setLevel(level.upper())
     # warnings.warn() output goes through the same handler (scrubbed, one line), not raw to stderr; so
     # do uncaught exceptions, whose default hooks print the raw traceback, secrets and all.
