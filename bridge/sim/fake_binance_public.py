@@ -5,6 +5,7 @@ best bid/ask, the endpoints a client reads without a key, and Binance's error bo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from bridge.sim.fake_venue import (
+    DEFAULT_MARKETS,
     MIN_NOTIONAL,
     ApiError,
     FakeVenue,
@@ -32,16 +34,48 @@ ORDER_TYPES = (
     "TAKE_PROFIT_LIMIT",
 )
 
+# Quotes of the generated markets (see `many_markets`), in turn: real Binance spot lists most bases
+# against several quotes, so `count` markets have about count / 2 base currencies.
+_GENERATED_QUOTES = ("USDT", "BTC")
+
+
+def many_markets(count: int) -> tuple[tuple[str, str, float], ...]:
+    """DEFAULT_MARKETS plus generated ones up to `count` markets in all (at least the defaults), for
+    `FakeBinance(markets=many_markets(3000))`: a market list as large as Binance's spot one, e.g. to
+    measure what loading and refreshing it costs. Generated bases are `G0000`, `G0001`, ..."""
+    generated = (
+        (f"G{i // len(_GENERATED_QUOTES):04d}", _GENERATED_QUOTES[i % len(_GENERATED_QUOTES)], 1.0 + i % 97)
+        for i in range(max(count - len(DEFAULT_MARKETS), 0))
+    )
+    return (*DEFAULT_MARKETS, *generated)
+
 
 class BinancePublicApi(FakeVenue):
     """FakeVenue with Binance's public REST endpoints. Subclassed by FakeBinance."""
 
     _UNKNOWN_SYMBOL = (400, -1121, "Invalid symbol.")
     _exchange_info: bytes | None = None  # cached: the big response is rebuilt only when a listing changes
+    _exchange_info_held: asyncio.Event | None = None  # while set and not released: full answers wait
+
+    def hold_exchange_info(self) -> None:
+        """Make full GET exchangeInfo requests (no `symbol`) wait for `release_exchange_info()`, then answer
+        the listings as they stood when the request arrived: lets a test act while a market load is in
+        flight. Targeted ones (`symbol=`) still answer at once."""
+        self._exchange_info_held = asyncio.Event()
+
+    def release_exchange_info(self) -> None:
+        """Answer the held full exchangeInfo requests, and the next ones at once."""
+        held, self._exchange_info_held = self._exchange_info_held, None
+        if held is not None:
+            held.set()
 
     def exchange_info(self) -> dict[str, Any]:
         """The full GET /api/v3/exchangeInfo body, e.g. to record it for a mocked-HTTP test."""
         return self._exchange_info_body(self._listings.values())
+
+    async def stop(self) -> None:
+        self.release_exchange_info()  # a held request must not keep the runner's cleanup waiting
+        await super().stop()
 
     # ----- FakeVenue hooks -----
 
@@ -72,7 +106,10 @@ class BinancePublicApi(FakeVenue):
         if wanted is None:
             if self._exchange_info is None:
                 self._exchange_info = orjson.dumps(self._exchange_info_body(self._listings.values()))
-            return web.Response(body=self._exchange_info, content_type="application/json")
+            body, held = self._exchange_info, self._exchange_info_held
+            if held is not None:
+                await held.wait()  # then answers the listings as they were when the request arrived
+            return web.Response(body=body, content_type="application/json")
         return json_response(self._exchange_info_body([self._listing(s) for s in wanted]))
 
     @staticmethod

@@ -1,5 +1,6 @@
 """The markets of one exchange's ccxt instance: Market objects built from ccxt's map, rate-limited
-targeted refreshes for symbols not loaded yet, and what those found, kept across full reloads.
+targeted refreshes for symbols not loaded yet, full reloads through the market worker process (see
+market_worker), and what targeted refreshes found, kept across full reloads.
 """
 
 from __future__ import annotations
@@ -7,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import ccxt.async_support as ccxt_async
 import structlog
 
 from bridge.errors import ExchangeError
+from bridge.venues import market_worker
 from bridge.venues.errors import translated
+from bridge.venues.market_loader import LoadRequest
+from bridge.venues.market_worker import MarketMaps, MarketWorker
 from bridge.venues.types import Limiter, Market, finite_float
 
 # the adapter's logger name: these events are the exchange's, wherever the code lives
@@ -43,6 +47,7 @@ class MarketBook:
         self._last_lookup: dict[str, float] = {}
         self._inflight: dict[str, asyncio.Task[Market | None]] = {}
         self._targeted: dict[str, tuple[float, dict[str, Any]]] = {}  # symbol -> (added at, market)
+        self._worker: MarketWorker | None = None  # the daemon's market worker, once a full reload used it
 
     def market(self, ex: Any, symbol: str) -> Market | None:
         """The cached market, without I/O (None before start). Market objects are built once per symbol
@@ -80,6 +85,30 @@ class MarketBook:
     def refreshing(self) -> list[asyncio.Task[Market | None]]:
         """The targeted refreshes in flight (for the adapter's close() to cancel)."""
         return [*self._inflight.values()]
+
+    def reload(self, ex: Any, request: LoadRequest, *, since: float) -> Coroutine[Any, Any, MarketMaps]:
+        """The full reload: every market fetched and parsed by the daemon's market worker (another
+        process), swapped in at once, then the markets targeted refreshes found since `since` (book
+        clock) put back. Raises ExchangeUnavailable (old markets kept) if the exchange or the worker
+        failed. The worker is taken now, not when the reload first runs, so a close() in between
+        lets go of it (and the reload fails) instead of leaving it running."""
+        if self._worker is None:
+            self._worker = market_worker.acquire()
+        return self._reload(self._worker, ex, request, since)
+
+    async def _reload(self, worker: MarketWorker, ex: Any, request: LoadRequest, since: float) -> MarketMaps:
+        maps = await worker.load(request, MarketMaps.reusing(ex))
+        began = time.perf_counter()
+        maps.apply(ex)
+        self.keep_targeted(ex, since=since)
+        maps.swap_ms = round((time.perf_counter() - began) * 1000, 2)
+        return maps
+
+    async def close(self) -> None:
+        """Let go of the market worker (the last exchange to let go stops it). Safe to call twice."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await market_worker.release(worker)
 
     def keep_targeted(self, ex: Any, *, since: float) -> None:
         """After a full reload that began at `since` (book clock): put back the markets targeted refreshes
