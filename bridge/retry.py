@@ -53,12 +53,30 @@ def parse_retry_after(value: object, *, now: float | None = None) -> float | Non
     return seconds
 
 
-def retry_after_header(headers: Mapping[str, str] | None) -> float | None:
-    """`parse_retry_after` of a response's Retry-After header, looked up case-insensitively."""
+# Venues that say when a rate limit resets as a moment, not a delay: the epoch time at which the current
+# window's budget is back (Bybit v5, on every response; Gate v4), in milliseconds or seconds (read by
+# magnitude: no time in seconds is over 1e11 before the year 5000).
+_RESET_AT_HEADERS = ("x-bapi-limit-reset-timestamp", "x-gate-ratelimit-reset-timestamp")
+
+
+def retry_after_header(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait by a response's headers: Retry-After (looked up case-insensitively), else a venue's
+    reset moment (_RESET_AT_HEADERS) less `now` (time.time()); None when none says anything readable."""
     if not headers:
         return None
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    return parse_retry_after(value)
+    lowered = {str(k).lower(): v for k, v in headers.items()}
+    delay = parse_retry_after(lowered.get("retry-after"))
+    if delay is not None:
+        return delay
+    for name in _RESET_AT_HEADERS:
+        try:
+            moment = float(lowered[name])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if moment > 1e11:  # milliseconds since the epoch
+            moment /= 1000
+        return parse_retry_after(max(0.0, moment - (time.time() if now is None else now)))
+    return None
 
 
 def retry_after_telegram(body: bytes) -> float | None:

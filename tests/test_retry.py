@@ -57,3 +57,20 @@ def test_retry_after_header_is_case_insensitive() -> None:
     assert retry_after_header({"RETRY-AFTER": "4"}) == 4.0
     assert retry_after_header({"Content-Type": "text/plain"}) is None
     assert retry_after_header(None) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-Bapi-Limit-Reset-Timestamp": "1000000003.5"}, 3.5),  # in seconds
+        ({"X-Bapi-Limit-Reset-Timestamp": "1000000003500"}, 3.5),  # bybit v5: epoch milliseconds
+        ({"x-gate-ratelimit-reset-timestamp": "1000000002000"}, 2.0),  # gate
+        ({"X-Bapi-Limit-Reset-Timestamp": "999999999000"}, 0.0),  # already past: at once
+        ({"Retry-After": "7", "X-Bapi-Limit-Reset-Timestamp": "1000000003500"}, 7.0),  # Retry-After wins
+        ({"X-Bapi-Limit-Reset-Timestamp": "soon"}, None),
+    ],
+)
+def test_a_venues_reset_moment_is_a_delay(headers: dict[str, str], expected: float | None) -> None:
+    """Bybit (on every response, also a rate-limited HTTP 200) and Gate say when the window resets, as an
+    epoch time: read through the one parser as the seconds left (now = 1,000,000,000 s)."""
+    assert retry_after_header(headers, now=1_000_000_000.0) == expected

@@ -3,6 +3,7 @@ costs in request budget, against FakeBinance over 127.0.0.1 with real ccxt code.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -111,7 +112,7 @@ class TickersOnly:
     def __init__(self) -> None:
         self.markets: dict[str, Any] = {"ABC/USDT": {}, "DEF/USDT": {}, "GHI/USDT": {}}
 
-    async def fetch_tickers(self) -> dict[str, Any]:
+    async def fetch_tickers(self, symbols: Any = None, params: Any = None) -> dict[str, Any]:
         return {
             "ABC/USDT": {"bid": 1.0, "ask": 1.1, "last": 1.05},
             "DEF/USDT": {"bid": 0, "ask": None, "last": None, "close": 2.0},  # no book, a close
@@ -135,3 +136,39 @@ async def test_other_venues_read_bid_ask_and_last_from_tickers() -> None:
     one = await quotes.fetch_one(venue, "ABC/USDT")
     assert one is not None and one.buy_reference == 1.1 and one.sell_reference == 1.0
     assert await quotes.fetch_one(venue, "GHI/USDT") is None
+
+
+class BookOnly:
+    """Just what the book reader reads of a ccxt binance: its markets by id."""
+
+    def __init__(self, count: int) -> None:
+        self.markets_by_id: dict[str, list[dict[str, Any]]] = {
+            f"C{i}USDT": [{"symbol": f"C{i}/USDT", "spot": True}] for i in range(count)
+        }
+
+
+async def test_the_all_symbol_book_is_read_a_chunk_at_a_time() -> None:
+    """3,000 entries never hold the loop in one go: another task runs between chunks (issue 15), and
+    every entry is still read."""
+    venue = BookOnly(3000)
+    entries = [{"symbol": f"C{i}USDT", "bidPrice": "1.0", "askPrice": "1.1"} for i in range(3000)]
+    ran_during: list[int] = []
+    reading = asyncio.ensure_future(quotes._read_book_tickers(venue, entries, 1))
+
+    async def other() -> None:
+        while not reading.done():
+            ran_during.append(1)
+            await asyncio.sleep(0)
+
+    found, _ = await asyncio.gather(reading, other())
+    assert len(found) == 3000
+    assert len(ran_during) >= 3000 // quotes.BOOK_CHUNK - 1
+
+
+async def test_a_market_added_by_a_refresh_is_read_from_the_next_book() -> None:
+    """The id -> symbol map is cached, but a new market map (a reload or a targeted refresh) is seen."""
+    venue = BookOnly(2)
+    entries = [{"symbol": "NEWUSDT", "bidPrice": "2.0", "askPrice": "2.1"}]
+    assert await quotes._read_book_tickers(venue, entries, 1) == {}
+    venue.markets_by_id = {**venue.markets_by_id, "NEWUSDT": [{"symbol": "NEW/USDT", "spot": True}]}
+    assert set(await quotes._read_book_tickers(venue, entries, 1)) == {"NEW/USDT"}

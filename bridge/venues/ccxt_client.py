@@ -50,12 +50,19 @@ def limit_market_loading(ex: Any, cfg: ExchangeConfig) -> None:
     Options the user set under `ccxt.options` are left alone."""
     user = cfg.ccxt.get("options") or {}
     types = list(cfg.market_types)
+    if isinstance(ex, ccxt_async.binance | ccxt_async.bybit):  # they load USDT perpetuals as "linear"
+        types = ["linear" if kind == "swap" else kind for kind in types]
     current = ex.options.get("fetchMarkets")
     if "fetchMarkets" not in user:
         if isinstance(current, dict) and "types" in current:
             ex.options["fetchMarkets"] = {**current, "types": types}
         elif isinstance(current, list):
             ex.options["fetchMarkets"] = types
+    if isinstance(ex, ccxt_async.bybit | ccxt_async.okx | ccxt_async.gate) and "fetchCurrencies" not in user:
+        # Markets need no currency list, and with keys its request is a signed one on every (re)load:
+        # bybit GET asset/coin/query-info (cost 28 of its 50/s), okx asset/currencies (5/3), gate
+        # spot/currencies; no option turns it off, so the instance's own `has` does (the class's stays).
+        ex.has = {**ex.has, "fetchCurrencies": False}
     if isinstance(ex, ccxt_async.binance):
         for key in ("fetchCurrencies", "fetchMargins"):  # private calls nobody here needs
             if key not in user:

@@ -80,6 +80,7 @@ _REJECTION_KINDS: tuple[tuple[type[BaseException] | None, str | None, str, Rejec
     (None, "-1013", "notional", "too_small"),  # Filter failure: NOTIONAL, MIN_NOTIONAL
     (None, "-1013", "lot_size", "too_small"),  # Filter failure: LOT_SIZE, MARKET_LOT_SIZE
     (None, "-2010", "price * qty is zero or less", "too_small"),
+    (None, "-4164", "", "too_small"),  # binance usd-m: notional below the symbol's minimum
     (None, "51020", "", "too_small"),  # okx: below the instrument's minimum size
     (None, "51121", "", "too_small"),  # okx: not a multiple of the lot size
     # gate: {"label":"INVALID_PARAM_VALUE","message":"Your order size 1 USDT is too small. The minimum is 3 USDT"}
@@ -180,7 +181,7 @@ def describe(exc: BaseException) -> str:
 @dataclass(frozen=True)
 class _FailedResponse:
     headers: Mapping[str, str]
-    body: str
+    body: str | None  # only a failed (HTTP >= 400) response's
 
 
 # The latest failed HTTP response of a ccxt call in the current task. ccxt's own last_response_*
@@ -189,8 +190,9 @@ _failed_response: ContextVar[_FailedResponse | None] = ContextVar("bridge_failed
 
 
 def note_response(code: int, headers: Any, body: Any) -> None:
-    """Note a ccxt request's HTTP response in the task's context: its headers and body if it failed."""
-    _failed_response.set(_FailedResponse(headers, body) if code >= 400 else None)
+    """Note a ccxt request's HTTP response in the task's context: its headers always (Bybit refuses a
+    rate-limited request with HTTP 200 and says when to come back in a header), its body if it failed."""
+    _failed_response.set(_FailedResponse(headers, body if code >= 400 else None))
 
 
 @contextlib.contextmanager

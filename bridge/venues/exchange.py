@@ -122,7 +122,7 @@ class Exchange(ExchangeSession):
         market = ex.markets[req.symbol]
         per_contract = precision.contract_size(market)
         if per_contract != 1.0 and req.amount is not None:  # ccxt counts a swap's amount in contracts
-            req = dataclasses.replace(req, amount=req.amount / per_contract)
+            req = dataclasses.replace(req, amount=precision.to_contracts(req.amount, per_contract))
         return await self._dialect.create(ex, market, req)
 
     def _order_ready(self, symbol: str) -> Any:
@@ -243,7 +243,7 @@ class Exchange(ExchangeSession):
                     ex,
                     market,
                     side=side,
-                    amount=amount / precision.contract_size(market),  # contracts on a swap
+                    amount=precision.to_contracts(amount, precision.contract_size(market)),  # on a swap
                     stop_price=stop_price,
                     limit_price=limit_price,
                     client_order_id=client_order_id,
@@ -382,7 +382,7 @@ class Exchange(ExchangeSession):
             client_order_id=order.get("clientOrderId") or client_order_id,
             order_id=None if order_id is None else str(order_id),
             status=order.get("status") or "unknown",
-            filled=None if filled is None else filled * per_contract,  # base currency, also on a swap
+            filled=None if filled is None else precision.from_contracts(filled, per_contract),  # base
             cost=finite_float(order.get("cost")),
             average=finite_float(order.get("average")),
             raw=order,

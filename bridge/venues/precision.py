@@ -66,6 +66,21 @@ def limit_terms(
     return float(size), float(price)
 
 
+def to_contracts(amount: float, per_contract: float) -> float:
+    """`amount` of base currency in contracts of `per_contract`, by decimal division: 0.0006 BTC at
+    0.0001 a contract is 6, not float's 5.999999999999999 that ccxt's truncation would make 5."""
+    if per_contract == 1.0:
+        return amount
+    return float(Decimal(str(amount)) / Decimal(str(per_contract)))
+
+
+def from_contracts(contracts: float, per_contract: float) -> float:
+    """`contracts` of `per_contract` in base currency, by decimal multiplication (6 x 0.0001 = 0.0006)."""
+    if per_contract == 1.0:
+        return contracts
+    return float(Decimal(str(contracts)) * Decimal(str(per_contract)))
+
+
 def contract_size(market: dict[str, Any]) -> float:
     """Base currency per unit of ccxt's `amount` on `market`: a contract market's `contractSize` (Gate's
     BTC_USDT perpetual: 0.0001), 1 on spot. bridge counts sizes in base currency everywhere; only the

@@ -7,13 +7,17 @@ GET /api/v3/ticker/bookTicker; ccxt's throttle is charged the same through its c
   `symbols=[...]`, which costs 4, so the endpoint is called directly.
 The all-symbol answer (~3,000 entries) is read here rather than by ccxt's parse_tickers: measured 2 ms
 against ccxt's 32 ms of blocked event loop on this machine, every refresh. Other venues: ccxt's
-fetch_tickers (e.g. binance's 24 h tickers would cost 80) and fetch_ticker, reading bid, ask and last.
+fetch_tickers once per loaded market type (e.g. binance's 24 h tickers would cost 80; bybit, okx and
+gate answer only their default type without one) and fetch_ticker, reading bid, ask and last. Binance
+USD-M perpetuals: GET /fapi/v1/ticker/bookTicker, weight 5 for every symbol, 2 for one.
 
 ccxt's exceptions pass through; the adapter translates them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from typing import Any
 
@@ -23,16 +27,33 @@ from bridge.venues.types import Quote, finite_float
 
 
 async def fetch_all(ex: Any) -> dict[str, Quote]:
-    """Every loaded market's quote, in one request. Markets the venue gives no price for (an empty
-    book before trading starts shows zeros) and symbols not in ccxt's markets are left out."""
-    if _binance_spot_book(ex):
-        entries = await ex.publicGetTickerBookTicker()
+    """Every loaded market's quote: one request per loaded market type (spot, and the USDT perpetuals
+    when `market_types` loads swap), concurrently. Markets the venue gives no price for (an empty book
+    before trading starts shows zeros) and symbols not in ccxt's markets are left out."""
+    markets = ex.markets or {}
+    loaded = sorted({str(m["type"]) for m in markets.values() if m.get("type") in ("spot", "swap")})
+    kinds: list[str | None] = [*loaded] if loaded else [None]  # None: the venue's default type
+    answers = await asyncio.gather(*(_fetch_kind(ex, kind) for kind in kinds))
+    quotes: dict[str, Quote] = {}
+    for found in answers:
+        quotes.update(found)
+    return quotes
+
+
+async def _fetch_kind(ex: Any, kind: str | None) -> dict[str, Quote]:
+    """The quotes of one market type (None: the venue's default one). Binance: the all-symbol bookTicker of spot (weight 4) or of
+    USD-M futures (GET /fapi/v1/ticker/bookTicker, weight 5); elsewhere ccxt's fetch_tickers for that
+    type (bybit, okx and gate otherwise answer their default type only)."""
+    if isinstance(ex, ccxt_async.binance) and (kind == "swap" or _binance_spot_book(ex)):
+        call = ex.fapiPublicGetTickerBookTicker if kind == "swap" else ex.publicGetTickerBookTicker
+        entries = await call()
         ts_ns = time.time_ns()
-        return _read_book_tickers(ex, entries if isinstance(entries, list) else [entries], ts_ns)
+        listed = entries if isinstance(entries, list) else [entries]
+        return await _read_book_tickers(ex, listed, ts_ns, swap=kind == "swap")
     if isinstance(ex, ccxt_async.binance):  # another default market type: ccxt picks its endpoint
         tickers = await ex.fetch_bids_asks()
     else:
-        tickers = await ex.fetch_tickers()
+        tickers = await (ex.fetch_tickers() if kind is None else ex.fetch_tickers(None, {"type": kind}))
     ts_ns = time.time_ns()
     markets = ex.markets or {}
     quotes: dict[str, Quote] = {}
@@ -50,6 +71,9 @@ async def fetch_one(ex: Any, symbol: str) -> Quote | None:
         if isinstance(ex, ccxt_async.binance) and market.get("spot") and not market.get("stock"):
             entry = await ex.publicGetTickerBookTicker({"symbol": market["id"]})
             return _book_quote(symbol, entry, time.time_ns())
+        if isinstance(ex, ccxt_async.binance) and market.get("swap") and market.get("linear"):
+            entry = await ex.fapiPublicGetTickerBookTicker({"symbol": market["id"]})  # weight 2
+            return _book_quote(symbol, entry, time.time_ns())
         ticker = await ex.fetch_ticker(symbol)
     except ccxt_async.BadSymbol:  # binance -1121: not (or no longer) listed
         return None
@@ -65,17 +89,56 @@ def _binance_spot_book(ex: Any) -> bool:
     return bool(market_type == "spot")
 
 
-def _read_book_tickers(ex: Any, entries: list[dict[str, Any]], ts_ns: int) -> dict[str, Quote]:
-    by_id: dict[str, list[dict[str, Any]]] = ex.markets_by_id or {}
+# Book-ticker entries handled between two yields to the event loop: under 1 ms of work at a time, so
+# the all-symbol answer (~3,000 entries) never holds the loop (and an announcement) for long.
+BOOK_CHUNK = 250
+
+
+async def _read_book_tickers(
+    ex: Any, entries: list[dict[str, Any]], ts_ns: int, *, swap: bool = False
+) -> dict[str, Quote]:
+    """Binance bookTicker entries as quotes of the spot markets, or with `swap` of the USD-M
+    perpetuals (both kinds share the id `BTCUSDT`), a chunk at a time (BOOK_CHUNK)."""
+    symbols = _book_symbols(ex, swap=swap)
     quotes: dict[str, Quote] = {}
-    for entry in entries:
-        for market in by_id.get(entry.get("symbol") or "", ()):
-            if market.get("spot"):
-                quote = _book_quote(market["symbol"], entry, ts_ns)
-                if quote is not None:
-                    quotes[quote.symbol] = quote
-                break
+    for start in range(0, len(entries), BOOK_CHUNK):
+        for entry in entries[start : start + BOOK_CHUNK]:
+            symbol = symbols.get(entry.get("symbol"))  # type: ignore[arg-type]
+            if symbol is None:
+                continue
+            bid, ask = _price(entry.get("bidPrice")), _price(entry.get("askPrice"))
+            if bid is not None or ask is not None:
+                quotes[symbol] = Quote(symbol, bid, ask, None, ts_ns)
+        if start + BOOK_CHUNK < len(entries):
+            await asyncio.sleep(0)
     return quotes
+
+
+def _book_symbols(ex: Any, *, swap: bool) -> dict[str, str]:
+    """Venue id -> unified symbol of the spot markets (or the linear perpetuals), rebuilt only when
+    ccxt's market map is replaced or grows (a reload, a targeted refresh)."""
+    by_id: dict[str, list[dict[str, Any]]] = ex.markets_by_id or {}
+    cache: dict[bool, tuple[Any, int, dict[str, str]]] = ex.__dict__.setdefault("_bridge_book_symbols", {})
+    cached = cache.get(swap)
+    if cached is not None and cached[0] is by_id and cached[1] == len(by_id):
+        return cached[2]
+    symbols: dict[str, str] = {}
+    for market_id, markets in by_id.items():
+        for market in markets:
+            if (market.get("swap") and market.get("linear")) if swap else market.get("spot"):
+                symbols[market_id] = market["symbol"]
+                break
+    cache[swap] = (by_id, len(by_id), symbols)  # the map itself, not its id(): ids are reused
+    return symbols
+
+
+def _price(value: Any) -> float | None:
+    """A positive, finite price from a venue's string; None otherwise. The hot loop's own check."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0.0 < number < math.inf else None
 
 
 def _book_quote(symbol: str, entry: dict[str, Any], ts_ns: int) -> Quote | None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import ccxt.async_support as ccxt_async
 
-from bridge.venues.precision import contract_size, on_grid
+from bridge.venues.precision import contract_size, from_contracts, on_grid, to_contracts
 
 # The Binance order types of a resting stop-loss sell: at market once triggered, or a limit order.
 STOP_MARKET_TYPE = "STOP_LOSS"
@@ -57,8 +57,8 @@ def terms(
             raise ValueError(f"a stop's {name} must be a positive number, got {value}")
     limit = None if limit_price is None else on_grid(ex, market, limit_price, "price")
     per_contract = contract_size(market)  # the lot is in contracts on a swap; the amount stays base
-    lots = on_grid(ex, market, amount / per_contract, "amount")
-    return lots * per_contract, on_grid(ex, market, stop_price, "price"), limit
+    lots = on_grid(ex, market, to_contracts(amount, per_contract), "amount")
+    return from_contracts(lots, per_contract), on_grid(ex, market, stop_price, "price"), limit
 
 
 async def place(

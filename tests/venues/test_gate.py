@@ -240,6 +240,8 @@ async def test_gate_refusals_translate_and_are_not_retried(
     assert getattr(caught.value, "code", None) == code
     if rejection is not None:
         assert getattr(caught.value, "kind", None) == rejection
+    if isinstance(caught.value, RateLimited):  # no Retry-After: the reset moment says how long
+        assert caught.value.retry_after == pytest.approx(fake.retry_after_s, abs=1.0)
     assert fake.count(*ORDER) == 1
 
 
