@@ -8,8 +8,10 @@ warning (printed by `check-config`, logged as `config.warning` by `run`), naming
   matches `upbit`: error); a lower-case value the feed is not known to send (warning: the feed's
   vocabulary grows, a new publisher must not need a release);
 - a `quote` not in upper case, as ccxt spells quotes (error);
-- a `cost` above trading.max_order_cost for its `quote`, or a quote that limit does not name (warning:
-  every order would be refused);
+- a `cost` (times its `leverage`: the notional) above trading.max_order_cost for its `quote`, or a
+  quote that limit does not name (warning: every order would be refused);
+- `market: swap` on an exchange whose `market_types` do not load swap (error naming
+  `exchanges.NAME.market_types`);
 - `stop_loss`, `trailing_stop`, `max_slippage`, `exit_slippage` of 1 or more where a fraction is meant
   (error); `take_profit` of 1 or more (warning: +100 % and more can be meant);
 - any string that looks like a shell `$VAR` or an unexpanded `${...}` (warning).
@@ -87,11 +89,22 @@ def _strategy(config: Config, where: str, p: Mapping[str, Any]) -> list[Finding]
         ("listing_types", KNOWN_LISTING_TYPES, False),
     ):
         found += _vocabulary(f"{where}.{name}", p.get(name), known_values, lower=lower)
+    if p.get("market") == "swap" and isinstance(exchange, str) and exchange in config.exchanges:
+        types = config.exchanges[exchange].market_types
+        if "swap" not in types:  # an error, not a silent load: swap markets bring a hedge-mode check
+            message = (
+                f"{where}.market is swap but {exchange} loads only {', '.join(types) or 'no'} markets: "
+                "add swap, or every perpetual order would be skipped (unknown symbol)"
+            )
+            found.append(Finding("error", f"exchanges.{exchange}.market_types", message))
     quote = p.get("quote")
     if isinstance(quote, str) and quote != quote.upper():
         message = f"quotes are upper case, as ccxt spells them (write {quote.upper()})"
         found.append(Finding("error", f"{where}.quote", message))
     cost = _number(p.get("cost"))
+    leverage = _number(p.get("leverage"))
+    if cost is not None and leverage is not None and leverage > 1:
+        cost *= leverage  # on a perpetual the limits count the notional: margin x leverage
     if cost is not None and isinstance(quote, str):
         limit = quote_limits(config.trading.max_order_cost).get(quote.upper())
         if limit is None:

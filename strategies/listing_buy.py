@@ -1,12 +1,14 @@
 """The classic listing play: when a matching exchange announces a listing, buy each announced ticker
 where it already trades (e.g. Upbit announces ABC/KRW, buy ABC/USDT on Binance at once), with a price
-cap, once per coin however many publishers announce it.
+cap, once per coin however many publishers announce it. With `market: swap` it goes long the coin's
+USDT-settled perpetual instead (ABC/USDT:USDT), `cost` as the margin at `leverage`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Literal
 
 from bridge import Announcement, Context, ExitPlan, OrderOutcome, Strategy, TakeProfitTier
 
@@ -15,6 +17,13 @@ from bridge import Announcement, Context, ExitPlan, OrderOutcome, Strategy, Take
 class ListingBuyParams:
     exchange: str = "binance"  # where to buy (a key of `exchanges:` in the config)
     quote: str = "USDT"  # buy TICKER/QUOTE
+    # spot: buy TICKER/QUOTE. swap: go long the perpetual TICKER/QUOTE:QUOTE (the exchange's
+    # market_types must include swap); its exits are reduce-only sells.
+    market: Literal["spot", "swap"] = "spot"
+    # swap only: `cost` is the margin and the position is cost x leverage (what the risk limits count);
+    # set on the exchange, with the margin mode, before the symbol's first order.
+    leverage: int = 1
+    margin_mode: Literal["isolated", "cross"] = "isolated"
     cost: float = 20.0  # quote currency to spend per ticker (at most: a capped buy never spends more)
     # Spend at most this fraction of the free quote balance per ticker (0.01 = 1 %); with `cost`, the
     # smaller of the two. None: `cost` alone. When set and no balance is known, the buy is skipped.
@@ -46,6 +55,12 @@ class ListingBuyParams:
     def __post_init__(self) -> None:
         if self.cost <= 0:
             raise ValueError("cost must be positive")
+        if self.market not in ("spot", "swap"):
+            raise ValueError("market is spot or swap")
+        if not 1 <= self.leverage <= 125 or (self.market == "spot" and self.leverage != 1):
+            raise ValueError("leverage is 1 to 125, and only with market: swap (spot is never leveraged)")
+        if self.market == "swap" and self.balance_fraction is not None:
+            raise ValueError("balance_fraction reads the spot balance: use cost alone with market: swap")
         if self.balance_fraction is not None and not 0 < self.balance_fraction <= 1:
             raise ValueError("balance_fraction is a fraction in (0, 1]: 0.01 = 1 % of the free quote balance")
         if self.max_slippage is not None and not 0 < self.max_slippage < 1:
@@ -83,11 +98,16 @@ class ListingBuy(Strategy):
         tickers = announcement.tickers
         cost = p.cost / len(tickers) if p.split_tickers and tickers else p.cost
         if len(tickers) == 1:  # no task to start: the order leaves in this step of the loop
-            await self._buy(f"{tickers[0]}/{p.quote}", cost, ctx)
+            await self._buy(self._symbol(tickers[0]), cost, ctx)
             return
         # One task per ticker, all at once: a ticker that needs a market lookup never delays the
         # orders for tickers already known to trade.
-        await asyncio.gather(*(self._buy(f"{t}/{p.quote}", cost, ctx) for t in tickers))
+        await asyncio.gather(*(self._buy(self._symbol(t), cost, ctx) for t in tickers))
+
+    def _symbol(self, ticker: str) -> str:
+        """ABC/USDT on spot, the USDT-settled perpetual ABC/USDT:USDT on swap (ccxt's unified symbols)."""
+        p = self.params
+        return f"{ticker}/{p.quote}" if p.market == "spot" else f"{ticker}/{p.quote}:{p.quote}"
 
     async def _buy(self, symbol: str, cost: float, ctx: Context) -> OrderOutcome | None:
         p = self.params
@@ -112,7 +132,20 @@ class ListingBuy(Strategy):
                 ctx.release_symbol(p.exchange, symbol)
                 ctx.log.info("order.skipped", exchange=p.exchange, symbol=symbol, reason="balance_empty")
                 return None
-        outcome = await ctx.buy(p.exchange, symbol, cost=cost, exit=self._exit, max_slippage=p.max_slippage)
+        if p.market == "swap":
+            outcome = await ctx.buy(
+                p.exchange,
+                symbol,
+                cost=cost,
+                exit=self._exit,
+                max_slippage=p.max_slippage,
+                leverage=p.leverage,
+                margin_mode=p.margin_mode,
+            )
+        else:
+            outcome = await ctx.buy(
+                p.exchange, symbol, cost=cost, exit=self._exit, max_slippage=p.max_slippage
+            )
         if outcome.status in ("skipped", "rejected", "expired"):
             ctx.release_symbol(p.exchange, symbol)  # nothing bought: a later announcement may try
         return outcome

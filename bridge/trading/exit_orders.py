@@ -26,7 +26,8 @@ from bridge.errors import (
     RateLimited,
     TradingHalted,
 )
-from bridge.trading.exit_rules import ExitDecision, stop_price
+from bridge.trading.contracts import CONTRACT_TYPES, is_contract_symbol
+from bridge.trading.exit_rules import ExitDecision, exit_side, stop_price
 from bridge.trading.gate import TradingGate
 from bridge.trading.ids import client_order_id
 from bridge.trading.journal import Journal
@@ -38,7 +39,6 @@ from bridge.venues.types import OrderRequest, OrderResult
 
 log = structlog.get_logger(__name__)
 
-CONTRACT_TYPES = frozenset({"swap", "future"})
 # "No such order" answers in a row before a stop the venue accepted is taken for gone (see _settle_stop).
 STOP_NOT_FOUND_LIMIT = 3
 
@@ -94,9 +94,10 @@ class ExitOrders:
 
     async def free(self, position: Position) -> float:
         """What the account holds free of the position's coin (the cap of an exit after a balance
-        refusal); the position's remaining amount when the venue cannot say."""
+        refusal); the position's remaining amount when the venue cannot say, and for a perpetual (its
+        position is no coin balance; its exits are reduce-only, which the venue cuts to the position)."""
         ex = self._exchanges.get(position.exchange)
-        if ex is None or self._dry_run:
+        if ex is None or self._dry_run or is_contract_symbol(position.symbol):
             return position.remaining
         try:
             free = await ex.fetch_free_balances()
@@ -140,7 +141,8 @@ class ExitOrders:
         market = ex.market(position.symbol) or await ex.find_market(position.symbol)
         if market is None:  # not listed, or not loaded just now (no refresh allowed): alerted, retried
             return ExitAttempt(None, rejection="unknown_symbol")
-        reference = await self._router.prices.reference(position.exchange, position.symbol, "sell")
+        side = exit_side(position)  # a long sells; a short buys back
+        reference = await self._router.prices.reference(position.exchange, position.symbol, side)
         limit: float | None = None
         if reference is not None:
             terms = _terms(ex, position, decision, amount, reference)
@@ -158,7 +160,7 @@ class ExitOrders:
             position.strategy,
             position.exchange,
             position.symbol,
-            "sell",
+            side,
             market.quote,
             None,
             amount,
@@ -173,7 +175,7 @@ class ExitOrders:
             return ExitAttempt(None, transient=True, rejection="halted:journal_unwritable")
         request = OrderRequest(
             symbol=position.symbol,
-            side="sell",
+            side=side,
             client_order_id=cid,
             amount=amount,
             limit_price=limit,
@@ -230,7 +232,7 @@ class ExitOrders:
         # A fill still unknown is recorded as such (placed, filled NULL): unsettled, looked up next tick.
         book.record_fill(intent, "placed", result)
         outcome = OrderOutcome(
-            "placed", ex.id, request.symbol, "sell", request.client_order_id, result=result
+            "placed", ex.id, request.symbol, request.side, request.client_order_id, result=result
         )
         return ExitAttempt(outcome, sold=_filled(result), unresolved=result.filled is None)
 
@@ -292,7 +294,7 @@ class ExitOrders:
             position.strategy,
             position.exchange,
             position.symbol,
-            "sell",
+            exit_side(position),
             market.quote,
             None,
             position.remaining,
@@ -310,7 +312,11 @@ class ExitOrders:
         self._journal.update_position(position.client_order_id, stop_cid=cid)
         try:
             result = await ex.place_stop(
-                position.symbol, amount=position.remaining, stop_price=trigger, client_order_id=cid
+                position.symbol,
+                amount=position.remaining,
+                stop_price=trigger,
+                client_order_id=cid,
+                side=exit_side(position),  # a short's stop buys back once the price rises to it
             )
         except OrderStatusUnknown as exc:
             self._router.record_unknown(intent, exc)
@@ -412,10 +418,13 @@ def unsettled(record: OrderRecord) -> bool:
 def _terms(
     ex: Exchange, position: Position, decision: ExitDecision, amount: float, reference: float
 ) -> tuple[float, float] | None:
-    """(amount, limit price) of an exit of `amount` at `reference` (a limit exit's floor is under it by
-    the plan's exit_slippage); None under the venue's minimum amount or cost."""
-    floor = reference if decision.market else reference * (1 - position.plan.exit_slippage)
-    return ex.limit_terms(position.symbol, "sell", cap_price=floor, amount=amount)
+    """(amount, limit price) of an exit of `amount` at `reference` (a long's limit exit is floored under
+    it by the plan's exit_slippage, a short's buy-back capped over it); None under the venue's minimum
+    amount or cost."""
+    side = exit_side(position)
+    slip = 0.0 if decision.market else position.plan.exit_slippage
+    bound = reference * (1 + slip) if side == "buy" else reference * (1 - slip)
+    return ex.limit_terms(position.symbol, side, cap_price=bound, amount=amount)
 
 
 def _filled(result: OrderResult | None) -> float:

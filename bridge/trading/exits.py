@@ -19,16 +19,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 import structlog
 
 from bridge.aio import Sleep, sleep_or_stop
 from bridge.errors import ExchangeError
+from bridge.trading.contracts import is_contract_symbol
 from bridge.trading.entry_lookups import PendingEntries
+from bridge.trading.exit_alerts import ExitAlerts, NoAlerts
 from bridge.trading.exit_failures import ABANDON_AFTER_S, MAX_EXIT_FAILURES, MAX_STOP_FAILURES, ExitFailures
 from bridge.trading.exit_orders import ExitAttempt, ExitOrders, unsettled
-from bridge.trading.exit_rules import ExitDecision, decide, exit_reason, high_water, stop_price
+from bridge.trading.exit_rules import (
+    ExitDecision,
+    decide,
+    exit_reason,
+    exit_side,
+    high_water,
+    improved,
+)
+from bridge.trading.exit_stops import RestingStops
 from bridge.trading.exposure import Exposure
 from bridge.trading.gate import TradingGate
 from bridge.trading.holdings import RECONCILE_INTERVAL_S, vanished
@@ -55,29 +64,8 @@ HOLDINGS_GRACE_S = 60.0
 ALERTED_FAILURES = 3
 
 CHECK_INTERVAL = 1.0
-# The resting stop is looked up when the price is this close to its trigger, else once a minute.
-STOP_CHECK_NEAR = 0.02
-STOP_CHECK_INTERVAL_S = 60.0
 # Below this many units a position counts as sold (float dust after fills).
 EPSILON = 1e-12
-
-
-class ExitAlerts(Protocol):
-    """Where exit trouble is reported (the daemon's notifier)."""
-
-    def exit_failed(self, exchange: str, symbol: str, client_order_id: str | None, reason: str) -> None: ...
-
-    def position_abandoned(
-        self, exchange: str, symbol: str, entry_client_order_id: str, reason: str
-    ) -> None: ...
-
-
-class _NoAlerts:
-    def exit_failed(self, exchange: str, symbol: str, client_order_id: str | None, reason: str) -> None:
-        return None
-
-    def position_abandoned(self, exchange: str, symbol: str, entry_client_order_id: str, reason: str) -> None:
-        return None
 
 
 class ExitManager:
@@ -100,7 +88,7 @@ class ExitManager:
         self._exchanges = exchanges
         self._clock_ns = clock_ns
         self._monotonic = monotonic
-        self._alerts: ExitAlerts = alerts if alerts is not None else _NoAlerts()
+        self._alerts: ExitAlerts = alerts if alerts is not None else NoAlerts()
         self._exposure = exposure
         self.orders = ExitOrders(
             router=router,
@@ -119,7 +107,7 @@ class ExitManager:
         self._short: set[str] = set()  # entries whose last exit was refused for lack of balance
         self._alerted_reason: dict[str, str] = {}  # entry -> the reason of its last exit_failed alert
         self._close_now: set[str] = set()  # entries an operator asked to close (bridge close)
-        self._stop_checked: dict[str, float] = {}
+        self._stops = RestingStops(self.orders, self._failures, self._alerts, monotonic)
         self._reconciled_at: float | None = None  # last check of positions against venue balances
 
     def request_close(self, symbol: str, exchange: str | None = None) -> tuple[bool, str]:
@@ -188,10 +176,13 @@ class ExitManager:
         # A fresh fill may not show in the venue's balances yet: positions younger than the grace
         # period are checked next time, never closed `external` on a lagging balance.
         settled_before = self._clock_ns() - int(HOLDINGS_GRACE_S * 1e9)
+        # A perpetual's position is not a coin balance: only spot positions are checked this way.
         positions = [
             p
             for p in self._journal.positions(("open",))
-            if p.client_order_id not in busy and p.opened_ns <= settled_before
+            if p.client_order_id not in busy
+            and p.opened_ns <= settled_before
+            and not is_contract_symbol(p.symbol)
         ]
         gone = await vanished(positions, self._exchanges)
         for p in positions:
@@ -253,6 +244,8 @@ class ExitManager:
         return []
 
     async def _handle(self, position: Position) -> list[OrderOutcome]:
+        if (venue := self._exchanges.get(position.exchange)) is not None and not venue.started:
+            return []  # venue_unavailable: down since boot; its exits resume once the daemon starts it
         cid = position.client_order_id
         if position.state == "pending":
             if await self._pending.look_up(position):
@@ -265,12 +258,13 @@ class ExitManager:
                 return []
         if self._failures.waiting(cid, halted=bool(self.orders.blockers(position.exchange))):
             return []
-        price = await self._prices.reference(position.exchange, position.symbol, "sell")
-        high = high_water(position, price)
-        if high is not None and (position.high_water is None or high > position.high_water):
-            self._journal.update_position(cid, high_water=high)
+        # What the exit would trade at: the bid for a long, the ask for a short (it buys back).
+        price = await self._prices.reference(position.exchange, position.symbol, exit_side(position))
+        best = high_water(position, price)
+        if best is not None and improved(position, best):
+            self._journal.update_position(cid, high_water=best)
         position = self._reload(position)
-        if position.stop_client_order_id is not None and self._stop_due(position, price):
+        if position.stop_client_order_id is not None and self._stops.check_due(position, price):
             await self.orders.check_stop(position)
             position = self._reload(position)
         if self._flat(position):
@@ -279,7 +273,7 @@ class ExitManager:
         if decision is None:
             wants_stop = position.plan.stop_on_exchange and position.stop_client_order_id is None
             if wants_stop and self.orders.stops_supported(position):
-                await self._place_stop(position)
+                await self._stops.place(position)
             return []
         if position.stop_client_order_id is not None:
             if not await self.orders.cancel_stop(position):  # the stop rests on (a halt: it must)
@@ -315,25 +309,6 @@ class ExitManager:
             self._reload(position), decision, attempt, price, capped_at=amount if capped else None
         )
         return [] if attempt.outcome is None else [attempt.outcome]
-
-    async def _place_stop(self, position: Position) -> None:
-        """Rest the stop, backing off after refusals (see exit_failures); after MAX_STOP_FAILURES the
-        daemon's own stop-loss check is the only stop, alerted once. Nothing is sent while a halt stops
-        exits on the venue (a 429's backoff, a rejected key, an unwritable journal)."""
-        cid = position.client_order_id
-        if not self._failures.stop_due(cid) or self.orders.blockers(position.exchange):
-            return
-        if await self.orders.place_stop(position):
-            self._failures.stop_placed(cid)
-            return
-        if self._failures.stop_failed(cid) >= MAX_STOP_FAILURES:
-            self._alerts.exit_failed(position.exchange, position.symbol, None, "resting_stop_not_placed")
-            log.error(
-                "exit.stop_given_up",
-                symbol=position.symbol,
-                entry_client_order_id=cid,
-                action="no stop rests on the exchange; the daemon's own stop-loss check still sells",
-            )
 
     def _after_attempt(
         self,
@@ -454,7 +429,7 @@ class ExitManager:
     def _forget(self, cid: str) -> None:
         self._failures.forget(cid)
         self._pending.forget(cid)
-        self._stop_checked.pop(cid, None)
+        self._stops.forget(cid)
         self._short.discard(cid)
         self._close_now.discard(cid)
 
@@ -473,15 +448,6 @@ class ExitManager:
             entry_client_order_id=cid,
             action="check the exchange by hand; bridge no longer sells it",
         )
-
-    def _stop_due(self, position: Position, price: float | None) -> bool:
-        trigger = stop_price(position)
-        now = self._monotonic()
-        near = price is None or trigger is None or price <= trigger * (1 + STOP_CHECK_NEAR)
-        if near or now - self._stop_checked.get(position.client_order_id, 0.0) >= STOP_CHECK_INTERVAL_S:
-            self._stop_checked[position.client_order_id] = now
-            return True
-        return False
 
     def _reload(self, position: Position) -> Position:
         return self._journal.position(position.client_order_id) or position

@@ -44,6 +44,15 @@ class Exposure:
         if self._open_limits is not None or self._loss_limits is not None:
             self.update(journal.open_positions())
 
+    def reconfigure(self, cfg: TradingConfig) -> None:
+        """A reload's new max_open_cost and daily_loss_limit; what is held and realised stays."""
+        self._open_limits = None if cfg.max_open_cost is None else quote_limits(cfg.max_open_cost)
+        self._loss_limits = None if cfg.daily_loss_limit is None else quote_limits(cfg.daily_loss_limit)
+        if self._loss_limits is not None:
+            self._check_loss(self._loss_limits)
+        elif "loss_limit" in self._gate.reasons:
+            self._gate.resume("loss_limit")  # the limit was removed
+
     def open_cost(self, quote: str) -> float:
         return self._held.get(quote, 0.0) + self._added.get(quote, 0.0)
 

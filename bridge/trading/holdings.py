@@ -37,7 +37,7 @@ async def vanished(positions: Iterable[Position], exchanges: Mapping[str, Exchan
     balances: dict[str, dict[str, float] | None] = {}
     for (venue, coin), group in by_coin.items():
         ex = exchanges.get(venue)
-        if ex is None:
+        if ex is None or not ex.started:  # a venue down at boot: checked once it is up
             continue
         if venue not in balances:
             try:

@@ -139,6 +139,8 @@ class Position:
     stop_client_order_id: str | None = None  # the stop resting on the exchange, if any
     close_reason: str | None = None
     entry_cost: float | None = None  # quote spent by the entry (its estimate while pending)
+    # The entry's side: a buy opens a long; a sell opens a short (perpetuals), whose exits buy back.
+    side: Side = "buy"
 
     @property
     def open_cost(self) -> float:

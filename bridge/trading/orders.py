@@ -25,6 +25,7 @@ from bridge.errors import (
 )
 from bridge.trading import metrics
 from bridge.trading.backoff import VenueBackoff
+from bridge.trading.contracts import ContractSetup, Leverage, is_contract, market_amount
 from bridge.trading.fresh_start import FreshStartGuard, PriorOrderUnknown
 from bridge.trading.gate import TradingGate
 from bridge.trading.ids import client_order_id
@@ -58,6 +59,8 @@ class _Pricing:
     max_slippage: float | None
     leg: str
     price_max_age: float | None
+    leverage: Leverage | None = None  # contract orders: cost is the margin, notional = cost x leverage
+    opens: bool = False  # a sell that opens (or adds to) a short on a contract market
 
 
 class OrderRouter:
@@ -92,6 +95,9 @@ class OrderRouter:
         self._paper = PaperBroker(self.prices)
         self.book = OutcomeBook(journal, risk)  # shared with the exit orders
         self._sleep = sleep
+        # Margin mode and leverage per contract symbol, set once before its first order.
+        self.contracts = ContractSetup(exchanges)
+        self.on_held: Callable[[OrderIntent, Announcement], None] | None = None  # a pair's standby (ops.ha)
 
     async def submit(
         self,
@@ -107,13 +113,20 @@ class OrderRouter:
         max_slippage: float | None = None,
         leg: str = "",
         price_max_age: float | None = None,
+        leverage: Leverage | None = None,
+        opens: bool = False,
     ) -> OrderOutcome:
         """Place one order, or say why not. Never raises for an exchange or risk refusal.
         With `max_slippage` (a fraction; strategies get 0.05 by default through Context.buy/sell, the
         router itself defaults to None) the order is a limit IOC capped at the reference price x (1 +
         max_slippage) for a buy (floored at x (1 - max_slippage) for a sell); None: a market order.
         `leg` names one of several orders a strategy places on one symbol for one announcement.
-        `exit` (entries): when to sell the position it opens; watched by bridge.exits."""
+        `exit` (entries): when to sell the position it opens; watched by bridge.exits.
+        On a contract market (perpetual): `cost` is the margin and the order's notional is cost x
+        `leverage` (default 1x, isolated), which is what the risk limits count; the symbol's margin mode
+        and leverage are set before its first order (bridge.trading.contracts). A buy opens or adds to a
+        long; a sell with `opens` opens or adds to a short (and may carry an `exit` plan, whose exits buy
+        back); a sell without it is reduce-only: it can close a long, never open a short."""
         outcome = await self._submit(
             strategy,
             announcement,
@@ -123,7 +136,7 @@ class OrderRouter:
             cost,
             amount,
             exit,
-            _Pricing(max_slippage, leg, price_max_age),
+            _Pricing(max_slippage, leg, price_max_age, leverage, opens),
         )
         self.emit(outcome)
         return outcome
@@ -168,13 +181,26 @@ class OrderRouter:
         ex = self._exchanges.get(exchange)
         if ex is None:
             return skipped("exchange_not_configured")
-        if blockers := self._gate.entry_blockers(exchange):
+        if blockers := self._gate.entry_blockers(exchange) - {"ha_standby"}:  # a standby: on to on_held
             return skipped("trading_halted:" + ",".join(sorted(blockers)))
         market = ex.market(symbol) or await ex.find_market(symbol)
         if market is None:
             return skipped("unknown_symbol")
         if not market.active:
             return skipped("market_inactive")
+        contract = is_contract(market)
+        if not contract and (pricing.opens or pricing.leverage is not None):
+            return skipped("needs_a_contract_market")  # a short or leverage on spot: nothing to send
+        if side == "sell" and plan is not None and not pricing.opens:
+            return skipped("exit_plan_on_a_closing_sell")
+        lev = pricing.leverage or Leverage()
+        if contract and cost is not None:
+            cost = lev.notional(cost)
+            if pricing.max_slippage is None:  # a contract market order is sized by amount, not cost
+                sized = await market_amount(ex, self.prices, symbol, side, cost, pricing.price_max_age)
+                if isinstance(sized, str):
+                    return skipped(sized)
+                cost, amount = None, sized
         try:
             check_slippage(pricing.max_slippage)
             cid_base = client_order_id(announcement.key, strategy, exchange, symbol, side, leg=pricing.leg)
@@ -203,11 +229,16 @@ class OrderRouter:
                 quote=market.quote,
                 cost=est_cost,
                 exchange=exchange,
+                opens=pricing.opens,
             )
 
         refusal = refused()
         if refusal is not None:
             return skipped(refusal)
+        if contract:  # margin mode and leverage, once per symbol (off this path when prepared at start)
+            problem = await self.contracts.ensure(exchange, symbol, lev, on_order_path=True)
+            if problem is not None:
+                return skipped(problem)
         cid = ex.format_client_order_id(cid_base)
         # The exchange's request budget, before the last gate check: within budget this is arithmetic
         # and the order goes at once; over it, the order waits here, never after the gate check.
@@ -252,6 +283,8 @@ class OrderRouter:
         except TradingHalted as exc:
             if prepaid:
                 ex.refund_order()  # not sent: give the request budget back
+            if self.on_held is not None and exc.reasons == {"ha_standby"}:
+                self.on_held(intent, announcement)  # what a pair's leader sends: the standby's would-be
             return skipped("trading_halted:" + ",".join(sorted(exc.reasons)), cid)
         if not reserved:
             if prepaid:
@@ -276,6 +309,8 @@ class OrderRouter:
             amount=terms.amount,
             limit_price=terms.limit_price,
             prepaid=prepaid,
+            received_mono_ns=announcement.received_mono_ns,
+            reduce_only=contract and side == "sell" and not pricing.opens,
         )
         if self._dry_run:
             return await self.paper_fill(ex, request, intent, announcement, pricing.price_max_age)

@@ -71,6 +71,7 @@ class OutcomeBook:
             side=intent.side,
             cost=intent.cost,
             amount=intent.amount,
+            limit_price=intent.limit_price,
             client_order_id=intent.client_order_id,
             order_id=result.order_id,
             status=result.status,

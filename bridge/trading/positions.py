@@ -1,5 +1,6 @@
-"""Positions as the journal keeps them: an entry buy with an exit plan (its `orders` row), the exit orders
-that sold from it (rows whose `exit_of` is the entry), and its exit progress (its `positions` row).
+"""Positions as the journal keeps them: an entry with an exit plan (its `orders` row: a buy, or on a
+perpetual a sell that opened a short), the exit orders that sold from it or bought it back (rows whose
+`exit_of` is the entry), and its exit progress (its `positions` row).
 
 What a position holds is never stored twice: `sold` is the sum of what its exit orders filled, so a fill
 learned late (a lookup, a resting stop that triggered) counts the moment its order row says so.
@@ -23,7 +24,7 @@ SELECT e.*, p.state AS p_state, p.high_water, p.tiers_done, p.tier_hold, p.failu
      WHERE x.exit_of = e.client_order_id AND x.state IN ('placed', 'paper', 'expired', 'rejected')) AS sold,
   (SELECT COUNT(*) FROM orders x WHERE x.exit_of = e.client_order_id) AS attempts
 FROM orders e LEFT JOIN positions p ON p.entry_cid = e.client_order_id
-WHERE e.side = 'buy' AND e.exit_of IS NULL
+WHERE e.exit_of IS NULL
   AND (e.exit_plan IS NOT NULL OR e.take_profit IS NOT NULL OR e.stop_loss IS NOT NULL
        OR e.exit_after IS NOT NULL)
   AND e.state NOT IN ('rejected', 'expired')
@@ -102,6 +103,7 @@ def position_from_row(r: sqlite3.Row) -> Position | None:
         stop_client_order_id=r["stop_cid"],
         close_reason=r["close_reason"],
         entry_cost=r["result_cost"] or r["est_cost"] or r["cost"],
+        side="sell" if r["side"] == "sell" else "buy",
     )
 
 
@@ -112,10 +114,12 @@ POSITION_FIELDS = frozenset(
 
 
 # Realised profit (negative: loss) per quote currency of exit fills since a time: what each exit got,
-# less what its amount cost at the entry's average price.
+# less what its amount cost at the entry's average price; for a short (a sell entry, exits buying back)
+# the other way round: what the entry got for the amount, less what buying it back cost.
 REALISED_SQL = """
-SELECT e.quote, SUM(COALESCE(x.result_cost, x.filled * x.average, 0)
-                    - x.filled * COALESCE(e.average, e.result_cost / NULLIF(e.filled, 0), 0))
+SELECT e.quote, SUM((CASE WHEN e.side = 'sell' THEN -1 ELSE 1 END)
+                    * (COALESCE(x.result_cost, x.filled * x.average, 0)
+                       - x.filled * COALESCE(e.average, e.result_cost / NULLIF(e.filled, 0), 0)))
 FROM orders x JOIN orders e ON e.client_order_id = x.exit_of
 WHERE x.updated_ns >= ? AND COALESCE(x.filled, 0) > 0 AND x.state IN ('placed', 'paper', 'expired')
 GROUP BY e.quote

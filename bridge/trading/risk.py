@@ -9,7 +9,8 @@ number. An order in a quote currency a limit does not name is refused (`no_limit
 and `exchanges.NAME.daily_max_cost` (on top) cap the day's spend, kept in memory by a SpendLedger
 (`bridge.trading.budget`): the router `reserve`s an order when its intent is written and `settle`s it
 when its outcome is known. The check never reads SQLite; the journal is read once, at start.
-Exits pass every limit: they reduce risk.
+Exits pass every limit: they reduce risk. On perpetuals every limit counts an order's notional (margin x
+leverage), per quote currency, and a sell that opens a short counts toward the open cost like a buy.
 """
 
 from __future__ import annotations
@@ -51,6 +52,17 @@ class RiskLimits:
         self.ledger = SpendLedger(clock_ns=clock_ns)
         self.ledger.load(journal.orders_since(self.ledger.day_start_ns), fallback=self._fallback)
 
+    def reconfigure(self, cfg: TradingConfig, exchanges: Mapping[str, ExchangeConfig] | None = None) -> None:
+        """A reload's new limits; what was counted today (the ledger, orders per announcement) stays."""
+        self._cfg = cfg
+        self._order_limits = quote_limits(cfg.max_order_cost)
+        self._daily = None if cfg.daily_max_cost is None else quote_limits(cfg.daily_max_cost)
+        self._exchange_daily = {
+            name: quote_limits(ex.daily_max_cost)
+            for name, ex in (exchanges or {}).items()
+            if ex.daily_max_cost is not None
+        }
+
     def check(
         self,
         *,
@@ -62,9 +74,12 @@ class RiskLimits:
         cost: float | None,
         exchange: str,
         is_exit: bool = False,
+        opens: bool = False,
     ) -> str | None:
         """The reason this order must not be sent, or None if every limit allows it. `cost`: the
-        estimated cost in `quote` (what `reserve` will count). Memory only: no I/O."""
+        estimated cost in `quote` (what `reserve` will count): on a contract market its notional (margin
+        x leverage), so 20 USDT at 5x counts as 100 against every cap. `opens`: a sell that opens a short,
+        checked against the open-cost limit like a buy. Memory only: no I/O."""
         cfg = self._cfg
         if is_exit:
             return None  # an exit sells what an entry bought: it reduces risk, no limit applies
@@ -101,7 +116,7 @@ class RiskLimits:
                 return f"no_exchange_daily_limit_for_quote:{quote}"
             if self.ledger.spent(quote, exchange) + cost > limit:
                 return "over_exchange_daily_max_cost"
-        if side == "buy" and self.exposure is not None:
+        if (side == "buy" or opens) and self.exposure is not None:
             return self.exposure.check(quote, cost)
         return None
 

@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 
 from bridge.trading.claims import SymbolClaims
-from bridge.trading.model import Announcement, Side
+from bridge.trading.contracts import DEFAULT_MARGIN_MODE, Leverage
+from bridge.trading.model import Announcement, OrderOutcome, Side
 from bridge.trading.pricing import DEFAULT_MAX_SLIPPAGE
 from bridge.trading.readonly import ReadOnlyExchange
 
 if TYPE_CHECKING:
     from bridge.trading.balances import Balances
-    from bridge.trading.model import ExitPlan, OrderOutcome
+    from bridge.trading.model import ExitPlan
     from bridge.trading.orders import OrderRouter
+    from bridge.venues.dialect import MarginMode
     from bridge.venues.exchange import Exchange
     from bridge.venues.types import Market
 
@@ -120,7 +122,7 @@ class Context:
         """Like `market`, but a symbol missing from the cache gets one bounded, targeted refresh
         (a new listing may have appeared since the last full refresh)."""
         ex = self._exchanges.get(exchange)
-        return None if ex is None else await ex.find_market(symbol)
+        return None if ex is None or not ex.started else await ex.find_market(symbol)
 
     def exchange(self, exchange: str) -> ReadOnlyExchange:
         """A read-only view of the exchange's ccxt object, for what the context does not cover: market
@@ -139,6 +141,8 @@ class Context:
         exit: ExitPlan | None = None,
         max_slippage: float | None = DEFAULT_MAX_SLIPPAGE,
         leg: str = "",
+        leverage: float | None = None,
+        margin_mode: MarginMode = DEFAULT_MARGIN_MODE,
     ) -> OrderOutcome:
         """Buy spending at most `cost` of the quote currency, or buying `amount` of the base currency.
 
@@ -148,7 +152,14 @@ class Context:
         `max_slippage=None` sends a market order with no price limit. `leg` names one of several
         orders on one symbol for one announcement (a second buy without a new leg is a duplicate).
         With `exit`, the position is sold on take-profit, stop-loss or after a time
-        (bridge.trading.exits), also after a restart."""
+        (bridge.trading.exits), also after a restart.
+
+        On a perpetual (`ABC/USDT:USDT`) the buy opens or adds to a long: `cost` is the margin, the
+        position's notional is cost x `leverage` (default 1), with `margin_mode` isolated (default) or
+        cross; both are set on the venue before the symbol's first order. `leverage` on spot is refused."""
+        terms = _leverage(leverage, margin_mode)
+        if isinstance(terms, str):
+            return OrderOutcome("skipped", exchange, symbol, "buy", reason=terms)
         return await self._router.submit(
             strategy=self.strategy,
             announcement=self.announcement,
@@ -161,6 +172,7 @@ class Context:
             max_slippage=max_slippage,
             leg=leg,
             price_max_age=self.price_max_age,
+            leverage=terms,
         )
 
     async def sell(
@@ -172,9 +184,21 @@ class Context:
         cost: float | None = None,
         max_slippage: float | None = DEFAULT_MAX_SLIPPAGE,
         leg: str = "",
+        open: bool = False,
+        exit: ExitPlan | None = None,
+        leverage: float | None = None,
+        margin_mode: MarginMode = DEFAULT_MARGIN_MODE,
     ) -> OrderOutcome:
         """Sell `amount` of the base currency (or for `cost` of the quote currency): a limit IOC at
-        the best bid x (1 - max_slippage), or a market order with `max_slippage=None`."""
+        the best bid x (1 - max_slippage), or a market order with `max_slippage=None`.
+
+        On a perpetual, `open=True` opens (or adds to) a short: `cost` is the margin, the notional is
+        cost x `leverage`; with `exit` its exits buy back, reduce-only (take-profit under the entry, stop
+        above it). Without `open` a sell on a perpetual is reduce-only: it closes a long and can never
+        open a short. `open` on spot is refused (spot cannot be sold short)."""
+        terms = _leverage(leverage, margin_mode)
+        if isinstance(terms, str):
+            return OrderOutcome("skipped", exchange, symbol, "sell", reason=terms)
         return await self._router.submit(
             strategy=self.strategy,
             announcement=self.announcement,
@@ -183,10 +207,35 @@ class Context:
             side="sell",
             cost=cost,
             amount=amount,
+            exit=exit,
             max_slippage=max_slippage,
             leg=leg,
             price_max_age=self.price_max_age,
+            leverage=terms,
+            opens=open,
         )
+
+    async def prepare_contract(
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        leverage: float = 1.0,
+        margin_mode: MarginMode = DEFAULT_MARGIN_MODE,
+    ) -> bool:
+        """Set a perpetual's margin mode and leverage now (from `on_start`, for symbols known in advance),
+        so the first order on it does not wait for those requests. True when set (or already so); False
+        (logged) when the symbol is not a loaded contract market or the venue refused."""
+        terms = _leverage(leverage, margin_mode) or Leverage()
+        market = self.market(exchange, symbol)
+        problem: str | None = terms if isinstance(terms, str) else None
+        if problem is None and (market is None or market.type not in ("swap", "future")):
+            problem = "not_a_contract_market"
+        if problem is None and not isinstance(terms, str):
+            problem = await self._router.contracts.ensure(exchange, symbol, terms, on_order_path=False)
+        if problem is not None:
+            self.log.warning("contract.not_prepared", exchange=exchange, symbol=symbol, reason=problem)
+        return problem is None
 
     async def price(self, exchange: str, symbol: str, side: Side = "buy") -> float | None:
         """What `side` would trade at now on `exchange` (best ask for a buy, best bid for a sell, the
@@ -204,3 +253,14 @@ class Context:
         if self._balances is None or exchange not in self._exchanges:
             return None
         return self._balances.free(exchange, asset)
+
+
+def _leverage(leverage: float | None, margin_mode: MarginMode) -> Leverage | str | None:
+    """The order's contract terms (None: none asked, the router's 1x isolated on a contract market),
+    or why they are refused."""
+    if leverage is None and margin_mode == DEFAULT_MARGIN_MODE:
+        return None
+    try:
+        return Leverage(1.0 if leverage is None else float(leverage), margin_mode)
+    except (TypeError, ValueError) as exc:
+        return f"bad_order_argument: {exc}"
