@@ -1,35 +1,47 @@
 """The feed's own counters: frames, bad frames, connections, queue depth, event age, recording.
 
-Defined here (the feed owns them) on bridge's one registry; ops only serves them over HTTP.
+Defined here (the feed owns them) on bridge's one registry; ops only serves them over HTTP. Labels whose
+values the server chooses (message types, bad-frame reasons, publishers, listing types, close causes
+such as `http_<status>`) are capped (bridge.telemetry.CappedLabels): past 50 values, `other`.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from bridge.telemetry import REGISTRY
+from bridge.telemetry import REGISTRY, CappedLabels
 
 FRAMES = Counter(
     "bridge_feed_frames_total", "Feed frames received, by message type", ["type"], registry=REGISTRY
 )
-BAD_FRAMES = Counter(
-    "bridge_feed_bad_frames_total", "Malformed feed frames, by reason", ["reason"], registry=REGISTRY
+BAD_FRAMES = CappedLabels(
+    Counter(
+        "bridge_feed_bad_frames_total", "Malformed feed frames, by reason", ["reason"], registry=REGISTRY
+    ),
+    ("reason",),
 )
-UNKNOWN_TYPES = Counter(
-    "bridge_feed_unknown_types_total", "Feed messages of unknown type", ["type"], registry=REGISTRY
+UNKNOWN_TYPES = CappedLabels(
+    Counter("bridge_feed_unknown_types_total", "Feed messages of unknown type", ["type"], registry=REGISTRY),
+    ("type",),
 )
-ANNOUNCEMENTS = Counter(
-    "bridge_announcements_total",
-    "Announcements received, by publisher and listing type",
-    ["publisher", "listing_type"],
-    registry=REGISTRY,
+ANNOUNCEMENTS = CappedLabels(
+    Counter(
+        "bridge_announcements_total",
+        "Announcements received, by publisher and listing type",
+        ["publisher", "listing_type"],
+        registry=REGISTRY,
+    ),
+    ("publisher", "listing_type"),
 )
 CONNECTS = Counter("bridge_feed_connects_total", "Feed connections established", registry=REGISTRY)
-DISCONNECTS = Counter(
-    "bridge_feed_disconnects_total",
-    "Feed connections lost or refused, by cause",
-    ["cause"],
-    registry=REGISTRY,
+DISCONNECTS = CappedLabels(
+    Counter(
+        "bridge_feed_disconnects_total",
+        "Feed connections lost or refused, by cause",
+        ["cause"],
+        registry=REGISTRY,
+    ),
+    ("cause",),
 )
 # The heartbeat watchdog fired but a message was already readable (the event loop had stalled): the
 # connection was kept and the message handled instead of ending the link as stale.

@@ -5,7 +5,8 @@ same announcement never trades twice across reconnects and restarts.
 The one write that must be durable before a request leaves, an order's intent, is a line appended to
 an intent log next to the database (one write(): it survives kill -9 of the daemon, as a commit with
 synchronous=NORMAL does; only an OS crash could lose it). Its row, and every announcement row, reach
-SQLite moments later (FLUSH_DELAY_S, or at once before any read or update); at start, logged intents
+SQLite moments later (FLUSH_DELAY_S, or at once before any read); so do order results and position
+updates: no SQLite statement, let alone a commit, runs on the order path. At start, logged intents
 missing from SQLite are inserted as `sending` and then looked up like any unfinished order. Duplicate
 checks use in-memory sets loaded from SQLite at start. Why: on this project's reference VM a cold
 SQLite insert and commit cost ~0.3 ms, most of the journal's share of the path to the order.
@@ -110,8 +111,11 @@ class Journal:
         # daemon then asks the venue before sending what the lost journal may have sent (fresh_start).
         self.started_empty = self.writable and not self._cids and not self._keys
         self.on_close: Callable[[], None] | None = None  # after the last flush (journal_watch)
+        # A pair's leader lease (bridge.ops.ha): each intent records it; it raises TradingHalted when
+        # this host cannot prove it leads at this instant, so nothing is recorded or sent then.
+        self.fence: Callable[[], int | None] | None = None
         self._pending_announcements: list[tuple[Announcement, int]] = []
-        self._pending_intents: list[tuple[OrderIntent, int]] = []
+        self._pending_intents: list[tuple[OrderIntent, int, int | None]] = []
         self._pending_balances: dict[str, float] = {}
         self._pending_writes: list[tuple[str, tuple[Any, ...]]] = []  # updates a failed write kept, in order
         self.health = WriteHealth()  # its listener: the trading gate's journal_unwritable halt
@@ -177,11 +181,17 @@ class Journal:
                 [journal_rows.announcement_row(a, seen_ns) for a, seen_ns in announcements],
             )
             self._db.executemany(
-                journal_rows.INSERT_INTENT, [journal_rows.intent_row(i, now) for i, now in intents]
+                journal_rows.INSERT_INTENT, [journal_rows.intent_row(i, now, ls) for i, now, ls in intents]
             )
             self._db.executemany("INSERT OR REPLACE INTO paper_balances VALUES (?,?)", list(balances.items()))
-            for sql, params in writes:
-                self._db.execute(sql, params)
+            missing = [
+                params[-1]
+                for sql, params in writes
+                if self._db.execute(sql, params).rowcount != 1 and sql == journal_rows.UPDATE_RESULT
+            ]
+        for cid in missing:
+            # Its intent row is not in SQLite (never reserved here): say so loudly rather than lose it.
+            log.error("journal.result_not_recorded", client_order_id=cid)
         # Only now, after the commit: a failed flush must leave them to be written again.
         self._pending_announcements, self._pending_intents, self._pending_balances = [], [], {}
         self._pending_writes = []
@@ -197,7 +207,7 @@ class Journal:
         self.health.succeeded()
         return True
 
-    def _flush_soon(self, delay: float = FLUSH_DELAY_S) -> None:
+    def _flush_soon(self, delay: float | None = None) -> None:
         if self._flush_due:
             return
         try:
@@ -206,7 +216,7 @@ class Journal:
             self._try_flush()
             return
         self._flush_due = True
-        loop.call_later(delay, self._scheduled_flush)
+        loop.call_later(FLUSH_DELAY_S if delay is None else delay, self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         self._flush_due = False
@@ -299,9 +309,10 @@ class Journal:
         if cid in self._cids or self._intent_log is None:  # read-only: never send
             return False
         now = self._clock_ns()
-        self._intent_log.append(journal_rows.intent_row(intent, now))
+        lease = None if self.fence is None else self.fence()
+        self._intent_log.append(journal_rows.intent_row(intent, now, lease))
         self._cids.add(cid)
-        self._pending_intents.append((intent, now))
+        self._pending_intents.append((intent, now, lease))
         self._flush_soon()
         return True
 
@@ -332,13 +343,7 @@ class Journal:
             None if raw is None else orjson.dumps(raw, default=str).decode(),
             client_order_id,
         )
-        cur = self._write(journal_rows.UPDATE_RESULT, row, "record_result")
-        if cur is None:
-            return  # kept, written with the next flush that works
-        if cur.rowcount != 1:
-            # Its intent row is not in SQLite (a failed flush): the intent log still has it, and the
-            # next start reconciles it by client id. Say so loudly rather than lose the result.
-            log.error("journal.result_not_recorded", client_order_id=client_order_id, state=state)
+        self._write(journal_rows.UPDATE_RESULT, row)  # with the next flush: off the order path
 
     def settle_unresolved(
         self, client_order_id: str, state: OrderState, *, error_message: str | None = None
@@ -349,20 +354,36 @@ class Journal:
         if not self.writable:
             return True  # a reader records nothing; nobody else settles it here either
         row = (state, self._clock_ns(), error_message, client_order_id)
-        cur = self._write(journal_rows.SETTLE_UNRESOLVED, row, "settle_unresolved")
-        return cur is None or cur.rowcount == 1  # None: kept for the next flush, where the guard applies
-
-    def _write(self, sql: str, params: tuple[Any, ...], what: str) -> sqlite3.Cursor | None:
-        """Run one update and commit it; if the journal cannot be written, keep it (in order, behind
-        what already waits) for the next flush that works, and return None."""
+        # At once (its answer decides what the look-up reports); look-ups run apart from the order path.
         if self._try_flush() and not self._pending_writes:
             try:
-                return self._db.execute(sql, params)
+                return self._db.execute(journal_rows.SETTLE_UNRESOLVED, row).rowcount == 1
             except sqlite3.Error as exc:
-                self.health.failed(exc, what)
+                self.health.failed(exc, "settle_unresolved")
+        self._write(journal_rows.SETTLE_UNRESOLVED, row)
+        return True  # kept for the next flush, where the guard applies
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Queue one update for the next flush (FLUSH_DELAY_S from now, or at once before any read), in
+        order behind what already waits: the caller (an order's result, an exit's progress) never waits
+        for SQLite. A journal that cannot be written keeps it for the next flush that works."""
         self._pending_writes.append((sql, params))
-        self._flush_soon(self.health.retry_delay)
-        return None
+        self._flush_soon(None if self.health.ok else self.health.retry_delay)
+
+    def prune_announcements(self, before_ns: int, limit: int) -> int:
+        """Delete up to `limit` announcements first seen before `before_ns`, their keys from the duplicate
+        set too, in one short transaction (journal.retention_days; orders and positions are kept). The
+        number deleted; raises sqlite3.Error."""
+        if not self.writable:
+            return 0
+        self.flush()  # rows still pending are in SQLite first (a failure raises, as documented)
+        keys = [str(r[0]) for r in self._db.execute(journal_rows.OLD_ANNOUNCEMENTS, (before_ns, limit))]
+        if keys:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM announcements WHERE key=?", [(k,) for k in keys])
+            self._keys.difference_update(keys)
+        return len(keys)
 
     def buys_since(self, since_ns: int) -> list[tuple[str, str, str, int]]:
         """(strategy, exchange, symbol, created_ns) of entry buys since `since_ns` that may have bought
@@ -426,7 +447,8 @@ class Journal:
         return [journal_rows.record(r) for r in self._rows(sql, (entry_client_order_id,))]
 
     def update_position(self, entry_client_order_id: str, **fields: Any) -> None:
-        """Set a position's exit progress (`positions` columns); one commit. A no-op for a reader."""
+        """Set a position's exit progress (`positions` columns), written with the next flush. A no-op
+        for a reader."""
         unknown = set(fields) - POSITION_FIELDS
         if unknown:
             raise ValueError(f"not a position field: {sorted(unknown)}")
@@ -435,11 +457,9 @@ class Journal:
         self._write(
             "INSERT OR IGNORE INTO positions (entry_cid, state, updated_ns) VALUES (?, 'open', ?)",
             (entry_client_order_id, self._clock_ns()),
-            "update_position",
         )
         assignments = ", ".join(f"{name}=?" for name in fields)
         self._write(
             f"UPDATE positions SET {assignments}, updated_ns=? WHERE entry_cid=?",  # noqa: S608 - names checked
             (*fields.values(), self._clock_ns(), entry_client_order_id),
-            "update_position",
         )

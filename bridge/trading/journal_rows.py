@@ -21,11 +21,13 @@ SETTLE_UNRESOLVED = (
     "UPDATE orders SET state=?, updated_ns=?, error_message=? WHERE client_order_id=?"
     " AND state IN ('sending', 'unknown')"
 )
+# Announcements past journal.retention_days, oldest first, a batch at a time (index announcements_seen).
+OLD_ANNOUNCEMENTS = "SELECT key FROM announcements WHERE first_seen_ns<? ORDER BY first_seen_ns LIMIT ?"
 INSERT_INTENT = (
     "INSERT OR IGNORE INTO orders (client_order_id, announcement_key, strategy, exchange, symbol,"
     " side, quote, cost, amount, dry_run, state, created_ns, updated_ns,"
-    " take_profit, stop_loss, exit_after, exit_of, limit_price, exit_plan, est_cost)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?,?,?,?,?,?,?,?)"
+    " take_profit, stop_loss, exit_after, exit_of, limit_price, exit_plan, est_cost, lease_id)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,'sending',?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -34,8 +36,9 @@ INTENT_ROW_LEN = INSERT_INTENT.count("?")  # the values of one intent row
 INTENT_ROW_LEN_V1 = 16
 
 
-def intent_row(intent: OrderIntent, now: int) -> tuple[Any, ...]:
-    """The intent as its SQLite row; also, as a JSON array, its line in the intent log."""
+def intent_row(intent: OrderIntent, now: int, lease_id: int | None = None) -> tuple[Any, ...]:
+    """The intent as its SQLite row; also, as a JSON array, its line in the intent log. `lease_id`: the
+    pair's leader lease it was sent under (bridge.ops.ha), None for a single host."""
     plan = intent.plan
     return (
         intent.client_order_id,
@@ -57,6 +60,7 @@ def intent_row(intent: OrderIntent, now: int) -> tuple[Any, ...]:
         intent.limit_price,  # new values go last: an older bridge's intent-log lines are padded
         plan_json(plan),
         intent.est_cost,
+        lease_id,
     )
 
 

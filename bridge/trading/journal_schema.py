@@ -142,6 +142,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         " position whose exit filled before this version is closed; one whose exit failed is open again.",
         _v4_positions,
     ),
+    Migration(
+        5,
+        "announcements_seen: an index on announcements.first_seen_ns, so journal.retention_days prunes old"
+        " announcements a small batch at a time without scanning the table.",
+        ("CREATE INDEX IF NOT EXISTS announcements_seen ON announcements(first_seen_ns)",),
+    ),
+    Migration(
+        6,
+        "orders.lease_id: the etcd lease (fencing token) a pair's leader held when it sent the order"
+        " (bridge.ops.ha); NULL: sent by a single host, or by a bridge older than this version.",
+        ("ALTER TABLE orders ADD COLUMN lease_id INTEGER",),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version  # the version this code reads and writes
 
