@@ -2,25 +2,19 @@
 strategies, offline and in paper mode, with the event clock taken from the file, and report the
 orders they would have placed. Deterministic: the same file and config give the same output.
 
-Stream lines (JSON objects, one per line; `t` is the receipt time in ns since the epoch):
-  {"t": ..., "frame": "<raw frame text>"}          a frame as `bridge record` stores it
-  {"t": ..., "b64": "<base64>"}                    a frame that is not UTF-8, as the recorder stores it
-  {"t": ..., "frame": "...", "link": "kr"}         a frame that came through feed link `kr`
-  {"t": ..., "msg": {"type": "announcement", ...}} a message written by hand
-  {"markets": {"binance": {"ABC/USDT": 1.25}}}     markets that exist, with their starting prices
-  {"t": ..., "price": {"exchange": "binance", "symbol": "ABC/USDT", "price": 1.3}}
-A line without `t` takes the previous line's time (or, for an announcement, its detection time).
-Lines are replayed in file order, which is the order the recorder received them in. `link` (optional,
-on frame, b64 and msg lines) names the feed link a frame came through when several ran at once; it is
-kept on the event and plays no part in ordering or trading. In such a recording most announcements
-appear once per link, perhaps with different dispatch timestamps: the dispatcher keeps the first
-arrival and drops the others as duplicates (its key ignores timestamps), as it did live.
+The stream file is the one stream format (bridge/feed/stream_format.py, README "Stream files"):
+frames as `bridge record` stores them, messages written by hand, markets and prices. Lines are
+replayed in file order, which is the order the recorder received them in. A line without `t` takes
+its announcement's detection time, else the previous line's time (with a warning: its time is a
+guess). `link` names the feed link a frame came through when several ran at once; it is kept on the
+event and plays no part in ordering or trading. In such a recording most announcements appear once per
+link, perhaps with different dispatch timestamps: the dispatcher keeps the first arrival and drops the
+others as duplicates (its key ignores timestamps), as it did live.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import tempfile
 import time
@@ -30,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 
 from bridge.config import Config, ExchangeConfig
-from bridge.errors import ConfigError
+from bridge.feed import stream_format
 from bridge.feed.codec import Announcement, DecodeError, TestAnnouncement, decode
 from bridge.system import TradingSystem, assemble, stop_strategies
 from bridge.trading.gate import TradingGate
@@ -61,63 +54,39 @@ class StreamEvent:
 class Stream:
     events: list[StreamEvent]
     markets: dict[str, dict[str, float | None]]  # exchange -> symbol -> starting price (None: unknown)
+    untimed: list[int] = field(default_factory=list)  # lines without a time of their own (warned)
 
 
 def read_stream(path: Path) -> Stream:
-    """Parse a stream file; a malformed line is a ConfigError naming the file and line."""
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read stream file: {exc.strerror or exc}") from None
+    """Parse a stream file; a malformed line is a ConfigError naming the file and line, a newer format
+    version a StreamVersionError. Lines without a time are logged once (`replay.missing_timestamps`)."""
     events: list[StreamEvent] = []
     markets: dict[str, dict[str, float | None]] = {}
+    untimed: list[int] = []
     last_t = 0
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+    for line in stream_format.read(path).lines:
+        if line.markets is not None:
+            for ex_id, symbols in line.markets.items():
+                markets.setdefault(ex_id, {}).update(symbols)
             continue
-        try:
-            last_t, event = _event(orjson.loads(line), last_t, markets)
-        except (orjson.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
-            raise ConfigError(f"{path}:{number}: not a stream line ({exc})") from None
-        if event is not None:
-            events.append(event)
-    return Stream(events, markets)
-
-
-def _event(
-    obj: Any, last_t: int, markets: dict[str, dict[str, float | None]]
-) -> tuple[int, StreamEvent | None]:
-    if not isinstance(obj, dict):
-        raise TypeError("not a JSON object")
-    if "markets" in obj:
-        for ex_id, symbols in obj["markets"].items():
-            markets.setdefault(ex_id, {}).update(
-                {s: None if p is None else float(p) for s, p in symbols.items()}
-            )
-        return last_t, None
-    t = obj.get("t")
-    if "frame" in obj:
-        frame = obj["frame"].encode() if isinstance(obj["frame"], str) else base64.b64decode(obj["b64"])
-    elif "b64" in obj:
-        frame = base64.b64decode(obj["b64"])
-    elif "msg" in obj:
-        msg = obj["msg"]
-        frame = orjson.dumps(msg)
-        if t is None and isinstance(msg, dict) and isinstance(msg.get("detectedTimestampUs"), int):
-            t = msg["detectedTimestampUs"] * 1000
-    elif "price" in obj:
-        p = obj["price"]
-        return (int(t) if t is not None else last_t), StreamEvent(
-            int(t) if t is not None else last_t,
-            price=(str(p["exchange"]), str(p["symbol"]), float(p["price"])),
+        t = line.t_ns
+        detected = (line.message or {}).get("detectedTimestampUs")
+        if t is None and isinstance(detected, int) and not isinstance(detected, bool):
+            t = detected * 1000
+        if t is None:
+            untimed.append(line.lineno)
+            t = last_t
+        last_t = t
+        events.append(StreamEvent(t, frame=line.frame, price=line.price, link=line.link))
+    if untimed:
+        log.warning(
+            "replay.missing_timestamps",
+            file=str(path),
+            lines=len(untimed),
+            first_line=untimed[0],
+            hint="each takes the previous line's time: add a `t` (ns since the epoch) to time them",
         )
-    else:
-        raise ValueError("expected one of frame, b64, msg, price, markets")
-    link = obj.get("link")
-    if link is not None and not isinstance(link, str):
-        raise TypeError("link must be a string")
-    t_ns = int(t) if t is not None else last_t
-    return t_ns, StreamEvent(t_ns, frame=frame, link=link)
+    return Stream(events, markets, untimed)
 
 
 class ReplayClock:
@@ -147,6 +116,10 @@ class ReplayExchange(Exchange):
     @property
     def ccxt(self) -> Any:
         return None
+
+    @property
+    def started(self) -> bool:
+        return True  # in memory: up from the start
 
     def market(self, symbol: str) -> Market | None:
         if symbol not in self.prices or "/" not in symbol:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
+import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,8 +18,15 @@ import aiohttp
 import orjson
 import pytest
 
+from bridge import cli
+from bridge import config as config_mod
 from bridge.errors import ConfigError
-from bridge.sim.emulator import FeedEmulator, KeyGrant, run_emulator
+from bridge.feed.client import FeedReader, connect, open_session
+from bridge.feed.codec import Announcement
+from bridge.sim.demo import DEMO_API_KEY
+from bridge.sim.emulator import FeedEmulator, KeyGrant
+from bridge.sim.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET
+from bridge.sim.verbs import EmulateSettings, control_request, serve_emulator, serve_fake_exchange
 
 KEY = "dsk_" + "a1" * 32
 LIMITED_KEY = "dsk_" + "b2" * 32
@@ -201,8 +214,9 @@ async def test_send_to_one_key_returns_write_times(emu: FeedEmulator, session: a
 
 
 async def test_script_plays_with_meta_keys_stripped(tmp_path: Path, session: aiohttp.ClientSession) -> None:
-    """A JSONL script plays once a client is connected; `delay` and `binary` steer sending and are
-    stripped from the message; announcements respect the cex filter."""
+    """A JSONL script (an old unversioned one: bare messages) plays once a client is connected; `delay`
+    and `binary` steer sending and are stripped from the message; announcements respect the cex filter;
+    the timestamps a line lacks are the time it was sent."""
     script = tmp_path / "feed.jsonl"
     script.write_text(
         "# demo\n"
@@ -211,11 +225,16 @@ async def test_script_plays_with_meta_keys_stripped(tmp_path: Path, session: aio
         '{"type":"announcement","title":"Binance lists B","ticker":"B","publisher":"binance","binary":false}\n'
     )
     emu = FeedEmulator(api_keys=[KEY], script_path=script, ping_interval=None)
+    before_us = time.time_ns() // 1000
     async with emu, session.ws_connect(emu.url, headers={"X-API-Key": KEY}, params={"cex": "binance"}) as ws:
         await next_json(ws)
         msg = await asyncio.wait_for(ws.receive(), WAIT)
+        after_us = time.time_ns() // 1000
         assert msg.type is aiohttp.WSMsgType.TEXT
-        assert orjson.loads(msg.data) == {
+        got = orjson.loads(msg.data)
+        assert before_us <= got.pop("detectedTimestampUs") <= after_us
+        assert before_us <= got.pop("dispatchTimestampUs") <= after_us
+        assert got == {
             "type": "announcement",
             "title": "Binance lists B",
             "ticker": "B",
@@ -229,25 +248,6 @@ def test_bad_script_is_a_config_error(tmp_path: Path) -> None:
     script.write_text('{"type":"heartbeat"}\n[1, 2]\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl:2"):
         FeedEmulator(api_keys=[KEY], script_path=script)
-
-
-async def test_run_emulator_serves_until_stop_event() -> None:
-    """run_emulator returns once its stop event is set."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_emulator(
-            host="127.0.0.1",
-            port=0,
-            api_keys=[KEY],
-            heartbeat_interval=30,
-            ping_interval=15,
-            script_path=None,
-            cooldown=5,
-            stop_event=stop,
-        )
-    )
-    stop.set()
-    await asyncio.wait_for(task, WAIT)
 
 
 async def test_an_endpoint_carrying_some_publishers_only(session: aiohttp.ClientSession) -> None:
@@ -265,3 +265,126 @@ async def test_an_endpoint_carrying_some_publishers_only(session: aiohttp.Client
             assert (await next_json(ws))["ticker"] == "ABC"
         async with session.ws_connect(emu.url, headers={"X-API-Key": KEY}, params={"cex": "binance"}) as ws:
             assert (await next_json(ws))["allowedCex"] == ""
+
+
+# ---- bridge emulate / bridge fake-exchange: what they print is config that works ------------------
+
+
+async def test_emulate_prints_a_feed_block_the_daemons_feed_client_connects_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bridge emulate` prints its key and a `feed:` block; pasted into a config, check-config accepts
+    it and the daemon's own feed client (connect + FeedReader) is welcomed by the emulator and
+    receives what is announced through the printed control port."""
+    out, stop, ready = io.StringIO(), asyncio.Event(), asyncio.Event()
+    settings = EmulateSettings(port=0, control_port=0, heartbeat=60.0)
+    task = asyncio.create_task(serve_emulator(settings, stop, out=out, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), WAIT)
+        text = out.getvalue()
+        assert f"API key: {DEMO_API_KEY} (accepted by this emulator only)" in text
+        block = text[text.index("\nfeed:\n") + 1 :]
+        assert "heartbeat_timeout: 65" in block  # heartbeats every 60 s: the daemon must wait longer
+        path = tmp_path / "config.yaml"
+        path.write_text(block + f"trading: {{dry_run: true}}\nstate_dir: {tmp_path / 'state'}\n")
+        assert await asyncio.to_thread(cli.main, ["check-config", "-c", str(path)]) == 0
+        assert capsys.readouterr().out.startswith("PAPER")
+        cfg = config_mod.load(str(path)).feed
+        queue: asyncio.Queue[Announcement] = asyncio.Queue()
+        welcomed = asyncio.Event()
+        reader = FeedReader(cfg, queue, on_welcome=lambda _: welcomed.set())
+        async with open_session(cfg) as session:
+            ws = await connect(session, cfg)
+            reading = asyncio.create_task(reader.read(ws))
+            try:
+                await asyncio.wait_for(welcomed.wait(), WAIT)
+                match = re.search(r"emulator-send --port (\d+) announce", text)
+                assert match is not None
+                await control_request(int(match[1]), "/announce", {"tickers": ["ABC"], "publisher": "upbit"})
+                announced = await asyncio.wait_for(queue.get(), WAIT)
+                assert (announced.tickers, announced.publisher) == (("ABC",), "upbit")
+            finally:
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                await ws.close()
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, WAIT) == 0
+
+
+async def test_fake_exchange_prints_keys_and_a_ccxt_block_that_connects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bridge fake-exchange` prints its API key, secret and an `exchanges.binance` block; pasted into a
+    config, `check-config --connect` reaches the fake with real ccxt code and the keys are accepted."""
+    out, stop, ready = io.StringIO(), asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve_fake_exchange("127.0.0.1", 0, stop, out=out, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), WAIT)
+        text = out.getvalue()
+        assert f"API key: {DEFAULT_API_KEY}\nSecret: {DEFAULT_SECRET}" in text
+        block = text[text.index("\nexchanges:\n") + 1 :]
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            f"feed: {{url: 'ws://127.0.0.1:1', api_key: {KEY}}}\n"
+            + block
+            + f"trading: {{dry_run: true}}\nstate_dir: {tmp_path / 'state'}\n"
+        )
+        code = await asyncio.to_thread(cli.main, ["check-config", "-c", str(path), "--connect"])
+        printed = capsys.readouterr().out
+        assert code == 0, printed
+        assert re.search(r"^binance: OK \(\d+ markets, clock offset", printed, re.MULTILINE), printed
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, WAIT) == 0
+
+
+def test_a_port_in_use_is_one_line_and_exit_78(tmp_path: Path) -> None:
+    """`bridge emulate --port P` with P taken: one line naming the option and port, exit 78, no
+    traceback; the same for fake-exchange."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for argv in (
+            ["emulate", "--port", str(port), "--control-port", "0"],
+            ["fake-exchange", "--port", str(port)],
+        ):
+            proc = subprocess.run(
+                [sys.executable, "-m", "bridge", *argv],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert proc.returncode == 78, proc.stderr
+            assert "Traceback" not in proc.stderr
+            assert f"bridge: --port {port}: cannot listen on 127.0.0.1:{port}: " in proc.stderr
+            assert proc.stdout == ""
+
+
+def test_sim_verbs_help_and_readme_agree() -> None:
+    """Every option and action of emulate, emulator-send and fake-exchange has help text, and each one
+    is named in README's "Local feed and exchange" section."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Local feed and exchange") : readme.index("## Stream files")]
+    verbs = cli._parser()._subparsers._group_actions[0].choices
+    checked = 0
+    for name in ("emulate", "emulator-send", "fake-exchange"):
+        assert f"bridge {name}" in section
+        parsers = [verbs[name]]
+        for action in verbs[name]._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    assert f"`{sub_name}" in section, sub_name
+                    assert any(c.dest == sub_name and c.help for c in action._choices_actions), sub_name
+                    parsers.append(sub)
+        for parser in parsers:
+            for action in parser._actions:
+                if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                    continue
+                assert action.help, (name, action.dest)
+                if action.option_strings:
+                    assert action.option_strings[-1] in section, (name, action.option_strings)
+                checked += 1
+    assert checked >= 18

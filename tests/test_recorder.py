@@ -29,8 +29,9 @@ async def test_frames_written_with_receipt_time_and_read_back(tmp_path: Path) ->
     path = tmp_path / "rec.jsonl"
     await run_recorder(Recorder(path), frames)
     lines = [orjson.loads(x) for x in path.read_bytes().splitlines()]
-    assert lines[0] == {"t": 1, "frame": '{"type":"heartbeat"}'}
-    assert "b64" in lines[1] and lines[1]["t"] == 2
+    assert lines[0] == {"version": 1}  # the stream format's version line opens every new file
+    assert lines[1] == {"t": 1, "frame": '{"type":"heartbeat"}'}
+    assert "b64" in lines[2] and lines[2]["t"] == 2
     stream = read_stream(path)
     assert [(e.frame, e.t_ns) for e in stream.events] == frames
 
@@ -117,6 +118,7 @@ async def test_link_names_are_recorded_only_when_given(tmp_path: Path) -> None:
     stop.set()
     await asyncio.wait_for(task, 10)
     assert path.read_bytes().splitlines() == [
+        b'{"version":1}',
         b'{"t":1,"frame":"{\\"type\\":\\"heartbeat\\"}"}',
         b'{"t":2,"frame":"{\\"type\\":\\"heartbeat\\"}","link":"kr"}',
         b'{"t":3,"b64":"/w==","link":"main"}',

@@ -80,7 +80,7 @@ def test_bad_stream_line_names_file_and_line(tmp_path: Path) -> None:
 def test_cli_replay_prints_table(capsys: pytest.CaptureFixture[str]) -> None:
     """`bridge replay FILE -c CONFIG` prints the order table and the per-strategy summary."""
     assert cli.main(["replay", str(STREAM), "-c", str(CONFIG)]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # not a terminal: the table on stderr, the JSON log on stdout
     assert "ABC/USDT" in out and "skipped: event_too_old" in out
     assert "listing_buy: 4 announcements, 3 orders" in out
 
@@ -93,7 +93,7 @@ def test_cli_replay_needs_no_secrets(
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(ROOT)
     assert cli.main(["replay", str(STREAM), "-c", "config.yaml"]) == 0
-    assert "ABC/USDT" in capsys.readouterr().out
+    assert "ABC/USDT" in capsys.readouterr().err
 
 
 async def test_example_exits_stream() -> None:

@@ -3,23 +3,22 @@
 The reader only appends (frame, time) to a list: encoding and writing happen in a worker thread,
 so recording never slows the feed. The file rotates at `max_bytes`, keeping `keep` old files.
 
-A line is `{"t": <receipt ns>, "frame": "<frame text>"}` (`"b64"` instead of `"frame"` for a frame
-that is not UTF-8), plus `"link": "<name>"` when the frame came through a named feed link (several
-links at once: the daemon binds each link's name); a single-link recording has no `link` field.
+The lines are the stream format (bridge/feed/stream_format.py): a `{"version": N}` line opens each
+new file, then `{"t": <receipt ns>, "frame": "<frame text>"}` per frame (`"b64"` instead of `"frame"`
+for a frame that is not UTF-8), plus `"link": "<name>"` when the frame came through a named feed link
+(several links at once: the daemon binds each link's name); a single-link recording has no `link`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
 import structlog
 
-from bridge.feed import metrics
+from bridge.feed import metrics, stream_format
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +38,7 @@ class Recorder:
         self._pending: list[tuple[int, bytes | dict[str, Any], str | None]] = []
         self._file: BinaryIO | None = None
         self._size = 0
+        self._header_size = 0  # the bytes of this file's version line (0: appended to an older file)
         self._wake = asyncio.Event()
 
     def frame(self, data: bytes, received_ns: int, link: str | None = None) -> None:
@@ -78,6 +78,9 @@ class Recorder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("ab")
         self._size = self._file.tell()
+        self._header_size = 0
+        if self._size == 0:
+            self._write_header()
 
     def _close(self) -> None:
         if self._file is not None:
@@ -87,8 +90,9 @@ class Recorder:
     def _write(self, batch: list[tuple[int, bytes | dict[str, Any], str | None]]) -> None:
         assert self._file is not None
         for received_ns, data, link in batch:
-            line = orjson.dumps(_line(received_ns, data, link)) + b"\n"
-            if self._size + len(line) > self.max_bytes and self._size > 0:
+            line = stream_format.dumps(_line(received_ns, data, link))
+            # A file holding only its version line is never rotated away, however long the line.
+            if self._size + len(line) > self.max_bytes and self._size > self._header_size:
                 self._rotate()
             self._file.write(line)
             self._size += len(line)
@@ -109,17 +113,18 @@ class Recorder:
             self.path.unlink()
         self._file = self.path.open("ab")
         self._size = 0
+        self._write_header()
         log.info("record.rotated", path=str(self.path))
+
+    def _write_header(self) -> None:
+        """Every new file starts with the format's version line (appending to a file keeps its own)."""
+        assert self._file is not None
+        line = stream_format.dumps(stream_format.header())
+        self._file.write(line)
+        self._size = self._header_size = len(line)
 
 
 def _line(received_ns: int, data: bytes | dict[str, Any], link: str | None = None) -> dict[str, Any]:
     if isinstance(data, dict):
         return data if "t" in data or "markets" in data else {"t": received_ns, **data}
-    line: dict[str, Any]
-    try:
-        line = {"t": received_ns, "frame": data.decode("utf-8")}
-    except UnicodeDecodeError:
-        line = {"t": received_ns, "b64": base64.b64encode(data).decode()}
-    if link is not None:
-        line["link"] = link
-    return line
+    return stream_format.frame_line(received_ns, data, link)

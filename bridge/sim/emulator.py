@@ -1,5 +1,6 @@
 """A local cryptolisting.ws look-alike on aiohttp.web: key checks, `cex` filtering, welcome, heartbeats,
-PINGs, scripted or on-demand announcements and fault injection. Used by the tests and `bridge emulate`.
+scripted or on-demand announcements and fault injection. Each client is held to the protocol page's
+rules by emulator_session.py; emulator_control.py drives a running one. Used by tests and `bridge emulate`.
 """
 
 from __future__ import annotations
@@ -9,70 +10,34 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-import aiohttp
 import structlog
 from aiohttp import web
 
-from bridge.sim.feed_messages import (
-    Rejection,
-    announcement,
-    encode,
-    heartbeat,
-    is_test_request,
-    read_script,
-    rejection_response,
-    welcome,
+from bridge.errors import ConfigError
+from bridge.feed import stream_format
+from bridge.sim.emulator_session import (
+    Client,
+    Handshake,
+    KeyGrant,
+    KeyStatus,
+    Limits,
+    Policy,
+    allowed,
+    feed_socket,
+    redact,
+    send_to,
 )
+from bridge.sim.feed_messages import Rejection, announcement, encode, heartbeat, rejection_response, welcome
+
+__all__ = ["FeedEmulator", "Handshake", "KeyGrant", "Limits"]
 
 log = structlog.get_logger(__name__)
 
-KeyStatus = Literal["missing", "unknown", "valid"]
-
 _API_KEY_HEADER = "X-API-Key"
-# Client frames over 1 KB are refused by the real feed (1009), and so here.
-_MAX_CLIENT_FRAME = 1024
-_CLOSE_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True)
-class KeyGrant:
-    """What a key may see. `exchanges` None means every exchange ("*")."""
-
-    exchanges: frozenset[str] | None = None
-    tier: str = "premium"
-    expires_in_secs: int | None = None
-
-
-@dataclass(frozen=True)
-class Handshake:
-    """One upgrade request as the emulator saw it; the key itself is never kept here."""
-
-    status: int
-    key_status: KeyStatus
-    headers: dict[str, str]  # X-API-Key shown as "***"
-    query: dict[str, str]  # api_key shown as "***"
-
-    @property
-    def cex(self) -> tuple[str, ...] | None:
-        value = self.query.get("cex")
-        return None if value is None else tuple(c for c in value.split(",") if c)
-
-
-@dataclass(eq=False)
-class _Client:
-    ws: web.WebSocketResponse
-    transport: asyncio.Transport | None
-    exchanges: frozenset[str] | None  # None: all
-    key: str = field(default="", repr=False)  # the API key it connected with, for targeted sends
-    heartbeat_task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    def wants(self, publisher: str) -> bool:
-        return self.exchanges is None or publisher in self.exchanges
 
 
 class FeedEmulator:
@@ -92,9 +57,14 @@ class FeedEmulator:
         cooldown: float = 0.0,
         script_path: Path | None = None,
         publishers: Iterable[str] | None = None,
+        limits: Limits | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """`publishers`: the exchanges this endpoint carries (None: all), as wss://kr.cryptolisting.ws
-        carries only upbit; every client's allowed exchanges (its welcome's allowedCex) are cut to them."""
+        carries only upbit; every client's allowed exchanges (its welcome's allowedCex) are cut to them.
+        `limits`: the protocol page's PING, PONG, frame size and rate limits (`ping_interval` alone is
+        short for `limits=Limits(ping_interval=...)`); `clock` (monotonic seconds) is what the limits
+        and the cooldown are measured on, injectable so a test can step time instead of waiting."""
         if isinstance(api_keys, Mapping):
             self._keys: dict[str, KeyGrant] = dict(api_keys)
         else:
@@ -102,12 +72,17 @@ class FeedEmulator:
         self._host = host
         self._port = port
         self._heartbeat_interval = heartbeat_interval
-        self._ping_interval = ping_interval
+        if limits is None:
+            limits = Limits(ping_interval=ping_interval)
+        elif ping_interval != Limits.ping_interval:
+            raise ValueError("give ping_interval inside limits")
+        self._policy = Policy(limits, clock or time.monotonic)
+        self._clock = self._policy.clock
         self._cooldown = cooldown
         self._publishers = None if publishers is None else frozenset(p.strip().lower() for p in publishers)
-        self._script = read_script(script_path) if script_path is not None else []
+        self._script = _read_script(script_path) if script_path is not None else []
         self._runner: web.AppRunner | None = None
-        self._clients: set[_Client] = set()
+        self._clients: set[Client] = set()
         self._rejections: deque[Rejection] = deque()
         self._last_connect: dict[str, float] = {}
         self._heartbeats_on = asyncio.Event()
@@ -117,6 +92,7 @@ class FeedEmulator:
         self.handshakes: list[Handshake] = []
         self.connections = 0  # successful upgrades so far
         self.received: list[bytes] = []  # frames clients sent us
+        self.pongs = 0  # PONGs clients sent us
         self.url = ""
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -167,6 +143,14 @@ class FeedEmulator:
         """Return once exactly n clients are connected (e.g. 0 after a client closed)."""
         await self._wait_until(lambda: len(self._clients) == n)
 
+    async def wait_received(self, n: int) -> None:
+        """Return once clients have sent n data frames in all (each one counted and rate-limited)."""
+        await self._wait_until(lambda: len(self.received) >= n)
+
+    async def wait_pongs(self, n: int) -> None:
+        """Return once clients have answered n PINGs in all."""
+        await self._wait_until(lambda: self.pongs >= n)
+
     @property
     def client_count(self) -> int:
         return len(self._clients)
@@ -202,6 +186,10 @@ class FeedEmulator:
     def resume_heartbeats(self) -> None:
         self._heartbeats_on.set()
 
+    @property
+    def heartbeats_on(self) -> bool:
+        return self._heartbeats_on.is_set()
+
     async def send(
         self, message: dict[str, Any] | bytes | str, *, binary: bool = True, key: str | None = None
     ) -> int:
@@ -216,7 +204,7 @@ class FeedEmulator:
         frame was written to the socket: the start of an announcement-to-order latency measurement."""
         data = encode(message)
         targets = [c for c in self._clients if key is None or c.key == key]
-        sent = await asyncio.gather(*(_send_to(c, data, binary) for c in targets))
+        sent = await asyncio.gather(*(send_to(c, data, binary) for c in targets))
         return [stamp for stamp in sent if stamp is not None]
 
     async def announce(self, **fields: Any) -> int:
@@ -264,14 +252,14 @@ class FeedEmulator:
         rejection = self._check(request, key, grant)
         status = rejection.status if rejection is not None else 101
         self.handshakes.append(
-            Handshake(status, key_status, _redact(dict(request.headers)), _redact(dict(request.query)))
+            Handshake(status, key_status, redact(dict(request.headers)), redact(dict(request.query)))
         )
         log.info("emulator.handshake", status=status, key_status=key_status, cex=request.query.get("cex"))
         if rejection is not None:
             await self._notify()
             return rejection_response(rejection)
         assert key is not None and grant is not None  # _check accepted it
-        self._last_connect[key] = time.monotonic()
+        self._last_connect[key] = self._clock()
         return await self._serve_client(request, key, grant)
 
     def _check(self, request: web.Request, key: str | None, grant: KeyGrant | None) -> Rejection | None:
@@ -286,24 +274,19 @@ class FeedEmulator:
             return Rejection(401, None, None, None)
         if grant is None:
             return Rejection(403, None, None, None)
-        since = time.monotonic() - self._last_connect.get(key, -math.inf)
+        since = self._clock() - self._last_connect.get(key, -math.inf)
         if since < self._cooldown:
             return Rejection(429, math.ceil(self._cooldown - since), "connection_cooldown", None)
         return None
 
     async def _serve_client(self, request: web.Request, key: str, grant: KeyGrant) -> web.WebSocketResponse:
-        exchanges = _allowed(grant.exchanges, request.query.get("cex"))
+        exchanges = allowed(grant.exchanges, request.query.get("cex"))
         if self._publishers is not None:
             exchanges = self._publishers if exchanges is None else exchanges & self._publishers
-        ws = web.WebSocketResponse(
-            heartbeat=self._ping_interval,
-            max_msg_size=_MAX_CLIENT_FRAME,
-            timeout=_CLOSE_TIMEOUT,
-            compress=False,
-        )
+        ws = feed_socket(self._policy.limits)
         transport = request.transport
         await ws.prepare(request)
-        client = _Client(ws, transport, exchanges, key)
+        client = Client(ws, transport, exchanges, key)
         await ws.send_bytes(encode(welcome(grant.tier, exchanges, grant.expires_in_secs)))
         # Registered only after the welcome, so every broadcast reaches a client after its welcome.
         self._clients.add(client)
@@ -312,7 +295,7 @@ class FeedEmulator:
             client.heartbeat_task = asyncio.create_task(self._heartbeats(client, self._heartbeat_interval))
         await self._notify()
         try:
-            await self._read_client(client)
+            await client.serve(self._policy, self._on_message, self._on_pong)
         finally:
             self._clients.discard(client)
             if client.heartbeat_task is not None:
@@ -320,42 +303,44 @@ class FeedEmulator:
             await self._notify()
         return ws
 
-    async def _read_client(self, client: _Client) -> None:
-        while True:
-            msg = await client.ws.receive()
-            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                data = msg.data.encode() if isinstance(msg.data, str) else msg.data
-                self.received.append(data)
-                if is_test_request(data):
-                    await _send_to(client, encode(announcement("test_announcement", {})), binary=True)
-                continue
-            return  # CLOSE, CLOSING, CLOSED or ERROR: the client is gone
+    async def _on_message(self, data: bytes) -> None:
+        self.received.append(data)
+        await self._notify()
 
-    async def _heartbeats(self, client: _Client, interval: float) -> None:
+    async def _on_pong(self) -> None:
+        self.pongs += 1
+        await self._notify()
+
+    async def _heartbeats(self, client: Client, interval: float) -> None:
         while True:
             await self._heartbeats_on.wait()
             await asyncio.sleep(interval)  # the server's own cadence, not test synchronisation
-            if self._heartbeats_on.is_set() and await _send_to(client, encode(heartbeat()), True) is None:
+            if self._heartbeats_on.is_set() and await send_to(client, encode(heartbeat()), True) is None:
                 return
 
     async def _broadcast(self, data: bytes, *, binary: bool, publisher: str | None) -> list[int]:
         targets = [c for c in self._clients if publisher is None or c.wants(publisher)]
-        sent = await asyncio.gather(*(_send_to(c, data, binary) for c in targets))
+        sent = await asyncio.gather(*(send_to(c, data, binary) for c in targets))
         return [stamp for stamp in sent if stamp is not None]
 
     async def _play_script(self) -> None:
-        """Play the script once, starting when the first client is connected."""
+        """Play the script once, starting when the first client is connected. A message's missing
+        timestamps are filled with the time it is sent; a recorded frame goes out byte for byte."""
         for line in self._script:
             await self._wait_until(lambda: bool(self._clients))
             if line.delay > 0:
                 await asyncio.sleep(line.delay)  # the script's own pacing
-            publisher = line.message.get("publisher")
-            if line.message.get("type") != "announcement" or not isinstance(publisher, str):
+            message = line.message
+            data = line.frame or b""
+            if message is not None:
+                message = stream_format.fill_timestamps(message, time.time_ns())
+                data = encode(message)
+            publisher = message.get("publisher") if message is not None else None
+            if message is None or message.get("type") != "announcement" or not isinstance(publisher, str):
                 publisher = None
-            reached = len(
-                await self._broadcast(encode(line.message), binary=line.binary, publisher=publisher)
-            )
-            log.info("emulator.script_sent", line=line.lineno, type=line.message.get("type"), clients=reached)
+            reached = len(await self._broadcast(data, binary=line.binary, publisher=publisher))
+            kind = message.get("type") if message is not None else "frame"
+            log.info("emulator.script_sent", line=line.lineno, type=kind, clients=reached)
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -363,53 +348,16 @@ class FeedEmulator:
         task.add_done_callback(self._tasks.discard)
 
 
-async def run_emulator(
-    *,
-    host: str,
-    port: int,
-    api_keys: Mapping[str, KeyGrant] | Iterable[str],
-    heartbeat_interval: float | None,
-    ping_interval: float | None,
-    script_path: Path | None,
-    cooldown: float,
-    stop_event: asyncio.Event,
-) -> None:
-    """Serve until `stop_event` is set (the `bridge emulate` command)."""
-    emulator = FeedEmulator(
-        api_keys=api_keys,
-        host=host,
-        port=port,
-        heartbeat_interval=heartbeat_interval,
-        ping_interval=ping_interval,
-        cooldown=cooldown,
-        script_path=script_path,
-    )
-    async with emulator:
-        await stop_event.wait()
-
-
 # ---- helpers -------------------------------------------------------------------------------------
 
 
-async def _send_to(client: _Client, data: bytes, binary: bool) -> int | None:
-    """Write one frame; the wall-clock ns taken right before the write, or None if it was not sent."""
-    if client.ws.closed:
-        return None
-    kind = aiohttp.WSMsgType.BINARY if binary else aiohttp.WSMsgType.TEXT
-    stamp = time.time_ns()
-    try:
-        await client.ws.send_frame(data, kind)
-    except (ConnectionError, aiohttp.ClientError, RuntimeError):
-        return None  # the client went away mid-broadcast; the others still get the frame
-    return stamp
-
-
-def _allowed(granted: frozenset[str] | None, cex: str | None) -> frozenset[str] | None:
-    if cex is None:
-        return granted
-    wanted = frozenset(c.strip().lower() for c in cex.split(",") if c.strip())
-    return wanted if granted is None else granted & wanted
-
-
-def _redact(values: dict[str, str]) -> dict[str, str]:
-    return {k: ("***" if k.lower() in ("x-api-key", "api_key") else v) for k, v in values.items()}
+def _read_script(path: Path) -> list[stream_format.StreamLine]:
+    """The frames of a stream file, read up front so a broken script fails at start-up, not halfway
+    through a demo. Markets and price lines are for replay: left out here, and said so."""
+    stream = stream_format.read(path)
+    frames = [line for line in stream.lines if line.frame is not None]
+    if len(frames) < len(stream.lines):
+        log.info("emulator.script_lines_skipped", file=str(path), lines=len(stream.lines) - len(frames))
+    if not frames:
+        raise ConfigError(f"{path}: no frame or message lines to send")
+    return frames

@@ -1,5 +1,5 @@
-"""What the emulator writes on the wire: the feed's messages (welcome, heartbeat, announcements), its
-HTTP refusals of an upgrade, and the JSONL script of messages it can play to its clients.
+"""What the emulator writes on the wire: the feed's messages (welcome, heartbeat, announcements) and
+its HTTP refusals of an upgrade. The scripts it plays are stream files (bridge/feed/stream_format.py).
 """
 
 from __future__ import annotations
@@ -8,15 +8,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from bridge.errors import ConfigError
-
-_SCRIPT_META_KEYS = frozenset({"delay", "binary"})
 _DEFAULT_ERRORS = {
     400: "malformed_upgrade",
     401: "missing_api_key",
@@ -90,35 +86,3 @@ def is_test_request(data: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return isinstance(obj, dict) and obj.get("type") == "test"
-
-
-@dataclass(frozen=True)
-class ScriptLine:
-    lineno: int
-    message: dict[str, Any]
-    delay: float
-    binary: bool
-
-
-def read_script(path: Path) -> list[ScriptLine]:
-    """Parse a JSONL script: one message object per line, with optional `delay` (seconds before it)
-    and `binary` (frame type, default true), neither of which is sent. Blank and `#` lines are skipped.
-    Read up front so a broken script fails at start-up, not halfway through a demo."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read emulator script: {exc}") from None
-    lines = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise ConfigError(f"{path}:{lineno}: not valid JSON") from None
-        delay = obj.get("delay", 0) if isinstance(obj, dict) else None
-        if not isinstance(obj, dict) or not isinstance(delay, int | float) or delay < 0:
-            raise ConfigError(f"{path}:{lineno}: expected a JSON object with an optional delay >= 0")
-        message = {k: v for k, v in obj.items() if k not in _SCRIPT_META_KEYS}
-        lines.append(ScriptLine(lineno, message, float(delay), bool(obj.get("binary", True))))
-    return lines
