@@ -22,7 +22,8 @@ def test_demo_places_three_paper_orders_and_exits_0(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "3 orders." in proc.stdout
-    table = [line for line in proc.stdout.splitlines() if line.startswith("  listing_buy")]
+    # Not on a terminal: stdout is the JSON log, the human summary is on stderr (bridge.ops.console).
+    assert "3 orders." in proc.stderr
+    table = [line for line in proc.stderr.splitlines() if line.startswith("  listing_buy")]
     assert len(table) == 3 and all(line.rstrip().endswith("paper") for line in table)
     assert "Traceback" not in proc.stderr

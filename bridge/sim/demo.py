@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
 from bridge import config as config_mod
 from bridge.errors import BridgeError, ExitCode
+from bridge.ops import logs
 
 log = structlog.get_logger(__name__)
 
@@ -116,7 +118,7 @@ def demo_script(now_us: int) -> list[dict[str, Any]]:
     ]
 
 
-async def run_demo(*, stop_event: asyncio.Event, forever: bool = False) -> int:
+async def run_demo(*, stop_event: asyncio.Event, forever: bool = False, out: TextIO | None = None) -> int:
     from bridge.daemon import Daemon
     from bridge.sim.emulator import FeedEmulator
     from bridge.sim.fake_exchange import FakeBinance
@@ -140,7 +142,8 @@ async def run_demo(*, stop_event: asyncio.Event, forever: bool = False) -> int:
             run = asyncio.create_task(daemon.run(), name="daemon")
             try:
                 await _play(daemon, emu, run)
-                _print_summary(Path(state_dir))
+                logs.flush()  # the log lines so far first: the summary may go to the same stream
+                _print_summary(Path(state_dir), out or sys.stdout)
                 if forever:
                     log.info("demo.running", hint="Ctrl-C to stop", feed=emu.url)
                     await asyncio.wait(
@@ -164,6 +167,8 @@ async def _play(daemon: Any, emu: Any, run: asyncio.Task[None]) -> None:
     )
     for runner in daemon.runners:
         await asyncio.wait_for(runner.queue.join(), 30)
+    if daemon.journal is not None:  # the summary reads it from another connection: pending rows first
+        daemon.journal.flush()
 
 
 async def _until(condition: Any, run: asyncio.Task[None]) -> None:
@@ -175,7 +180,7 @@ async def _until(condition: Any, run: asyncio.Task[None]) -> None:
         await asyncio.sleep(0.02)
 
 
-def _print_summary(state_dir: Path) -> None:
+def _print_summary(state_dir: Path, out: TextIO) -> None:
     from bridge.trading.journal import Journal
 
     journal = Journal.open(state_dir, dry_run=True)
@@ -183,13 +188,19 @@ def _print_summary(state_dir: Path) -> None:
         rows = journal.orders()
     finally:
         journal.close()
-    print("\nPaper orders placed by the demo (nothing was sent to any exchange):")
-    print(f"  {'strategy':<12} {'symbol':<10} {'side':<5} {'cost':>8} {'filled':>14} {'price':>10}  state")
+    print("\nPaper orders placed by the demo (nothing was sent to any exchange):", file=out)
+    print(
+        f"  {'strategy':<12} {'symbol':<10} {'side':<5} {'cost':>8} {'filled':>14} {'price':>10}  state",
+        file=out,
+    )
     for r in rows:
         i = r.intent
         filled = "-" if r.filled is None else f"{r.filled:.6f}"
         price = "-" if r.average is None else f"{r.average:g}"
         spent = r.result_cost if r.result_cost is not None else i.cost  # a capped buy is sized by amount
         cost = "-" if spent is None else f"{spent:.4g}"
-        print(f"  {i.strategy:<12} {i.symbol:<10} {i.side:<5} {cost:>8} {filled:>14} {price:>10}  {r.state}")
-    print(f"  {len(rows)} orders. Skipped announcements and reasons are in the log above (order.skipped).\n")
+        print(
+            f"  {i.strategy:<12} {i.symbol:<10} {i.side:<5} {cost:>8} {filled:>14} {price:>10}  {r.state}",
+            file=out,
+        )
+    print(f"  {len(rows)} orders. Skipped orders and their reasons are in the order table above.\n", file=out)
