@@ -58,6 +58,11 @@ class SystemdNotifier:
     def stopping(self) -> bool:
         return self.notify(STOPPING=1)
 
+    def reloading(self) -> bool:
+        """RELOADING=1 with MONOTONIC_USEC (CLOCK_MONOTONIC in µs), as systemd wants it for a reload;
+        `ready()` ends the reload, applied or refused."""
+        return self.notify(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+
     def watchdog(self) -> bool:
         return self.notify(WATCHDOG=1)
 

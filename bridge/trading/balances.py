@@ -118,7 +118,10 @@ class Balances:
 
     async def refresh(self, exchange: str) -> None:
         """One fetch_balance request for `exchange`; raises ExchangeError when it fails."""
-        self._free[exchange] = await self._exchanges[exchange].fetch_free_balances()
+        ex = self._exchanges[exchange]
+        if not ex.started:  # a venue down at boot: nothing to ask until the daemon has started it
+            return
+        self._free[exchange] = await ex.fetch_free_balances()
         self.refreshes += 1
 
     async def _refresh_logged(self, exchange: str) -> None:

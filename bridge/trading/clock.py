@@ -112,7 +112,8 @@ class ClockWatch:
 
     async def remeasure(self) -> None:
         """Re-measure every exchange's offset at once; one that fails keeps its last measurement."""
-        names = list(self._exchanges)
+        # A venue down at boot (not started) has nothing to re-measure until the daemon starts it.
+        names = [n for n, ex in self._exchanges.items() if getattr(ex, "started", True)]
         outcomes = await asyncio.gather(
             *(self._exchanges[name].sync_clock() for name in names), return_exceptions=True
         )

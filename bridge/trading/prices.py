@@ -106,7 +106,7 @@ class PriceCache:
 
     async def _fetch_one(self, exchange: str, symbol: str) -> Quote | None:
         ex = self._exchanges.get(exchange)
-        if ex is None:
+        if ex is None or not ex.started:  # a venue down at boot is retried by the daemon, not here
             return None
         self.single_fetches += 1
         try:
@@ -120,7 +120,10 @@ class PriceCache:
 
     async def refresh(self, exchange: str) -> int:
         """One batch request for every symbol of `exchange`; returns how many quotes it brought."""
-        quotes = await self._exchanges[exchange].fetch_quotes()
+        ex = self._exchanges[exchange]
+        if not ex.started:  # a venue down at boot: nothing to ask until the daemon has started it
+            return 0
+        quotes = await ex.fetch_quotes()
         for quote in quotes.values():
             self.put(exchange, quote)
         self.batches += 1
