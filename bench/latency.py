@@ -1,6 +1,6 @@
 """Announcement-to-order latency benchmark: one command, no network (127.0.0.1 only).
 
-    .venv/bin/python bench/latency.py            # about 4 minutes on a 2-core machine
+    .venv/bin/python bench/latency.py            # everything, about 6-7 minutes on a 2-core machine
 
 Starts the feed emulator and a fake Binance (real ccxt code loads its markets and places orders on
 it), then runs as separate processes: the real daemon (`bridge run`, live mode, listing_buy), variants
@@ -12,7 +12,12 @@ receiving the order request (both time.time_ns() on this machine). Then a two-li
 (bench/links.py): a daemon on two feed links, one of them delayed 5 ms, against a daemon on the slow
 link alone, timed from the earliest endpoint write. Then bursts of announcements (several tickers,
 several strategies) against another daemon: every announcement handled, nothing doubled, how far the
-reader fell behind, memory across repeated bursts.
+reader fell behind, memory across repeated bursts. With `daemon_uvloop`, the daemon on uvloop side by
+side (`--uvloop`). Then the multi-venue run (bench/venues.py, `--venues`: one announcement, an order on
+each of four fake venues, daemon against floor per venue) and the stress run (bench/stress.py,
+`--stress`: a full market refresh of 3,000 markets every 2 s, 50 open positions, two venues, the log to a
+slowly read pipe; the daemon's loop lag and internal time from its /health and /metrics). With no part
+named, all of them; one summary table of the targets at the end.
 """
 
 from __future__ import annotations
@@ -23,14 +28,25 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, as a script
 
-from bench import links, scenarios
-from bench.procs import Proc, StrategySpec, daemon_config, free_port, spawn_daemon, spawn_floor
-from bench.report import LABELS, Options, Report, machine, render
+from bench import links, scenarios, stress, venues
+from bench.procs import Proc, StrategySpec, daemon_config, free_port, scrape, spawn_daemon, spawn_floor
+from bench.report import (
+    Internal,
+    Options,
+    Report,
+    Target,
+    labels,
+    machine,
+    normal_targets,
+    render,
+    render_targets,
+)
 from bench.scenarios import frame
 from bridge.feed.codec import Announcement, decode
 from bridge.ops import logs
@@ -45,6 +61,7 @@ BURST_KEY = "dsk_" + "4" * 64
 MARKET_KEY = "dsk_" + "5" * 64
 COLD_KEY = "dsk_" + "6" * 64
 FRESH_KEY = "dsk_" + "7" * 64
+UVLOOP_KEY = "dsk_" + "f" * 64
 # daemon_fresh's trading.max_event_age: its empty journal's look-up window (max_event_age seconds from
 # start) then spans the whole run, so every measured order pays the look-up
 FRESH_MAX_EVENT_AGE_S = 3600.0
@@ -98,145 +115,175 @@ def market_list(opts: Options) -> list[tuple[str, str, float]]:
     return markets
 
 
-async def run(opts: Options) -> Report:
+@dataclass
+class Runs:
+    """Everything one invocation measured: the normal run (Report), and the multi-venue and stress runs
+    when asked for."""
+
+    report: Report
+    venues: venues.VenuesResult | None = None
+    stress: stress.StressResult | None = None
+
+
+async def run(opts: Options) -> Runs:
     began = time.perf_counter()
-    report = Report(machine(), markets=len(market_list(opts)))
+    runs = Runs(Report(machine(), markets=len(market_list(opts))))
     work = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    keys = {FAST_KEY, DEFAULT_KEY, FLOOR_KEY, BURST_KEY, MARKET_KEY, COLD_KEY, FRESH_KEY, UVLOOP_KEY}
+    keys |= {venues.VENUES_KEY, venues.VENUES_FLOOR_KEY, stress.STRESS_KEY, stress.STRESS_FLOOR_KEY}
     try:
-        async with (
-            FakeBinance(markets=market_list(opts)) as fake,
-            FeedEmulator(
-                api_keys={FAST_KEY, DEFAULT_KEY, FLOOR_KEY, BURST_KEY, MARKET_KEY, COLD_KEY, FRESH_KEY},
-                heartbeat_interval=5.0,
-            ) as emu,
-        ):
-            listing_buy = StrategySpec("listing_buy", "listing_buy.py", {"cost": 20})
-
-            def config(
-                name: str,
-                key: str,
-                ccxt: dict[str, Any],
-                strategies: list[StrategySpec],
-                health_port: int | None = None,
-                trading: dict[str, Any] | None = None,
-                fresh: bool = False,
-            ) -> str:
-                """`fresh`: the daemon starts with an empty journal (a first start); every other one
-                finds a journal from an earlier run, as a restarted service does."""
-                if not fresh:
-                    seed_journal(work / name)
-                return daemon_config(
-                    emu=emu,
-                    fake=fake,
-                    feed_key=key,
-                    state_dir=work / name,
-                    strategies=strategies,
-                    ccxt_extra=ccxt,
-                    health_port=health_port,
-                    trading_extra=trading,
-                )
-
-            procs: list[Proc] = []
-            try:
-                # Read the interpreter and ccxt's ~130 modules once, so startup is measured with a warm
-                # file cache, as for a restarted service, and both daemons start on equal terms.
-                warm = await asyncio.create_subprocess_exec(
-                    sys.executable, "-c", "import bridge.cli, bridge.daemon, ccxt.async_support"
-                )
-                await warm.wait()
-                # Startup is measured alone, so the other processes' start-up does not compete for CPU.
-                fast = await spawn_daemon("fast", config("fast", FAST_KEY, {}, [listing_buy]), work)
-                procs.append(fast)
-                await _connected(emu, 1, fast)
-                report.startup_s["daemon"] = time.perf_counter() - fast.launched_at
-                default = await spawn_daemon(
-                    "ccxt_default",
-                    config("ccxt_default", DEFAULT_KEY, {"enableRateLimit": True}, [listing_buy]),
-                    work,
-                )
-                procs.append(default)
-                await _connected(emu, 2, default)
-                report.startup_s["ccxt_default"] = time.perf_counter() - default.launched_at
-                floor = await spawn_floor(emu, fake, FLOOR_KEY, work)
-                procs.append(floor)
-                await _connected(emu, 3, floor)
-                # The price cap's cost, side by side: the same daemon sending today's uncapped market
-                # order, and one with no warm prices (each order fetches its symbol's book ticker).
-                market_buy = StrategySpec("listing_buy", "listing_buy.py", {"cost": 20, "max_slippage": None})
-                market = await spawn_daemon("market", config("market", MARKET_KEY, {}, [market_buy]), work)
-                procs.append(market)
-                await _connected(emu, 4, market)
-                cold = await spawn_daemon(
-                    "cold", config("cold", COLD_KEY, {}, [listing_buy], trading={"price_refresh": 0}), work
-                )
-                procs.append(cold)
-                await _connected(emu, 5, cold)
-                # A first start: an empty journal, so each order is first looked up at the venue by its
-                # client id. A max_event_age of an hour keeps every announcement of the run in the look-up
-                # window (a real daemon pays it only for its first max_event_age seconds). The strategy
-                # is listing_buy under another name: the same name would give its orders the client ids
-                # of `daemon`'s orders for the same announcements, which the look-up then finds on the
-                # (shared) fake exchange, so it would rightly send nothing.
-                fresh_buy = StrategySpec("listing_buy_fresh", "listing_buy.py", {"cost": 20})
-                fresh = await spawn_daemon(
-                    "fresh",
-                    config(
-                        "fresh",
-                        FRESH_KEY,
-                        FRESH_CCXT,
-                        [fresh_buy],
-                        trading={"max_event_age": FRESH_MAX_EVENT_AGE_S},
-                        fresh=True,
-                    ),
-                    work,
-                )
-                procs.append(fresh)
-                await _connected(emu, 6, fresh)
-                burst_strategies = [
-                    listing_buy,
-                    StrategySpec("listing_buy_b", "listing_buy.py", {"cost": 10}),
-                    StrategySpec("log_only", "log_only.py"),
-                ]
-                health_port = free_port()
-                burster = await spawn_daemon(
-                    "burst", config("burst", BURST_KEY, {}, burst_strategies, health_port), work
-                )
-                health = f"http://127.0.0.1:{health_port}"
-                procs.append(burster)
-                await _connected(emu, 7, burster)
-
-                keys = {
-                    "daemon": FAST_KEY,
-                    "daemon_fresh": FRESH_KEY,
-                    "daemon_market": MARKET_KEY,
-                    "daemon_cold": COLD_KEY,
-                    "floor": FLOOR_KEY,
-                    "ccxt_default": DEFAULT_KEY,
-                }
-                targets = {name: keys[name] for name in LABELS}  # the table's order
-                await scenarios.latency(emu, fake, opts, targets, report, procs)
-                await scenarios.multi(emu, fake, opts, targets, report, procs)
-                # Two feed links, one delayed: two more daemons, started for this part only.
-                await links.run(fake, opts, work, report, procs, seed_journal)
-                report.rss_before_bursts_kib = burster.memory_kib()[0]
-                ticker_sets = scenarios.burst_ticker_sets(opts)
-                for round_no in range(opts.bursts):
-                    sets = ticker_sets[round_no * opts.burst_size : (round_no + 1) * opts.burst_size]
-                    report.bursts.append(
-                        await scenarios.burst(
-                            emu, fake, opts, burster, BURST_KEY, health, work, round_no, sets
-                        )
-                    )
-            finally:
-                for proc in procs:
-                    await proc.stop()
+        async with FeedEmulator(api_keys=keys, heartbeat_interval=5.0) as emu:
+            # Each part starts its own processes and stops them before the next, so no part's idle
+            # daemons (each refreshing prices every second) compete with another's for the CPU.
+            if "normal" in opts.parts:
+                await normal(emu, opts, work, runs.report)
+            if "venues" in opts.parts:
+                runs.venues = await venues.run(emu, opts, work, seed_journal, _connected)
+            if "stress" in opts.parts:
+                runs.stress = await stress.run(emu, opts, work, _connected)
     finally:
         if opts.keep:
             print(f"work dir kept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    report.wall_s = time.perf_counter() - began
-    return report
+    runs.report.wall_s = time.perf_counter() - began
+    return runs
+
+
+async def normal(emu: FeedEmulator, opts: Options, work: Path, report: Report) -> None:
+    """The normal run: the daemon, its variants and the floor, one announcement at a time; then the
+    two-link run and the bursts."""
+    async with FakeBinance(markets=market_list(opts)) as fake:
+        listing_buy = StrategySpec("listing_buy", "listing_buy.py", {"cost": 20})
+
+        def config(
+            name: str,
+            key: str,
+            ccxt: dict[str, Any],
+            strategies: list[StrategySpec],
+            health_port: int | None = None,
+            trading: dict[str, Any] | None = None,
+            fresh: bool = False,
+            runtime: dict[str, Any] | None = None,
+        ) -> str:
+            """`fresh`: the daemon starts with an empty journal (a first start); every other one
+            finds a journal from an earlier run, as a restarted service does."""
+            if not fresh:
+                seed_journal(work / name)
+            return daemon_config(
+                emu=emu,
+                fake=fake,
+                feed_key=key,
+                state_dir=work / name,
+                strategies=strategies,
+                ccxt_extra=ccxt,
+                health_port=health_port,
+                trading_extra=trading,
+                runtime=runtime,
+            )
+
+        procs: list[Proc] = []
+
+        async def start(name: str, text: str) -> Proc:
+            """Spawn a daemon and wait until it is armed (its feed welcomed)."""
+            n = emu.connections + 1
+            proc = await spawn_daemon(name, text, work)
+            procs.append(proc)
+            await _connected(emu, n, proc)
+            return proc
+
+        try:
+            # Read the interpreter and ccxt's ~130 modules once, so startup is measured with a warm
+            # file cache, as for a restarted service, and both daemons start on equal terms.
+            warm = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import bridge.cli, bridge.daemon, ccxt.async_support, uvloop"
+            )
+            await warm.wait()
+            # Startup is measured alone, so the other processes' start-up does not compete for CPU.
+            # `daemon` (and `daemon_uvloop`) serve /metrics: their bridge_order_internal_seconds.
+            metrics = {"daemon": free_port()}
+            fast = await start("fast", config("fast", FAST_KEY, {}, [listing_buy], metrics["daemon"]))
+            report.startup_s["daemon"] = time.perf_counter() - fast.launched_at
+            if opts.uvloop:
+                # The same daemon on uvloop (runtime.event_loop), side by side.
+                metrics["daemon_uvloop"] = free_port()
+                on_uvloop = config(
+                    "uvloop",
+                    UVLOOP_KEY,
+                    {},
+                    [listing_buy],
+                    metrics["daemon_uvloop"],
+                    runtime={"event_loop": "uvloop"},
+                )
+                uv = await start("uvloop", on_uvloop)
+                report.startup_s["daemon_uvloop"] = time.perf_counter() - uv.launched_at
+            default = await start(
+                "ccxt_default", config("ccxt_default", DEFAULT_KEY, {"enableRateLimit": True}, [listing_buy])
+            )
+            report.startup_s["ccxt_default"] = time.perf_counter() - default.launched_at
+            n = emu.connections + 1
+            floor = await spawn_floor(emu, fake, FLOOR_KEY, work)
+            procs.append(floor)
+            await _connected(emu, n, floor)
+            # The price cap's cost, side by side: the same daemon sending today's uncapped market
+            # order, and one with no warm prices (each order fetches its symbol's book ticker).
+            market_buy = StrategySpec("listing_buy", "listing_buy.py", {"cost": 20, "max_slippage": None})
+            await start("market", config("market", MARKET_KEY, {}, [market_buy]))
+            await start("cold", config("cold", COLD_KEY, {}, [listing_buy], trading={"price_refresh": 0}))
+            # A first start: an empty journal, so each order is first looked up at the venue by its
+            # client id. A max_event_age of an hour keeps every announcement of the run in the look-up
+            # window (a real daemon pays it only for its first max_event_age seconds). The strategy
+            # is listing_buy under another name: the same name would give its orders the client ids
+            # of `daemon`'s orders for the same announcements, which the look-up then finds on the
+            # (shared) fake exchange, so it would rightly send nothing.
+            fresh_buy = StrategySpec("listing_buy_fresh", "listing_buy.py", {"cost": 20})
+            fresh_config = config(
+                "fresh",
+                FRESH_KEY,
+                FRESH_CCXT,
+                [fresh_buy],
+                trading={"max_event_age": FRESH_MAX_EVENT_AGE_S},
+                fresh=True,
+            )
+            await start("fresh", fresh_config)
+            burst_strategies = [
+                listing_buy,
+                StrategySpec("listing_buy_b", "listing_buy.py", {"cost": 10}),
+                StrategySpec("log_only", "log_only.py"),
+            ]
+            health_port = free_port()
+            burster = await start("burst", config("burst", BURST_KEY, {}, burst_strategies, health_port))
+            health = f"http://127.0.0.1:{health_port}"
+
+            by_name = {
+                "daemon": FAST_KEY,
+                "daemon_uvloop": UVLOOP_KEY,
+                "daemon_fresh": FRESH_KEY,
+                "daemon_market": MARKET_KEY,
+                "daemon_cold": COLD_KEY,
+                "floor": FLOOR_KEY,
+                "ccxt_default": DEFAULT_KEY,
+            }
+            targets = {name: by_name[name] for name in labels(opts)}  # the table's order
+            await scenarios.latency(emu, fake, opts, targets, report, procs)
+            await scenarios.multi(emu, fake, opts, targets, report, procs)
+            for name, port in metrics.items():
+                report.internal[name] = Internal.from_metrics(
+                    await scrape(f"http://127.0.0.1:{port}/metrics")
+                )
+            # Two feed links, one delayed: two more daemons, started for this part only.
+            if opts.links:
+                await links.run(fake, opts, work, report, procs, seed_journal)
+            report.rss_before_bursts_kib = burster.memory_kib()[0]
+            ticker_sets = scenarios.burst_ticker_sets(opts)
+            for round_no in range(opts.bursts):
+                sets = ticker_sets[round_no * opts.burst_size : (round_no + 1) * opts.burst_size]
+                report.bursts.append(
+                    await scenarios.burst(emu, fake, opts, burster, BURST_KEY, health, work, round_no, sets)
+                )
+        finally:
+            for proc in procs:
+                await proc.stop()
 
 
 async def _connected(emu: FeedEmulator, n: int, proc: Proc) -> None:
@@ -279,7 +326,41 @@ def main() -> None:
         help="two-link run: the slow link's delay (default %(default)s)",
     )
     p.add_argument("--keep", action="store_true", help="keep the work dir (configs, daemon logs, journals)")
+    runs = p.add_argument_group(
+        "runs", "with none of --normal/--venues/--stress/--uvloop: all of them (the full run, ~7 min)"
+    )
+    runs.add_argument("--normal", action="store_true", help="the normal run (with two links and bursts)")
+    runs.add_argument("--venues", action="store_true", help="the multi-venue run (bench/venues.py)")
+    runs.add_argument("--stress", action="store_true", help="the stress run (bench/stress.py)")
+    runs.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="the normal run with daemon_uvloop: the daemon on uvloop, side by side",
+    )
+    p.add_argument(
+        "--venues-n", type=int, default=200, help="multi-venue run: announcements (default %(default)s)"
+    )
+    p.add_argument(
+        "--stress-n", type=int, default=200, help="stress run: announcements (default %(default)s)"
+    )
+    p.add_argument(
+        "--stress-markets",
+        type=int,
+        default=3000,
+        help="stress run: markets on its fake Binance, refreshed every 2 s (default %(default)s)",
+    )
+    p.add_argument(
+        "--stress-seconds",
+        type=float,
+        default=65.0,
+        help="stress run: spread its announcements over this long (default %(default)s: over a minute, so"
+        " /health's worst lag of the last minute covers only the measured part)",
+    )
     a = p.parse_args()
+    chosen = {name for name in ("normal", "venues", "stress") if getattr(a, name)}
+    if a.uvloop:
+        chosen.add("normal")
+    everything = not chosen
     opts = Options(
         n=a.n,
         gap_ms=a.gap_ms,
@@ -292,10 +373,33 @@ def main() -> None:
         keep=a.keep,
         links=a.links,
         link_delay_ms=a.link_delay_ms,
+        parts=frozenset({"normal", "venues", "stress"} if everything else chosen),
+        uvloop=everything or a.uvloop,
+        venues=a.venues_n,
+        stress=a.stress_n,
+        stress_markets=a.stress_markets,
+        stress_seconds=a.stress_seconds,
     )
     logs.configure("warning", "json", stream=sys.stderr)
-    report = asyncio.run(run(opts))
-    print(render(report, opts), end="")
+    print(output(asyncio.run(run(opts)), opts), end="")
+
+
+def output(runs: Runs, opts: Options) -> str:
+    """Every part's table, then one summary of the targets, then the wall time."""
+    text, targets = "", list[Target]()
+    if "normal" in opts.parts:
+        text += render(runs.report, opts)
+        targets += normal_targets(runs.report)
+    else:
+        text += f"machine: {runs.report.machine}\n"
+    if runs.venues is not None:
+        text += venues.render(runs.venues, opts)
+        targets += venues.targets(runs.venues)
+    if runs.stress is not None:
+        text += stress.render(runs.stress, opts)
+        targets += stress.targets(runs.stress)
+    text += render_targets(targets)
+    return text + f"\nwall time {runs.report.wall_s:.1f} s\n"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.procs import REPO
 
 TOO_SLOW_BEHIND = 10  # the feed closes a reader more than this many messages behind (1008 too_slow)
@@ -24,6 +26,21 @@ LABELS = {
     "floor": "floor (decode + signed aiohttp POST)",
     "ccxt_default": "daemon, ccxt default rate limiter",
 }
+UVLOOP_LABEL = "daemon, capped, warm, uvloop"
+
+
+def labels(opts: Options) -> dict[str, str]:
+    """The normal run's targets in table order: LABELS, with `daemon_uvloop` after `daemon` if asked."""
+    if not opts.uvloop:
+        return dict(LABELS)
+    out: dict[str, str] = {}
+    for name, label in LABELS.items():
+        out[name] = label
+        if name == "daemon":
+            out["daemon_uvloop"] = UVLOOP_LABEL
+    return out
+
+
 # The two-link run's paths (bench/links.py), in table order, with their labels (delay: --link-delay-ms).
 LINK_LABELS = {
     "links_fast": "two links, fast undelayed",
@@ -56,6 +73,100 @@ class Series:
         return max(self.values) if self.values else float("nan")
 
 
+def buckets(text: str, name: str, since: str | None = None) -> dict[float, float]:
+    """Histogram `name`'s cumulative bucket counts (upper bound -> count, all label sets summed) in
+    exposition `text`, minus those in the earlier scrape `since` (the observations in between)."""
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == name + "_bucket":
+                le = float(sample.labels["le"])
+                out[le] = out.get(le, 0.0) + sample.value
+    if since is not None:
+        for le, count in buckets(since, name).items():
+            out[le] = out.get(le, 0.0) - count
+    return out
+
+
+def quantile(counts: dict[float, float], q: float) -> float:
+    """The q-quantile (0..1) of cumulative bucket `counts`, interpolated linearly within its bucket as
+    Prometheus' histogram_quantile does; NaN if empty, the highest finite bound if in the +Inf bucket."""
+    if not counts or counts.get(float("inf"), 0.0) <= 0:
+        return float("nan")
+    bounds = sorted(counts)
+    rank = q * counts[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for le in bounds:
+        count = counts[le]
+        if count >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = le, count
+    return lower
+
+
+def highest_bucket(counts: dict[float, float]) -> float:
+    """The upper bound of the highest bucket holding an observation (inf: above every bound; 0: none)."""
+    bounds = sorted(counts)
+    for lower, upper in zip([*bounds[:-1]][::-1], bounds[::-1], strict=False):
+        if counts[upper] > counts[lower]:
+            return upper
+    return bounds[0] if bounds and counts[bounds[0]] > 0 else 0.0
+
+
+def metric_value(text: str, name: str) -> float:
+    """The value of sample `name` (summed over label sets) in exposition `text`; NaN if absent."""
+    total, seen = 0.0, False
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                total, seen = total + sample.value, True
+    return total if seen else float("nan")
+
+
+@dataclass(frozen=True)
+class Internal:
+    """A daemon's `bridge_order_internal_seconds` (frame received to order request written), µs."""
+
+    p50: float
+    p99: float
+    count: int
+
+    @classmethod
+    def from_metrics(cls, text: str, since: str | None = None) -> Internal:
+        """From a /metrics scrape; with `since`, only the orders after that earlier scrape."""
+        counts = buckets(text, "bridge_order_internal_seconds", since)
+        total = counts.get(float("inf"), 0.0)
+        return cls(quantile(counts, 0.5) * 1e6, quantile(counts, 0.99) * 1e6, int(total))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One line of the end-of-run summary: what was measured against which target."""
+
+    what: str
+    measured: str
+    target: str
+    ok: bool | None  # None: no verdict (reported only)
+
+
+def render_targets(targets: Sequence[Target]) -> str:
+    out = ["", "summary: targets (issue 12: venues; issue 15: normal, stress, internal, uvloop)"]
+    out.append(f"  {'what':<58} {'measured':>22} {'target':>18} {'':>5}")
+    for t in targets:
+        verdict = "-" if t.ok is None else "ok" if t.ok else "MISS"
+        out.append(f"  {t.what:<58} {t.measured:>22} {t.target:>18} {verdict:>5}")
+    return "\n".join(out) + "\n"
+
+
+def ms(v: float) -> str:
+    """Microseconds as milliseconds for the tables ("-" for NaN)."""
+    return f"{v / 1000:.3f} ms" if v == v else "-"
+
+
 # ----- the run's options and results -----------------------------------------------------------------
 
 
@@ -72,6 +183,13 @@ class Options:
     keep: bool = False
     links: int = 200  # announcements per path of the two-link run (0: no two-link run)
     link_delay_ms: float = 5.0  # how much later the delayed endpoint writes
+    # which runs: "normal" (the table above, the two-link run and the bursts), "venues", "stress"
+    parts: frozenset[str] = frozenset({"normal", "venues", "stress"})
+    uvloop: bool = True  # the normal run also has `daemon_uvloop`, the same daemon on uvloop
+    venues: int = 200  # multi-venue run: announcements (bench/venues.py)
+    stress: int = 200  # stress run: announcements (bench/stress.py)
+    stress_markets: int = 3000  # stress run: markets on its fake Binance, fully refreshed every 2 s
+    stress_seconds: float = 65.0  # stress run: its announcements spread over this long (> /health's minute)
 
 
 @dataclass
@@ -119,6 +237,8 @@ class Report:
     fresh_orders: int = 0
     links: LinksResult | None = None
     bursts: list[BurstResult] = field(default_factory=list)
+    # daemon name -> its bridge_order_internal_seconds at the end of the normal run's latency part
+    internal: dict[str, Internal] = field(default_factory=dict)
     rss_before_bursts_kib: int = 0
     wall_s: float = 0.0
 
@@ -163,7 +283,7 @@ def render(report: Report, opts: Options) -> str:
     w()
     w("announcement -> order request (emulator frame write to fake exchange receipt, wall clock)")
     w(f"  {'path':<34} {'p50':>10} {'p99':>10} {'max':>10} {'missing':>8}")
-    for name, label in LABELS.items():
+    for name, label in labels(opts).items():
         s = report.single[name]
         w(f"  {label:<34} {us(s.p(50)):>10} {us(s.p(99)):>10} {us(s.max):>10} {s.missing:>8}")
     d, f, c = (report.single[k] for k in ("daemon", "floor", "ccxt_default"))
@@ -181,10 +301,21 @@ def render(report: Report, opts: Options) -> str:
         f" (+{(fresh.p(50) - d.p(50)) / 1000:.3f} ms at p50);"
         f" {report.fresh_lookups} look-ups for {report.fresh_orders} orders"
     )
+    if "daemon_uvloop" in report.single:
+        u = report.single["daemon_uvloop"]
+        w(
+            f"  uvloop / asyncio daemon: p50 {u.p(50) / d.p(50):.2f}x, p99 {u.p(99) / d.p(99):.2f}x;"
+            f"  uvloop daemon / floor: p50 {u.p(50) / f.p(50):.2f}x, p99 {u.p(99) / f.p(99):.2f}x"
+        )
+    for name, internal in report.internal.items():
+        w(
+            f"  {name} internal (bridge_order_internal_seconds, frame received -> request written):"
+            f" p50 {internal.p50:.0f} us, p99 {internal.p99:.0f} us ({internal.count} orders, warm-up included)"
+        )
     w()
     w("three tickers per announcement: first and last of the three orders")
     w(f"  {'path':<34} {'first p50':>10} {'last p50':>10} {'last p99':>10} {'missing':>8}")
-    for name, label in LABELS.items():
+    for name, label in labels(opts).items():
         first, last = report.multi_first[name], report.multi_last[name]
         w(f"  {label:<34} {us(first.p(50)):>10} {us(last.p(50)):>10} {us(last.p(99)):>10} {last.missing:>8}")
     if report.links is not None:
@@ -212,9 +343,42 @@ def render(report: Report, opts: Options) -> str:
     w(
         f"  'behind': most frames written but not yet read by the feed reader (the feed drops a reader >{TOO_SLOW_BEHIND})"
     )
-    w()
-    w(f"wall time {report.wall_s:.1f} s")
     return out.getvalue()
+
+
+def normal_targets(report: Report) -> list[Target]:
+    """Issue 15's targets on the normal run: daemon/floor p50 <= 1.25x and p99 <= 1.5x; the daemon's
+    own frame-to-request time p50 <= 150 us, p99 <= 400 us; uvloop against asyncio (reported)."""
+    d, f = report.single["daemon"], report.single["floor"]
+    out = [
+        Target(
+            "normal: daemon / floor p50", f"{d.p(50) / f.p(50):.2f}x", "<= 1.25x", d.p(50) <= 1.25 * f.p(50)
+        ),
+        Target(
+            "normal: daemon / floor p99", f"{d.p(99) / f.p(99):.2f}x", "<= 1.5x", d.p(99) <= 1.5 * f.p(99)
+        ),
+    ]
+    for name, internal in report.internal.items():
+        out += [
+            Target(
+                f"normal: {name} internal p50", f"{internal.p50:.0f} us", "<= 150 us", internal.p50 <= 150
+            ),
+            Target(
+                f"normal: {name} internal p99", f"{internal.p99:.0f} us", "<= 400 us", internal.p99 <= 400
+            ),
+        ]
+    u = report.single.get("daemon_uvloop")
+    if u is not None:
+        for q in (50, 99):
+            out.append(
+                Target(
+                    f"normal: uvloop daemon p{q} (asyncio daemon {ms(d.p(q))})",
+                    ms(u.p(q)),
+                    "reported",
+                    None,
+                )
+            )
+    return out
 
 
 def render_links(r: LinksResult, opts: Options, w: Callable[[str], None]) -> None:
