@@ -8,27 +8,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from bridge import config as config_mod
-from bridge import secrets
+from bridge import config_check, secrets
 from bridge.errors import BridgeError, ConfigError, ExitCode
-from bridge.ops import logs
-
-if TYPE_CHECKING:
-    from bridge.trading.strategy import Strategy
+from bridge.ops import console, logs
+from bridge.sim import rehearse as sim_rehearse
+from bridge.sim import verbs as sim_verbs
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_CONFIG = os.environ.get("BRIDGE_CONFIG", "config.yaml")
+_FATAL_LOGGED: list[BaseException] = []  # fatal errors already in the log as `daemon.fatal`
+CONFIG_HELP = "config file (default: %(default)s)"
+_lint = config_check.lint_lines  # moved to bridge/config_check.py; tests still call it here
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,23 +42,26 @@ def main(argv: list[str] | None = None) -> int:
     # Config loading and plugin imports run before that, and may log or warn (a plugin quoting its
     # params); without this, those lines would go out raw (structlog's default printer, or stderr).
     logs.configure("warning", "auto", stream=sys.stderr)
-    # Under journald, mark the one-line reason as an error (<3>) so `journalctl -p err` shows it.
-    prefix = "<3>" if logs.is_journal_stream(sys.stderr) else ""
+    # Every exit writes out the log lines still queued (logs.flush) first, then the one-line reason.
     try:
         code: int = args.func(args)
     except BridgeError as exc:
-        # Scrubbed: a plugin's error (import, Params) may quote a value the config gave it, a secret too.
-        print(f"{prefix}bridge: {secrets.scrub(str(exc))}", file=sys.stderr)
+        logs.flush()
+        # Once (console.print_fatal): scrubbed, a plugin's error may quote a secret the config gave it.
+        console.print_fatal(str(exc), int(exc.exit_code), logged=exc in _FATAL_LOGGED)
         return int(exc.exit_code)
     except KeyboardInterrupt:
+        logs.flush()
         return int(ExitCode.OK)
     except Exception as exc:
         # A bug, not a user mistake: the traceback goes to the log, scrubbed like every log line (the
         # interpreter would print it raw), and stderr gets one scrubbed line.
         log.exception("cli.crashed", command=args.func.__name__.removeprefix("_cmd_"))
+        logs.flush()
         reason = secrets.scrub(f"{type(exc).__name__}: {exc}")
-        print(f"{prefix}bridge: unexpected error: {reason} (traceback in the log)", file=sys.stderr)
+        console.print_fatal(f"unexpected error: {reason} (traceback in the log)", 1, logged=True)
         return int(ExitCode.FAILURE)
+    logs.flush()
     return code
 
 
@@ -73,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("record", help="hold the feed and record every frame for replay (no trading)")
     rec.add_argument("--out", type=Path, required=True, help="JSONL file to write (rotated)")
-    rec.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    rec.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     rec.add_argument(
         "--markets", action="store_true", help="first snapshot the configured exchanges' markets and prices"
     )
@@ -83,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     pos = sub.add_parser(
         "positions", help="list the open positions and their exit plans from the journal (read-only)"
     )
-    pos.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    pos.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     pos.add_argument("--json", action="store_true", help="print a JSON list, for scripts")
     pos.set_defaults(func=_cmd_positions)
 
@@ -100,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     close = sub.add_parser("close", help="ask the running daemon to sell a position now")
     close.add_argument("symbol", help="the position's symbol, as `positions` shows it, e.g. ABC/USDT")
     close.add_argument("--exchange", help="the position's exchange (needed only if several hold SYMBOL)")
-    close.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    close.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     close.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer (default: 30)"
     )
@@ -111,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         help="ask the running daemon to lift a halt that waits for a human (loss_limit, operator_halt)",
     )
     resume.add_argument("reason", choices=["loss_limit", "operator_halt"], help="the halt reason to lift")
-    resume.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    resume.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     resume.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer")
     resume.set_defaults(func=_cmd_resume)
 
@@ -122,32 +126,33 @@ def _parser() -> argparse.ArgumentParser:
     halt.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer")
     halt.set_defaults(func=lambda args: _ask_daemon(args, {"cmd": "halt", "by": "bridge halt"}, "halted"))
 
+    reload = sub.add_parser(
+        "reload", help="ask the running daemon to re-read its config (as systemctl reload)"
+    )
+    reload.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    reload.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon's answer")
+    reload.set_defaults(func=lambda args: _ask_daemon(args, {"cmd": "reload"}, "reloaded"))
+
     demo = sub.add_parser(
         "demo", help="run the whole path offline: local feed emulator + local fake exchange, paper trading"
     )
     demo.add_argument("--forever", action="store_true", help="keep running after the scripted announcements")
+    demo.add_argument("-v", "--verbose", action="store_true", help=console.VERBOSE_HELP)
     demo.set_defaults(func=_cmd_demo)
 
     check = sub.add_parser("check-config", help="validate the config and load the strategies")
-    check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     check.add_argument(
         "--connect", action="store_true", help="also connect to the exchanges: keys, clock and markets"
     )
     check.set_defaults(func=_cmd_check_config)
 
     show = sub.add_parser("show-config", help="print the effective config with secrets redacted")
-    show.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    show.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     show.set_defaults(func=_cmd_show_config)
 
-    emu = sub.add_parser("emulate", help="run a local cryptolisting.ws-compatible feed emulator")
-    emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8765)
-    emu.add_argument("--key", action="append", help="accepted API key (repeatable; default: the demo key)")
-    emu.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats")
-    emu.add_argument("--ping", type=float, default=15.0, help="seconds between WebSocket PINGs")
-    emu.add_argument("--cooldown", type=float, default=5.0, help="per-key reconnect cooldown, seconds")
-    emu.add_argument("--script", type=Path, help="JSONL file of messages to send to each client")
-    emu.set_defaults(func=_cmd_emulate)
+    sim_verbs.register(sub, _guarded)  # emulate, emulator-send, fake-exchange (bridge/sim/verbs.py)
+    sim_rehearse.register(sub, _guarded, DEFAULT_CONFIG)  # rehearse (bridge/sim/rehearse.py)
 
     rep = sub.add_parser(
         "replay", help="replay a recorded or hand-written stream through the strategies (paper)"
@@ -159,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         default="max",
         help="'max' (default: as fast as possible) or a factor, e.g. 1 for real time",
     )
+    rep.add_argument("-v", "--verbose", action="store_true", help=console.VERBOSE_HELP)
     rep.set_defaults(func=_cmd_replay)
 
     new = sub.add_parser("new-strategy", help="write a commented template strategy and its test")
@@ -168,13 +174,9 @@ def _parser() -> argparse.ArgumentParser:
     new.set_defaults(func=_cmd_new_strategy)
 
     lst = sub.add_parser("list-strategies", help="show which strategies the config loads, and from where")
-    lst.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    lst.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     lst.set_defaults(func=_cmd_list_strategies)
 
-    fake = sub.add_parser("fake-exchange", help="run a local fake Binance spot REST API")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8766)
-    fake.set_defaults(func=_cmd_fake_exchange)
     return p
 
 
@@ -184,10 +186,12 @@ def _recording_options(p: argparse.ArgumentParser) -> None:
 
 
 Command = Callable[[asyncio.Event], Coroutine[Any, Any, int]]
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
-def _run_async(command: Command) -> int:
-    """Run `command(stop)` with SIGTERM/SIGINT setting `stop`; a second signal forces exit at once."""
+def _run_async(command: Command, loop_factory: LoopFactory | None = None) -> int:
+    """Run `command(stop)` with SIGTERM/SIGINT setting `stop`; a second signal forces exit at once.
+    `loop_factory`: the event loop to run on (None: asyncio's own)."""
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
@@ -199,6 +203,7 @@ def _run_async(command: Command) -> int:
             signals += 1
             if signals > 1:
                 log.warning("daemon.force_exit", signal=signal.Signals(signum).name)
+                logs.flush(timeout=1.0)  # os._exit skips every exit hook; a stuck output gets 1 s
                 os._exit(int(ExitCode.FAILURE))
             log.info("daemon.signal", signal=signal.Signals(signum).name)
             stop.set()
@@ -207,7 +212,21 @@ def _run_async(command: Command) -> int:
             loop.add_signal_handler(sig, on_signal, sig)
         return await command(stop)
 
-    return asyncio.run(runner())
+    with asyncio.Runner(loop_factory=loop_factory) as runner_:
+        return runner_.run(runner())
+
+
+def _loop_factory(config: config_mod.Config) -> LoopFactory | None:
+    """The event loop `runtime.event_loop` asks for: None for asyncio's own, uvloop's if installed."""
+    if config.runtime.event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError(
+            f"{config.source}: runtime.event_loop: uvloop is not installed (pip install uvloop)"
+        ) from None
+    return uvloop.new_event_loop
 
 
 def _load(path: str) -> config_mod.Config:
@@ -229,7 +248,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     async def go(stop: asyncio.Event) -> int:
         # Loads the strategies: a plugin mistake is a config error, before any I/O.
         daemon = Daemon(config, recorder=recorder)
-        for warning in _lint(config, daemon.strategies):  # the mistakes check-config refuses, refused
+        # `systemctl reload` (SIGHUP): re-read the config; without a handler Python would die of it.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.request_reload)
+        # The mistakes check-config refuses, refused.
+        for warning in config_check.lint_lines(config, daemon.strategies):
             log.warning("config.warning", problem=warning)
         waiter = asyncio.create_task(stop.wait())
         waiter.add_done_callback(lambda _: daemon.request_stop())
@@ -245,15 +267,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
             waiter.cancel()
         return int(ExitCode.OK)
 
-    return _guarded(go)
+    return _guarded(go, _loop_factory(config))
 
 
-def _guarded(command: Command) -> int:
+def _guarded(command: Command, loop_factory: LoopFactory | None = None) -> int:
     try:
-        return _run_async(command)
+        return _run_async(command, loop_factory)
     except BridgeError as exc:
-        # No traceback: a fatal condition the daemon understood (config, key) is one clear line.
-        log.error("daemon.fatal", error=str(exc), exit_code=int(exc.exit_code))  # noqa: TRY400
+        # No traceback: a fatal condition the daemon understood (config, key) is one clear line; in the
+        # log too when a machine reads it (on a terminal, the line main prints is the one).
+        if console.log_fatal_too():
+            log.error("daemon.fatal", error=str(exc), exit_code=int(exc.exit_code))  # noqa: TRY400
+            _FATAL_LOGGED.append(exc)
         raise
     except Exception:
         log.exception("daemon.crashed")
@@ -263,8 +288,8 @@ def _guarded(command: Command) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bridge.sim.demo import run_demo
 
-    logs.configure("info", "auto")
-    return _guarded(lambda stop: run_demo(stop_event=stop, forever=args.forever))
+    out = console.setup(verbose=args.verbose)
+    return _guarded(lambda stop: run_demo(stop_event=stop, forever=args.forever, out=out.human))
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -272,64 +297,15 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from bridge.trading.plugins import load_strategies
 
     strategies = load_strategies(config)
-    for warning in _lint(config, strategies):
+    for warning in config_check.lint_lines(config, strategies):
         print(f"bridge: warning: {secrets.scrub(warning)}", file=sys.stderr)
     names = ", ".join(s.name for s in strategies) or "none"
-    print(f"{_mode(config)}: {config.source}: OK ({len(strategies)} strategies: {names})")
+    print(f"{config_check.mode(config)}: {config.source}: OK ({len(strategies)} strategies: {names})")
     if args.connect:
-        logs.configure(config.log.level, config.log.format)
-        return asyncio.run(_check_exchanges(config))
+        # Written at once, not by the writer thread: its answers are printed to the same stdout.
+        logs.configure(config.log.level, config.log.format, background=False)
+        return asyncio.run(config_check.check_exchanges(config))
     return int(ExitCode.OK)
-
-
-def _mode(config: config_mod.Config) -> str:
-    """PAPER or LIVE, in words, with the exchanges a live config sends real orders to."""
-    if config.trading.dry_run:
-        return "PAPER (dry_run: true, no real orders)"
-    venues = [f"{ex_id} (sandbox)" if ex.sandbox else ex_id for ex_id, ex in config.exchanges.items()]
-    return f"LIVE (real orders on {', '.join(venues) or 'no exchange'})"
-
-
-def _lint(config: config_mod.Config, strategies: Sequence[Strategy]) -> list[str]:
-    """The config_lint warnings, one line each; raise ConfigError on its first error (exit 78). Checked
-    with each strategy's params as it runs with them, its Params' defaults included."""
-    from bridge.config_lint import lint
-
-    params = {
-        s.name: (
-            {f.name: getattr(s.params, f.name) for f in dataclasses.fields(s.params)}
-            if dataclasses.is_dataclass(s.params)
-            else dict(s.params)
-            if isinstance(s.params, dict)
-            else {}
-        )
-        for s in strategies
-    }
-    found = lint(config, params)
-    for finding in found:
-        if finding.level == "error":
-            raise ConfigError(config_mod.one_line(finding.line(config.source)))
-    return [config_mod.one_line(finding.line(config.source)) for finding in found]
-
-
-async def _check_exchanges(config: config_mod.Config) -> int:
-    """Connect to every configured exchange: clock offset, markets and (when keys are set) the keys."""
-    from bridge.venues.exchange import Exchange
-
-    code = ExitCode.OK
-    for ex_id, ex_cfg in config.exchanges.items():
-        # Keys are checked even for a paper config (so a switch to live holds no surprise); this
-        # command never places an order.
-        ex = Exchange(ex_id, ex_cfg, dry_run=ex_cfg.api_key is None)
-        try:
-            await ex.start(check_keys=ex_cfg.api_key is not None)
-            print(f"{ex_id}: OK ({len(ex.ccxt.markets)} markets, clock offset {ex.time_offset_ms} ms)")
-        except BridgeError as exc:
-            print(f"{ex_id}: {secrets.scrub(str(exc))}")
-            code = max(code, exc.exit_code)
-        finally:
-            await ex.close()
-    return int(code)
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -355,7 +331,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from bridge.replay import replay
 
     config = config_mod.load(args.config, offline=True)
-    logs.configure("warning", "console" if sys.stderr.isatty() else "json", stream=sys.stderr)
+    out = console.setup(verbose=args.verbose, table=False)  # its table is on the file's clock, at the end
     speed: float | None = None
     if args.speed != "max":
         try:
@@ -365,7 +341,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if not speed > 0:
             raise ConfigError(f"--speed: expected 'max' or a positive number, got {args.speed!r}")
     report = asyncio.run(replay(args.stream, config, speed=speed))
-    print(report.render())
+    logs.flush()
+    print(report.render(), file=out.human)
     return int(ExitCode.OK)
 
 
@@ -473,37 +450,4 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
     # (a strategy param from ${file:...}) is scrubbed from the data before YAML quotes or folds it.
     data = secrets.scrub_value(config_mod.redacted(config))
     print(secrets.scrub(yaml.safe_dump(data, sort_keys=False)), end="")
-    return int(ExitCode.OK)
-
-
-def _cmd_emulate(args: argparse.Namespace) -> int:
-    from bridge.sim.demo import DEMO_API_KEY
-    from bridge.sim.emulator import run_emulator
-
-    logs.configure("info", "auto")
-    return _guarded(
-        lambda stop: _zero(
-            run_emulator(
-                host=args.host,
-                port=args.port,
-                api_keys=set(args.key or [DEMO_API_KEY]),
-                heartbeat_interval=args.heartbeat,
-                ping_interval=args.ping,
-                script_path=args.script,
-                cooldown=args.cooldown,
-                stop_event=stop,
-            )
-        )
-    )
-
-
-def _cmd_fake_exchange(args: argparse.Namespace) -> int:
-    from bridge.sim.fake_exchange import run_fake_exchange
-
-    logs.configure("info", "auto")
-    return _guarded(lambda stop: _zero(run_fake_exchange(args.host, args.port, stop)))
-
-
-async def _zero(coro: Coroutine[Any, Any, None]) -> int:
-    await coro
     return int(ExitCode.OK)

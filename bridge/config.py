@@ -21,6 +21,7 @@ from bridge.config_feed import (  # re-exported: the feed section is part of the
     FeedConfig as FeedConfig,
 )
 from bridge.config_feed import check_feed
+from bridge.config_ha import HAConfig as HAConfig  # re-exported: the `ha:` section
 from bridge.config_io import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, count_nodes, read_bounded
 from bridge.config_subst import substitute
 from bridge.errors import ConfigError
@@ -177,6 +178,8 @@ ALERT_EVENTS = (
     "position_abandoned",
     "clock_offset",
     "feed_link_down",
+    "ha_role",
+    "reload_refused",
 )
 
 
@@ -252,9 +255,26 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class JournalConfig:
+    # Days announcements and their duplicate keys are kept (pruned at start, then daily); orders and
+    # positions are kept whatever their age.
+    retention_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_numbers(self)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: LogLevel = "info"
     format: LogFormat = "auto"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    # The event loop `bridge run` runs on: asyncio's own, or uvloop (`pip install uvloop`, Linux and
+    # macOS). Measured in bench/latency.py (`--uvloop`); a change needs a restart.
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
 
 
 @dataclass(frozen=True)
@@ -267,6 +287,9 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    ha: HAConfig | None = None  # None: one host, no lease (bridge.ops.ha)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     source: str = field(default="<config>", compare=False, init=False)
 
 

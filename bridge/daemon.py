@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import random
 import time
 from typing import Any
 
@@ -18,15 +17,19 @@ import structlog
 from bridge import remote
 from bridge.aio import Sleep
 from bridge.config import Config
-from bridge.errors import BridgeError, ConfigError, CredentialsRejected, ExchangeAuthError, ExchangeError
+from bridge.daemon_exits import run_exits_only
+from bridge.daemon_reload import Reloader
+from bridge.daemon_start import VenueStarter, reconcile_open_orders
+from bridge.errors import BridgeError, ConfigError, CredentialsRejected
 from bridge.feed.codec import Announcement
 from bridge.feed.links import FeedLinks
 from bridge.feed.recorder import Recorder
 from bridge.ops.control import ControlServer, socket_path
+from bridge.ops.ha import Pair
 from bridge.ops.health import HealthServer, Mode, build_snapshot, run_status_log
+from bridge.ops.loop_lag import LoopLagProbe
 from bridge.ops.notify import Notifier
 from bridge.ops.sdnotify import SystemdNotifier, run_watchdog
-from bridge.retry import backoff_delay
 from bridge.system import TradingSystem, assemble, market_snapshot, stop_strategies
 from bridge.trading.clock import ClockWatch
 from bridge.trading.dispatch import Dispatcher, StrategyRunner
@@ -35,7 +38,7 @@ from bridge.trading.gate import LinkStatus, TradingGate
 from bridge.trading.halts import split_key
 from bridge.trading.journal import Journal
 from bridge.trading.journal_watch import JournalWatch
-from bridge.trading.model import OPEN_STATES, OrderOutcome
+from bridge.trading.model import OrderOutcome
 from bridge.trading.orders import OrderRouter
 from bridge.trading.plugins import load_strategies
 from bridge.trading.strategy import Strategy
@@ -43,7 +46,6 @@ from bridge.venues.exchange import Exchange
 
 log = structlog.get_logger(__name__)
 
-EXCHANGE_START_ATTEMPTS = 3
 STRATEGY_HOOK_TIMEOUT = 2.0
 DRAIN_TIMEOUT = 2.0
 
@@ -73,11 +75,13 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.system: TradingSystem | None = None
         self.supervisor: FeedLinks | None = None
+        self.venues: VenueStarter | None = None
         self.ready = asyncio.Event()  # startup finished (not gated on the feed)
         self.started_at = time.monotonic()
         # Alerts and systemd run on the real clock whatever `sleep` tests inject for the feed.
         self.notifier = Notifier(config.alerts)
         self.notifier.attach(self.gate)
+        self.pair = Pair.create(config, self.gate, self.notifier)  # ha: starts halted `ha_standby`
         self.systemd = SystemdNotifier.from_env()
         self.gate.subscribe(self._on_gate_change)
         self.mode: Mode = "normal"
@@ -90,6 +94,21 @@ class Daemon:
         self._watchdog_stop = asyncio.Event()
         self._aux_tasks: list[asyncio.Task[None]] = []
         self._dispatch_mark: tuple[int, float] = (0, time.monotonic())
+        self.loop_lag = LoopLagProbe()  # bridge_event_loop_lag_seconds; its worst in the status line
+        self.reloader = Reloader(self, hook_timeout=STRATEGY_HOOK_TIMEOUT)
+
+    async def reload(self) -> str:
+        """Re-read the config file and apply what can change live (see bridge.daemon_reload); the
+        answer's text: what changed, or why it was refused (the running config then stays)."""
+        return (await self.reloader.reload())[1]
+
+    def request_reload(self) -> None:
+        """SIGHUP (`systemctl reload bridge`): reload in the background."""
+        self.reloader.request()
+
+    async def _control_reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        ok, text = await self.reloader.reload()
+        return {"ok": True, "message": text} if ok else {"ok": False, "error": text}
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (signal handlers call this): at once, exit 0, even in exits-only mode
@@ -148,6 +167,8 @@ class Daemon:
             runners=self.runners,
             started_at=self.started_at,
             mode=self.mode,
+            loop_lag_max_s=self.loop_lag.worst_s(),
+            ha=None if self.pair is None else self.pair.snapshot(),
         )
 
     async def startup(self) -> None:
@@ -161,6 +182,7 @@ class Daemon:
                 run_status_log(self.snapshot, cfg.health.status_interval, self._aux_stop), name="status-log"
             )
         )
+        self._aux_tasks.append(asyncio.create_task(self.loop_lag.run(self._aux_stop), name="loop-lag"))
         log.info(
             "daemon.starting",
             dry_run=cfg.trading.dry_run,
@@ -177,7 +199,11 @@ class Daemon:
             )
         for ex_id, ex_cfg in cfg.exchanges.items():
             self.exchanges[ex_id] = Exchange(ex_id, ex_cfg, dry_run=cfg.trading.dry_run)
-        await asyncio.gather(*(self._start_exchange(ex) for ex in self.exchanges.values()))
+        # A venue down after the first attempts is halted and retried in the background (main_loop).
+        self.venues = VenueStarter(
+            self.exchanges, self.gate, check_keys=not cfg.trading.dry_run, sleep=self._sleep
+        )
+        await self.venues.start_all()
         self.system = await assemble(
             cfg,
             strategies=self.strategies,
@@ -192,6 +218,8 @@ class Daemon:
         )
         self.router = self.system.router
         self.exits = self.system.exits
+        if self.pair is not None:  # fencing, would-be orders, takeover; then it campaigns for the lease
+            self.pair.attach(self.system)
         self.journal_watch = JournalWatch(self.journal, lambda _: self.gate.halt("journal_missing"))
         # The venues' clocks, measured as the exchanges started: checked now (an offset beyond
         # trading.max_clock_offset halts before the first announcement), then hourly.
@@ -204,7 +232,10 @@ class Daemon:
         self.clock.check()
         # `bridge close` / `bridge resume` reach the running daemon here (a ConfigError, exit 78, if
         # another daemon answers on it).
-        self.operator = remote.operator(cfg, self.gate, self.system, self.journal, self.snapshot)
+        self.operator = remote.operator(
+            cfg, self.gate, self.system, self.journal, self.snapshot, reload=self.reload
+        )
+        self.operator.controls["reload"] = self._control_reload  # `bridge reload`
         self.control = ControlServer(
             socket_path(cfg.state_dir, dry_run=cfg.trading.dry_run), self.operator.controls
         )
@@ -259,10 +290,16 @@ class Daemon:
             *(
                 asyncio.create_task(ex.run_market_refresh(stop), name=f"markets:{ex.id}")
                 for ex in self.exchanges.values()
+                if ex.started
             ),
         ]
+        if self.venues is not None and self.venues.down:
+            on_up = functools.partial(self._venue_up, stop)
+            self._tasks.append(asyncio.create_task(self.venues.run(stop, on_up), name="venue-retry"))
         if not self.config.trading.dry_run:
-            self._tasks.append(asyncio.create_task(self._reconcile_open_orders(), name="reconcile"))
+            assert self.journal is not None and self.router is not None
+            reconcile = reconcile_open_orders(self.journal, self.router, self.exchanges)
+            self._tasks.append(asyncio.create_task(reconcile, name="reconcile"))
         if self.exits is not None:
             self._tasks.append(asyncio.create_task(self.exits.run(stop), name="exits"))
         if self.journal_watch is not None:
@@ -272,6 +309,7 @@ class Daemon:
         if self.system is not None:
             self._tasks.append(asyncio.create_task(self.system.prices.run(stop), name="prices"))
             self._tasks.append(asyncio.create_task(self.system.balances.run(stop), name="balances"))
+            self._tasks.append(asyncio.create_task(self.system.retention.run(stop), name="retention"))
         stopper = asyncio.create_task(self._stop.wait(), name="stop-wait")
         try:
             await asyncio.wait({supervisor, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -296,50 +334,7 @@ class Daemon:
             supervisor.cancel()
 
     async def _exits_only(self, error: BridgeError) -> None:
-        """The feed cannot come back (its key is dead), so no new entry can be trusted; positions
-        already open still need their exits, which need no feed. With positions open, keep the exit
-        manager running until it finds none (`exits.flat`) or a stop is requested; the feed is not
-        reconnected and entries stay halted ("disconnected", and "key_rejected" for a 403)."""
-        assert self.journal is not None
-        # An entry already past the gate may still be filling: let it land before counting positions.
-        await self._drain_runners()
-        try:
-            positions = self.journal.open_positions()
-        except Exception:  # an unreadable journal: stop as the feed said; the positions stay journaled
-            log.exception("daemon.open_positions_failed")
-            return
-        exits_task = next((t for t in self._tasks if t.get_name() == "exits"), None)
-        if not positions or self.exits is None or exits_task is None or self._stop.is_set():
-            return
-        self.mode = "exits_only"
-        names = [f"{p.symbol} on {p.exchange}" for p in positions]
-        log.warning(
-            "daemon.exits_only",
-            reason=str(error),
-            exit_code=int(error.exit_code),
-            open_positions=len(positions),
-            positions=names,
-        )
-        self.notifier.exits_only(reason=str(error), positions=names)
-        self._report_status()
-        flat = self.exits.flat
-        flat.clear()  # set by a pass before these positions were counted: only a pass from now counts
-        flat_wait = asyncio.create_task(flat.wait(), name="exits-flat")
-        stop_wait = asyncio.create_task(self._stop.wait(), name="exits-only-stop")
-        try:
-            await asyncio.wait({flat_wait, stop_wait, exits_task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            flat_wait.cancel()
-            stop_wait.cancel()
-        if self._fatal is not None:
-            outcome = "fatal"  # e.g. every venue's key rejected too: main_loop raises that
-        elif self._stop.is_set():
-            outcome = "stop_requested"
-        elif flat.is_set():
-            outcome = "flat"
-        else:
-            outcome = "exit_manager_ended"  # nothing watches the positions any more: stop as the feed said
-        log.info("daemon.exits_only_ended", outcome=outcome, exit_code=int(error.exit_code))
+        await run_exits_only(self, error)
 
     async def shutdown(self) -> None:
         log.info("daemon.stopping")
@@ -356,6 +351,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.pair is not None:  # nothing more is sent from here: hand the lease over at once
+            await self.pair.close()
         if self.system is not None:
             await stop_strategies(self.system, within=STRATEGY_HOOK_TIMEOUT)
         await asyncio.gather(*(ex.close() for ex in self.exchanges.values()), return_exceptions=True)
@@ -380,9 +377,17 @@ class Daemon:
 
     async def _record_markets(self, recorder: Recorder) -> None:
         """Start a recording with what the exchanges list and their prices, so its replay knows them."""
-        prices = {ex.id: await ex.last_prices() for ex in self.exchanges.values()}
-        snapshot = market_snapshot(self.exchanges, prices)
+        up = {ex.id: ex for ex in self.exchanges.values() if ex.started}
+        prices = {ex.id: await ex.last_prices() for ex in up.values()}
+        snapshot = market_snapshot(up, prices)
         recorder.note(time.time_ns(), {"markets": snapshot})
+
+    async def _venue_up(self, stop: asyncio.Event, ex: Exchange) -> None:
+        """A venue down at boot has started: look up the orders an earlier run left open there (before
+        its halt lifts), then keep its markets fresh like the others'."""
+        if not self.config.trading.dry_run and self.journal is not None and self.router is not None:
+            await reconcile_open_orders(self.journal, self.router, self.exchanges, venue=ex.id)
+        self._tasks.append(asyncio.create_task(ex.run_market_refresh(stop), name=f"markets:{ex.id}"))
 
     def _order_alert(self, outcome: OrderOutcome) -> None:
         if outcome.status != "skipped":
@@ -423,6 +428,8 @@ class Daemon:
             text = f"trading halted ({', '.join(sorted(self.gate.reasons))}); feed {state}"
         if self.mode == "exits_only":
             text = f"exits only: closing open positions, no new entries; {text}"
+        if self.pair is not None:
+            text = f"{self.pair.status_text()}; {text}"
         self.systemd.status(text)
 
     def _making_progress(self) -> bool:
@@ -443,46 +450,6 @@ class Daemon:
             self._dispatch_mark = (handled, now)
             return True
         return now - since < 60.0  # queued announcements untouched for a minute: wedged
-
-    async def _start_exchange(self, ex: Exchange) -> None:
-        check_keys = not self.config.trading.dry_run
-        for attempt in range(1, EXCHANGE_START_ATTEMPTS + 1):
-            try:
-                await ex.start(check_keys=check_keys)
-            except ExchangeAuthError:
-                raise
-            except ExchangeError as exc:
-                if attempt == EXCHANGE_START_ATTEMPTS:
-                    raise
-                # Honour a rate limit's Retry-After; otherwise the shared backoff (2 s, then 4 s).
-                delay = max(
-                    backoff_delay(attempt, 2.0, 30.0, random.random()),  # noqa: S311 - jitter
-                    getattr(exc, "retry_after", None) or 0.0,
-                )
-                log.warning(
-                    "exchange.start_failed", exchange=ex.id, attempt=attempt, retry_in=delay, error=str(exc)
-                )
-                await self._sleep(delay)
-            else:
-                return
-
-    async def _reconcile_open_orders(self) -> None:
-        """Orders left `sending` or `unknown` by an earlier run (crash, kill -9) are looked up by client
-        id before anything else could touch them. They are never resent."""
-        assert self.journal is not None and self.router is not None
-        for record in self.journal.orders(states=OPEN_STATES):
-            ex = self.exchanges.get(record.intent.exchange)
-            if ex is None:
-                log.error(
-                    "order.unresolved",
-                    client_order_id=record.intent.client_order_id,
-                    reason="exchange_not_configured",
-                )
-                continue
-            log.warning(
-                "order.reconciling", client_order_id=record.intent.client_order_id, state=record.state
-            )
-            await self.router.reconcile(ex, record.intent)
 
 
 def _feed_gone_for_good(supervisor: asyncio.Task[None]) -> BridgeError | None:

@@ -34,6 +34,7 @@ from bridge.trading.exposure import Exposure
 from bridge.trading.fresh_start import FreshStartGuard
 from bridge.trading.gate import TradingGate
 from bridge.trading.journal import Journal
+from bridge.trading.journal_retention import Retention
 from bridge.trading.model import OrderOutcome
 from bridge.trading.orders import OrderRouter
 from bridge.trading.prices import PriceCache
@@ -63,6 +64,9 @@ class TradingSystem:
     runners: list[StrategyRunner]
     dispatcher: Dispatcher
     queue: asyncio.Queue[Announcement]
+    retention: Retention  # journal.retention_days: the daemon runs it (prunes at start, then daily)
+    risk: RiskLimits | None = None  # a reload sets new limits on it (bridge.daemon_reload)
+    claims: SymbolClaims | None = None  # shared by every strategy's context, a reloaded one's too
 
 
 async def assemble(
@@ -118,11 +122,12 @@ async def assemble(
         if on_outcome is not None:
             on_outcome(outcome)
 
+    risk = RiskLimits(
+        config.trading, journal, clock_ns=clock_ns, exchanges=config.exchanges, exposure=exposure
+    )
     router = router_factory(
         gate=gate,
-        risk=RiskLimits(
-            config.trading, journal, clock_ns=clock_ns, exchanges=config.exchanges, exposure=exposure
-        ),
+        risk=risk,
         journal=journal,
         exchanges=exchanges,
         dry_run=paper,
@@ -186,6 +191,9 @@ async def assemble(
             link_ok=gate.link_healthy,
         ),
         queue=source,
+        retention=Retention(journal, config.journal.retention_days, clock_ns=clock_ns),
+        risk=risk,
+        claims=claims,
     )
 
 

@@ -190,12 +190,14 @@ async def test_daemon_halt_survives_a_restart_until_resume(telegram: FakeTelegra
             telegram.say("/status", user_id=OWNER, chat_id=CHAT)
             telegram.say("/positions", user_id=OWNER, chat_id=CHAT)
             telegram.say("/halt", user_id=OWNER, chat_id=CHAT)
-            sent = [await telegram.sent_starting(f"/{c}") for c in ("status", "positions", "halt")]
+            telegram.say("/reload", user_id=OWNER, chat_id=CHAT)
+            sent = [await telegram.sent_starting(f"/{c}") for c in ("status", "positions", "halt", "reload")]
             await r.until(lambda: "operator_halt" in r.daemon.gate.reasons)
             await r.stop()
         assert sent[0]["text"].startswith("/status: PAPER, armed; feed connected; 0 open positions")
         assert sent[1]["text"] == "/positions: no open positions"
         assert sent[2]["text"].startswith("/halt: halted: no new entries")
+        assert "not available" not in sent[3]["text"]  # the daemon's own reload answered it
         assert all(TOKEN not in str(e) for e in logs)
 
         r = Running(Daemon(cfg))  # a restart: the halt is restored from the state_dir

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -72,6 +72,8 @@ def build_snapshot(
     started_at: float,
     mode: Mode = "normal",
     clock: Callable[[], float] = time.monotonic,
+    loop_lag_max_s: float | None = None,
+    ha: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The daemon's state as plain JSON-ready data. `started_at` and the supervisor's times are on the
     monotonic clock (asyncio's loop.time() is time.monotonic() on every platform bridge runs on).
@@ -93,7 +95,7 @@ def build_snapshot(
         }
         for r in runners
     }
-    return {
+    snapshot = {
         "uptime_s": _age(now, started_at),
         "mode": mode,
         "healthy": not unhealthy(in_force),
@@ -102,6 +104,11 @@ def build_snapshot(
         "stuck_strategies": sorted(name for name, s in strategies.items() if s["stuck"]),
         "strategies": strategies,
     }
+    if loop_lag_max_s is not None:  # the event loop's worst lag of the last minute (bridge.ops.loop_lag)
+        snapshot["loop_lag_max_s"] = round(loop_lag_max_s, 4)
+    if ha is not None:  # a pair's host (ha:): leader or standby, since when, who leads
+        snapshot["ha"] = dict(ha)
+    return snapshot
 
 
 class LinkView(FeedStatus, Protocol):

@@ -163,6 +163,12 @@ class Notifier:
         self._stopping = False
         self._feed_gone = False  # exits-only mode: the feed will not come back, as exits_only said
 
+    def reconfigure(self, cfg: AlertsConfig) -> None:
+        """A reload's new alert settings (events, feed_down_after, key_expiry_days, host_label); the
+        channels (webhook, telegram) are built once: changing them needs a restart."""
+        self._cfg = cfg
+        self._host = secrets.scrub(cfg.host_label or socket.gethostname())
+
     @property
     def enabled(self) -> bool:
         """Whether any channel is configured."""
@@ -295,6 +301,11 @@ class Notifier:
             entry_client_order_id=entry_client_order_id,
             reason=reason,
         )
+
+    def ha_role(self, role: str, **fields: Any) -> None:
+        """ha_role: this host of a pair (ha:) became `leader` (it sends the orders) or `standby` (none)."""
+        does = "sends the orders" if role == "leader" else "sends no order"
+        self.notify("ha_role", f"Now {role}: this host {does}", role=role, **fields)
 
     def exits_only(self, *, reason: str, positions: list[str]) -> None:
         """exits_only: the feed is gone for good (its key is dead) but positions are open, so the daemon

@@ -22,7 +22,9 @@ HaltReason = Literal[
     "journal_missing",
     "clock_offset",
     "venue_backoff",
+    "venue_unavailable",
     "operator_halt",
+    "ha_standby",
 ]
 
 # "all": every venue; "venue": one exchange (the gate keys it "reason:venue"); "link": the feed, or
@@ -140,6 +142,16 @@ HALT_RULES: tuple[HaltRule, ...] = (
         "that exchange said slow down (429/418, Retry-After or a ban): nothing is sent to it until then",
     ),
     HaltRule(
+        "venue_unavailable",
+        "venue",
+        True,
+        True,
+        False,
+        True,
+        "that exchange could not be started at boot (down or unreachable): the daemon runs, the other"
+        " venues trade, and it is retried with backoff; its open orders are looked up once it starts",
+    ),
+    HaltRule(
         "operator_halt",
         "all",
         True,
@@ -148,6 +160,16 @@ HALT_RULES: tuple[HaltRule, ...] = (
         True,
         "an operator halted new entries (/halt or `bridge halt`); exits go on; kept across restarts"
         " until /resume or `bridge resume operator_halt`",
+    ),
+    HaltRule(
+        "ha_standby",
+        "all",
+        True,
+        True,
+        False,
+        False,
+        "a pair (ha:) and this host does not hold the leader lease, or cannot prove it still does:"
+        " it follows everything and sends nothing (the `ha_role` alert says each change)",
     ),
 )
 
