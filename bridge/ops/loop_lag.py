@@ -58,6 +58,7 @@ class LoopLagProbe:
         # second (int(clock())) -> worst lag seen in that second; at most WINDOW_S + 1 entries
         self._per_second: dict[int, float] = {}
         self.samples = 0
+        self._gauge = 0.0  # what LAG_MAX was last set to
         self._stalls = 0  # stalls not logged yet
         self._logged_at: float | None = None
 
@@ -75,12 +76,17 @@ class LoopLagProbe:
         LAG.observe(lag)
         self.samples += 1
         second = int(self._clock())
+        new_second = second not in self._per_second
         if lag > self._per_second.get(second, -1.0):
             self._per_second[second] = lag
-        if len(self._per_second) > WINDOW_S + 1:
+        if new_second:  # once a second: forget what left the window, publish the minute's worst
             for old in [s for s in self._per_second if s <= second - WINDOW_S]:
                 del self._per_second[old]
-        LAG_MAX.set(self.worst_s())
+            self._gauge = self.worst_s()
+            LAG_MAX.set(self._gauge)
+        elif lag > self._gauge:  # a new worst within the second, at once; the other wake-ups pay nothing
+            self._gauge = lag
+            LAG_MAX.set(lag)
         if lag >= STALL_LOG_S:
             self._stalls += 1
             now = self._clock()
