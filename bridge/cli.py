@@ -247,7 +247,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     async def go(stop: asyncio.Event) -> int:
         # Loads the strategies: a plugin mistake is a config error, before any I/O.
-        daemon = Daemon(config, recorder=recorder)
+        daemon = Daemon(config, recorder=recorder, settle_heap=True)
         # `systemctl reload` (SIGHUP): re-read the config; without a handler Python would die of it.
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.request_reload)
         # The mistakes check-config refuses, refused.

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from bridge import remote
-from bridge.aio import Sleep
+from bridge.aio import Sleep, settle_heap
 from bridge.config import Config
 from bridge.daemon_exits import run_exits_only
 from bridge.daemon_reload import Reloader
@@ -58,9 +58,12 @@ class Daemon:
         strategies: list[Strategy] | None = None,
         sleep: Sleep = asyncio.sleep,
         recorder: Recorder | None = None,
+        settle_heap: bool = False,
     ) -> None:
         self.config = config
         self.recorder = recorder
+        # `bridge run` (one daemon per process): hide the warm heap from the collector once started
+        self._settles_heap = settle_heap
         self.gate = TradingGate()
         self.queue: asyncio.Queue[Announcement] = asyncio.Queue()
         self.strategies = strategies if strategies is not None else load_strategies(config)
@@ -257,6 +260,8 @@ class Daemon:
         if self.recorder is not None:
             await self._record_markets(self.recorder)
             self._aux_tasks.append(asyncio.create_task(self.recorder.run(self._aux_stop), name="recorder"))
+        if self._settles_heap:  # markets and strategies loaded: out of the collector's full passes
+            settle_heap()
         self.gate.resume("starting")
         self.ready.set()
         # READY=1 once config, strategies, exchanges and markets are ready; not gated on the feed,

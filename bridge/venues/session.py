@@ -12,6 +12,7 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 import structlog
 
+from bridge.aio import keep_heap_settled
 from bridge.config import ExchangeConfig
 from bridge.errors import ConfigError
 from bridge.venues import fastpath, market_worker
@@ -269,6 +270,7 @@ class ExchangeSession:
         with translated(self._id, "read"):
             await _all_or_none(reload(), self._sync_clock())
         maps = reloaded[0]
+        keep_heap_settled()  # the markets swapped in: out of the collector's full passes
         if self._bucket is not None:
             self._bucket.reserve(maps.cost)  # the worker's requests count against this account's budget
         log.info(
