@@ -6,7 +6,8 @@ once at the listing's price (up to its depth for a limit); futures orders (size 
 fill the same way and move the account's position, a reduce-only order only towards zero. An order is
 found by its `text` while open and for `text_window_s` after it finished (Gate's window), by id
 always, and in the finished-orders list. Public endpoints: fake_gate_public.py; signing, account and
-spot orders: fake_gate_spot.py; this module: USDT perpetual futures.
+spot orders: fake_gate_spot.py; price-triggered orders (resting stops): fake_gate_price_orders.py; this
+module: USDT perpetual futures.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.sim.fake_gate_price_orders import GatePriceOrders
 from bridge.sim.fake_gate_public import API_PREFIX, GateError, num
 from bridge.sim.fake_gate_spot import (
     DEFAULT_API_KEY,
     DEFAULT_SECRET,
     TEXT_WINDOW_S,
     TIMESTAMP_WINDOW_S,
-    GateSpotApi,
     Kind,
 )
 from bridge.sim.fake_venue import Order, json_response, limit_fill
@@ -31,9 +32,10 @@ from bridge.sim.fake_venue import Order, json_response, limit_fill
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_SECRET", "TEXT_WINDOW_S", "TIMESTAMP_WINDOW_S", "FakeGate"]
 
 
-class FakeGate(GateSpotApi):
+class FakeGate(GatePriceOrders):
     """The fake Gate. `async with FakeGate() as fake:` then deep-merge `fake.ccxt_config()` into ccxt's.
-    See GateSpotApi for the account's state (balances, position mode, leverage, positions)."""
+    See GateSpotApi for the account's state (balances, position mode, leverage, positions),
+    GatePriceOrders for the resting price-triggered orders."""
 
     def _add_routes(self, router: web.UrlDispatcher) -> None:
         super()._add_routes(router)

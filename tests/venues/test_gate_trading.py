@@ -1,9 +1,11 @@
 """Gate spot through the whole daemon: feed emulator announcement -> listing_buy -> a price-capped IOC
 buy at FakeGate with real ccxt, and exactly once across a restart (the same announcement never orders
-twice). Reuses the daemon helpers of tests/test_daemon.py."""
+twice); a resting stop after the entry, cancelled before the daemon's own sell. Reuses the daemon helpers
+of tests/test_daemon.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from bridge.sim.fake_gate import FakeGate
 from tests.test_daemon import KEY, STRATEGIES, start
 
 
-def gate_daemon_config(emu: FeedEmulator, fake: FakeGate, state: Path) -> config_mod.Config:
+def gate_daemon_config(emu: FeedEmulator, fake: FakeGate, state: Path, params: str = "") -> config_mod.Config:
     text = f"""
 feed:
   url: {emu.url}
@@ -34,7 +36,7 @@ state_dir: {state}
 strategies:
   - name: listing_buy
     module: {STRATEGIES}/listing_buy.py
-    params: {{exchange: gate, quote: USDT, cost: 20, publishers: [upbit, binance]}}
+    params: {{exchange: gate, quote: USDT, cost: 20, publishers: [upbit, binance]{params}}}
 """
     return config_mod.loads(text, source="test.yaml")
 
@@ -91,3 +93,40 @@ async def test_duplicate_across_restart_orders_once_on_gate(
     finally:
         await r2.stop()
     assert len(fake.orders) == 1
+
+
+async def test_spot_entry_rests_a_stop_that_is_cancelled_before_the_close(
+    servers: tuple[FeedEmulator, FakeGate], tmp_path: Path
+) -> None:
+    """`stop_loss: 0.1, stop_on_exchange: true`: after the entry fills, its stop-loss rests on Gate as a
+    spot price order (a market sell of what was bought, triggered at or below 90 % of the entry price);
+    a close request then cancels that price order first and sells everything bought."""
+    emu, fake = servers
+    r = await start(gate_daemon_config(emu, fake, tmp_path, ", stop_loss: 0.1, stop_on_exchange: true"))
+    try:
+        await emu.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
+        journal, exits = r.daemon.journal, r.daemon.exits
+        assert journal is not None and exits is not None
+
+        def stop_rests() -> bool:  # the price order's answer is in the journal, not just at Gate
+            stop_ids = [p.stop_client_order_id for p in journal.open_positions()]
+            records = [journal.get(cid) for cid in stop_ids if cid is not None]
+            return any(rec is not None and rec.state == "placed" for rec in records)
+
+        await asyncio.wait_for(r.until(stop_rests), 10)
+        (position,) = journal.open_positions()
+        (stop,) = fake.open_price_orders("ABC/USDT")
+        assert stop.order["side"] == "sell" and float(stop.order["amount"]) == pytest.approx(position.filled)
+        assert stop.trigger == pytest.approx((position.average or 0) * 0.9, rel=1e-3)
+        assert position.stop_client_order_id is not None
+        ok, _ = exits.request_close(position.symbol, "gate")
+        assert ok
+        await exits.check()
+        closed = journal.position(position.client_order_id)
+    finally:
+        await r.stop()
+    assert stop.status == "cancelled" and fake.open_price_orders("ABC/USDT") == []
+    entry, exit_ = fake.orders[0].params, fake.orders[-1].params
+    assert (entry["side"], exit_["side"], exit_["currency_pair"]) == ("buy", "sell", "ABC_USDT")
+    assert float(exit_["amount"]) == pytest.approx(float(entry["amount"]))
+    assert closed is not None and closed.state == "closed" and closed.remaining == pytest.approx(0.0)
