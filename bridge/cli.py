@@ -29,7 +29,6 @@ log = structlog.get_logger(__name__)
 DEFAULT_CONFIG = os.environ.get("BRIDGE_CONFIG", "config.yaml")
 _FATAL_LOGGED: list[BaseException] = []  # fatal errors already in the log as `daemon.fatal`
 CONFIG_HELP = "config file (default: %(default)s)"
-_lint = config_check.lint_lines  # moved to bridge/config_check.py; tests still call it here
 
 
 def main(argv: list[str] | None = None) -> int:

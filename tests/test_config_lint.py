@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import cli, config
+from bridge import cli, config, config_check
 from bridge.config_lint import Finding, lint
 from bridge.errors import ConfigError
 
@@ -260,7 +260,7 @@ def test_run_logs_warnings() -> None:
     from bridge.trading.plugins import load_strategies
 
     cfg = config.loads(FEED + EXCHANGES + strategy("take_profit: 3"), "c.yaml")
-    assert cli._lint(cfg, load_strategies(cfg)) == [
+    assert config_check.lint_lines(cfg, load_strategies(cfg)) == [
         "c.yaml: strategies[0].params.take_profit: 3 sells at +300 % (a fraction: 0.5 = +50 %); fine if that is meant"
     ]
 

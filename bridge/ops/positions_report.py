@@ -30,23 +30,26 @@ def journal_path(state_dir: Path, *, dry_run: bool) -> Path:
 def read_positions(state_dir: Path, *, dry_run: bool) -> list[Position]:
     """The positions in LISTED_STATES, oldest first; [] when the journal does not exist yet (nothing
     is created)."""
+    with existing_journal(state_dir, dry_run=dry_run) as journal:
+        return [] if journal is None else journal.positions(states=LISTED_STATES)
+
+
+@contextlib.contextmanager
+def existing_journal(state_dir: Path, *, dry_run: bool) -> Iterator[Journal | None]:
+    """The journal a daemon with this config writes, opened as a reader whether or not a daemon holds
+    it; None when it does not exist yet (nothing is created). Never as the writer: with no daemon
+    running that would take the intent log's lock, and a daemon starting in that instant would find its
+    state_dir in use and exit 78, which systemd does not restart."""
     path = journal_path(state_dir, dry_run=dry_run)
     try:
-        if not path.exists():
-            return []
+        exists = path.exists()
     except OSError as exc:  # e.g. a state_dir only the service's user may enter
         raise ConfigError(
             f"state_dir: cannot read {path}: {exc.strerror or exc} (run as the daemon's user or root)"
         ) from None
-    with _reader(path) as journal:
-        return journal.positions(states=LISTED_STATES)
-
-
-@contextlib.contextmanager
-def _reader(path: Path) -> Iterator[Journal]:
-    """The journal at `path`, opened as a reader whether or not a daemon holds it. Never as the
-    writer: with no daemon running that would take the intent log's lock, and a daemon starting in
-    that instant would find its state_dir in use and exit 78, which systemd does not restart."""
+    if not exists:
+        yield None
+        return
     journal = Journal(path, read_only=True)
     try:
         yield journal

@@ -10,9 +10,8 @@ currency; paper fills carry none. Open positions count toward orders and fills b
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from bridge.errors import ConfigError
-from bridge.trading.journal import Journal
+from bridge.ops.positions_report import existing_journal
 
 # Sent orders: every state but a refusal before sending (rejected also reached the venue, but filled
 # nothing and cost nothing; it is counted under `rejected`).
@@ -64,18 +63,10 @@ def build(state_dir: Path, *, since_ns: int = 0) -> list[Line]:
     exchange and quote; [] when neither exists (nothing is created)."""
     lines: list[Line] = []
     for mode, dry_run in (("paper", True), ("live", False)):
-        path = Journal.path_in(state_dir, dry_run=dry_run)
-        try:
-            if not path.exists():
-                continue
-        except OSError as exc:
-            raise ConfigError(
-                f"state_dir: cannot read {path}: {exc.strerror or exc} (run as the daemon's user or root)"
-            ) from None
-        with _reader(path) as journal:
-            lines += _lines(
-                mode, journal.select(_ORDERS_SQL, (since_ns,)), journal.select(_REALISED_SQL, (since_ns,))
-            )
+        with existing_journal(state_dir, dry_run=dry_run) as journal:
+            if journal is not None:
+                orders = journal.select(_ORDERS_SQL, (since_ns,))
+                lines += _lines(mode, orders, journal.select(_REALISED_SQL, (since_ns,)))
     return sorted(lines, key=lambda line: (line.mode, line.strategy, line.exchange, line.quote))
 
 
@@ -147,16 +138,6 @@ def since_ns(text: str | None) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1e9)
-
-
-@contextlib.contextmanager
-def _reader(path: Path) -> Iterator[Journal]:
-    """Opened as a reader, never the writer (see bridge.ops.positions_report)."""
-    journal = Journal(path, read_only=True)
-    try:
-        yield journal
-    finally:
-        journal.close()
 
 
 def render_table(lines: Sequence[Line]) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import ccxt.async_support as ccxt_async
 
-from bridge.venues.types import Quote, finite_float
+from bridge.venues.types import Quote
 
 
 async def fetch_all(ex: Any) -> dict[str, Quote]:
@@ -106,9 +106,9 @@ async def _read_book_tickers(
             symbol = symbols.get(entry.get("symbol"))  # type: ignore[arg-type]
             if symbol is None:
                 continue
-            bid, ask = _price(entry.get("bidPrice")), _price(entry.get("askPrice"))
-            if bid is not None or ask is not None:
-                quotes[symbol] = Quote(symbol, bid, ask, None, ts_ns)
+            quote = _book_quote(symbol, entry, ts_ns)
+            if quote is not None:
+                quotes[symbol] = quote
         if start + BOOK_CHUNK < len(entries):
             await asyncio.sleep(0)
     return quotes
@@ -132,15 +132,6 @@ def _book_symbols(ex: Any, *, swap: bool) -> dict[str, str]:
     return symbols
 
 
-def _price(value: Any) -> float | None:
-    """A positive, finite price from a venue's string; None otherwise. The hot loop's own check."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0.0 < number < math.inf else None
-
-
 def _book_quote(symbol: str, entry: dict[str, Any], ts_ns: int) -> Quote | None:
     bid, ask = _positive(entry.get("bidPrice")), _positive(entry.get("askPrice"))
     return None if bid is None and ask is None else Quote(symbol, bid, ask, None, ts_ns)
@@ -153,5 +144,10 @@ def _from_ticker(symbol: str, ticker: dict[str, Any], ts_ns: int) -> Quote | Non
 
 
 def _positive(value: Any) -> float | None:
-    number = finite_float(value)
-    return number if number is not None and number > 0 else None
+    """A positive, finite price from a venue's number or string; None otherwise (also in the
+    3,000-entry book loop: one float() and one comparison)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0.0 < number < math.inf else None

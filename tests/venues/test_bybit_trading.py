@@ -5,42 +5,15 @@ leverage and its reduce-only exit; exactly once across a restart. Reuses tests/t
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bridge import config as config_mod
 from bridge.sim.emulator import FeedEmulator
 from bridge.sim.fake_bybit import FakeBybit
-from tests.test_daemon import KEY, STRATEGIES, start
-
-
-def bybit_daemon_config(
-    emu: FeedEmulator, fake: FakeBybit, state: Path, params: str = ""
-) -> config_mod.Config:
-    text = f"""
-feed:
-  url: {emu.url}
-  api_key: {KEY}
-  cex: [binance, upbit]
-  heartbeat_timeout: 5
-  reconnect: {{min_delay: 0.01, max_delay: 0.05}}
-exchanges:
-  bybit:
-    api_key: {fake.api_key}
-    secret: {fake.secret}
-    market_types: [spot, swap]
-    ccxt: {json.dumps(fake.ccxt_config())}
-trading: {{dry_run: false, max_event_age: 10, max_order_cost: 100}}
-state_dir: {state}
-strategies:
-  - name: listing_buy
-    module: {STRATEGIES}/listing_buy.py
-    params: {{exchange: bybit, quote: USDT, cost: 20, publishers: [upbit, binance]{params}}}
-"""
-    return config_mod.loads(text, source="test.yaml")
+from tests.test_daemon import KEY, start
+from tests.venues.daemon_config import venue_daemon_config
 
 
 @pytest.fixture
@@ -61,7 +34,7 @@ async def test_spot_entry_resting_stop_and_time_exit(
     stop is cancelled first, then everything bought is sold."""
     emu, fake = servers
     params = ", stop_loss: 0.2, stop_on_exchange: true, exit_after: 1.2"  # a tick (1 s) between
-    r = await start(bybit_daemon_config(emu, fake, tmp_path, params))
+    r = await start(venue_daemon_config(emu, fake, tmp_path, name="bybit", params=params, swap=True))
     try:
         await emu.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
         await r.settle(1)
@@ -94,7 +67,7 @@ async def test_duplicate_across_restart_orders_once_on_bybit(
     """After a restart on the same state_dir, the same announcement redelivered is a duplicate: Bybit
     gets no second order."""
     emu, fake = servers
-    cfg = bybit_daemon_config(emu, fake, tmp_path)
+    cfg = venue_daemon_config(emu, fake, tmp_path, name="bybit", swap=True)
     r = await start(cfg)
     await emu.announce(title="Binance Will List ABC", ticker="ABC")
     await r.settle(1)
@@ -115,7 +88,16 @@ async def test_perpetual_entry_with_leverage_and_reduce_only_exit(
     """`market: swap, leverage: 2`: the symbol's leverage is set on Bybit before its first order, the
     entry is a linear buy of about 2 x 20 USDT of ABC, and the time exit is a reduce-only sell of it."""
     emu, fake = servers
-    r = await start(bybit_daemon_config(emu, fake, tmp_path, ", market: swap, leverage: 2, exit_after: 0.2"))
+    r = await start(
+        venue_daemon_config(
+            emu,
+            fake,
+            tmp_path,
+            name="bybit",
+            params=", market: swap, leverage: 2, exit_after: 0.2",
+            swap=True,
+        )
+    )
     try:
         await emu.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
         await r.settle(1)

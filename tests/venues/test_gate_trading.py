@@ -6,39 +6,15 @@ of tests/test_daemon.py."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bridge import config as config_mod
 from bridge.sim.emulator import FeedEmulator
 from bridge.sim.fake_gate import FakeGate
-from tests.test_daemon import KEY, STRATEGIES, start
-
-
-def gate_daemon_config(emu: FeedEmulator, fake: FakeGate, state: Path, params: str = "") -> config_mod.Config:
-    text = f"""
-feed:
-  url: {emu.url}
-  api_key: {KEY}
-  cex: [binance, upbit]
-  heartbeat_timeout: 5
-  reconnect: {{min_delay: 0.01, max_delay: 0.05}}
-exchanges:
-  gate:
-    api_key: {fake.api_key}
-    secret: {fake.secret}
-    ccxt: {json.dumps(fake.ccxt_config())}
-trading: {{dry_run: false, max_event_age: 10, max_order_cost: 100}}
-state_dir: {state}
-strategies:
-  - name: listing_buy
-    module: {STRATEGIES}/listing_buy.py
-    params: {{exchange: gate, quote: USDT, cost: 20, publishers: [upbit, binance]{params}}}
-"""
-    return config_mod.loads(text, source="test.yaml")
+from tests.test_daemon import KEY, start
+from tests.venues.daemon_config import venue_daemon_config
 
 
 @pytest.fixture
@@ -54,7 +30,7 @@ async def test_listing_buy_on_gate_end_to_end(servers: tuple[FeedEmulator, FakeG
     """An Upbit listing of ABC becomes one limit IOC buy of ABC_USDT on Gate, capped at the best ask +
     5 %, for at most 20 USDT, with a "t-" client id of 28 characters; it fills."""
     emu, fake = servers
-    r = await start(gate_daemon_config(emu, fake, tmp_path))
+    r = await start(venue_daemon_config(emu, fake, tmp_path, name="gate"))
     try:
         await emu.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
         await r.settle(1)
@@ -80,7 +56,7 @@ async def test_duplicate_across_restart_orders_once_on_gate(
     """After a restart on the same state_dir, the same announcement redelivered is a duplicate: Gate
     gets no second order."""
     emu, fake = servers
-    cfg = gate_daemon_config(emu, fake, tmp_path)
+    cfg = venue_daemon_config(emu, fake, tmp_path, name="gate")
     r = await start(cfg)
     await emu.announce(title="Binance Will List ABC", ticker="ABC")
     await r.settle(1)
@@ -102,7 +78,11 @@ async def test_spot_entry_rests_a_stop_that_is_cancelled_before_the_close(
     spot price order (a market sell of what was bought, triggered at or below 90 % of the entry price);
     a close request then cancels that price order first and sells everything bought."""
     emu, fake = servers
-    r = await start(gate_daemon_config(emu, fake, tmp_path, ", stop_loss: 0.1, stop_on_exchange: true"))
+    r = await start(
+        venue_daemon_config(
+            emu, fake, tmp_path, name="gate", params=", stop_loss: 0.1, stop_on_exchange: true"
+        )
+    )
     try:
         await emu.announce(title="[Upbit] ABC KRW listing", ticker="ABC", publisher="upbit")
         journal, exits = r.daemon.journal, r.daemon.exits

@@ -6,7 +6,6 @@ across a restart. Binance and Bybit have theirs in test_binanceusdm_trading.py a
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -15,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from bridge import config as config_mod
 from bridge.sim.emulator import FeedEmulator
 from bridge.sim.fake_gate import FakeGate
 from bridge.sim.fake_okx import FakeOkx
-from tests.test_daemon import KEY, STRATEGIES, Running, start
+from tests.test_daemon import KEY, Running, start
+from tests.venues.daemon_config import venue_daemon_config
 
 
 @dataclass
@@ -28,33 +27,6 @@ class Venue:
     fake: Any  # FakeOkx | FakeGate
     base: str
     price: float
-
-    def account(self) -> str:
-        password = f"\n    password: {self.fake.passphrase}" if self.name == "okx" else ""
-        return (
-            f"  {self.name}:\n    api_key: {self.fake.api_key}\n    secret: {self.fake.secret}{password}\n"
-            f"    market_types: [spot, swap]\n    ccxt: {json.dumps(self.fake.ccxt_config())}\n"
-        )
-
-
-def daemon_config(emu: FeedEmulator, venue: Venue, state: Path, params: str) -> config_mod.Config:
-    text = f"""
-feed:
-  url: {emu.url}
-  api_key: {KEY}
-  cex: [binance, upbit]
-  heartbeat_timeout: 5
-  reconnect: {{min_delay: 0.01, max_delay: 0.05}}
-exchanges:
-{venue.account()}
-trading: {{dry_run: false, max_event_age: 10, max_order_cost: 100}}
-state_dir: {state}
-strategies:
-  - name: listing_buy
-    module: {STRATEGIES}/listing_buy.py
-    params: {{exchange: {venue.name}, quote: USDT, cost: 20, publishers: [upbit, binance]{params}}}
-"""
-    return config_mod.loads(text, source="test.yaml")
 
 
 def venue_fake(name: str) -> tuple[AbstractAsyncContextManager[Any], str, float]:
@@ -93,7 +65,7 @@ async def test_a_perpetual_entry_with_leverage_then_a_reduce_only_exit(
     """`market: swap, leverage: 2`: 20 USDT of margin is a 40 USDT position on the perpetual, opened after
     the leverage is set; `bridge close` sells it back reduce-only and the journal says flat."""
     params = ", market: swap, leverage: 2, max_slippage: 0.05, exit_after: 3600"  # an exit plan: a position
-    cfg = daemon_config(emu, venue, tmp_path, params)
+    cfg = venue_daemon_config(emu, venue.fake, tmp_path, name=venue.name, params=params, swap=True)
     r = await start(cfg)
     try:
         await emu.announce(title=f"Binance Will List {venue.base}", ticker=venue.base)
@@ -122,8 +94,7 @@ async def test_okx_spot_entry_orders_once_across_a_restart(emu: FeedEmulator, tm
     announcement redelivered orders nothing more."""
     fake_cm, base, _ = venue_fake("okx")
     async with fake_cm as fake:
-        venue = Venue("okx", fake, base, 60_000.0)
-        cfg = daemon_config(emu, venue, tmp_path, "")
+        cfg = venue_daemon_config(emu, fake, tmp_path, name="okx", swap=True)
         r = await start(cfg)
         await emu.announce(title=f"Binance Will List {base}", ticker=base)
         await r.settle(1)
