@@ -2,9 +2,11 @@
 and answers.
 
 A spot market order's request is four fixed fields and one size; a limit IOC order's is five fixed
-fields (type LIMIT, timeInForce IOC), its amount and its price. Sizes and prices are formatted by
-ccxt's own precision helpers (amount_to_precision, cost_to_precision, price_to_precision), the answer
-goes through ccxt's `fetch` (errors, the failed-response hook) and `parse_order`, unchanged. At start
+fields (type LIMIT, timeInForce IOC), its amount and its price. Sizes and prices are formatted as
+ccxt's precision helpers (amount_to_precision, cost_to_precision, price_to_precision) format them: in
+TICK_SIZE mode (binance's) by `precision.tick_text`, held to ccxt's results by a property test, else
+by those helpers; the query string is encoded as ccxt's `urlencode` does (`query`). The answer goes
+through ccxt's `fetch` (errors, the failed-response hook) and `parse_order`, unchanged. At start
 the request built here is compared with ccxt's create_order_request for the same orders, market and
 limit IOC: any difference (a new ccxt version, an option such as selfTradePrevention) switches the
 fast path off. The signed parameters travel in the query string, which Binance accepts
@@ -14,14 +16,17 @@ task one step later.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import ccxt.async_support as ccxt_async
 import structlog
+from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from bridge.venues.errors import describe
+from bridge.venues.precision import tick_of, tick_text
 from bridge.venues.types import Side
 
 # the adapter's logger name: these events are the exchange's, wherever the code lives
@@ -30,6 +35,23 @@ log = structlog.get_logger("bridge.venues.exchange")
 # Formatted sizes and prices are kept per (kind, value, precision): ccxt's precision functions are pure,
 # Decimal based and slow (~0.1 ms cold), and a new listing's symbol shares its tick size with many others.
 MAX_FORMATTED = 4096
+
+
+# What urllib's quote leaves as it is (its default safe "/" aside): such text needs no encoding.
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def query(ex: Any, params: Mapping[str, Any]) -> str:
+    """`params` as ccxt's urlencode encodes them (booleans as true/false, other values by str, in
+    order), joined directly when nothing needs quoting (an order's fields, digits and a client id);
+    through ccxt's urlencode otherwise."""
+    parts = []
+    for key, value in params.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        if _PLAIN.fullmatch(key) is None or _PLAIN.fullmatch(text) is None:
+            return str(ex.urlencode(dict(params)))
+        parts.append(f"{key}={text}")
+    return "&".join(parts)
 
 
 def can_sign(ex: Any) -> bool:
@@ -127,6 +149,14 @@ class BinanceSpotOrders:
         precision = (digits.get("cost"), digits.get("price")) if kind == "cost" else digits.get(kind)
         key = (kind, size, precision)
         text = self._formatted.get(key)
+        if text is None and self._ex.precisionMode == TICK_SIZE:
+            # cost_to_precision reads the cost precision, else the price's; price_to_precision rounds
+            # half up, the others truncate; a "0" is left to ccxt, which refuses it
+            grid = precision if kind != "cost" else precision[0] if precision[0] is not None else precision[1]
+            tick = None if grid is None else tick_of(grid)
+            if tick is not None:
+                text = tick_text(size, tick, half_up=kind == "price")
+                text = None if text == "0" else text
         if text is None:
             ex = self._ex
             convert = {
@@ -185,9 +215,9 @@ class BinanceSpotOrders:
         }
         if self._recv_window is not None:
             params["recvWindow"] = self._recv_window
-        query = ex.urlencode(params)
-        signature = hmac.new(self._secret, query.encode(), hashlib.sha256).hexdigest()
-        url = f"{ex.urls['api']['private']}/order?{query}&signature={signature}"
+        signed = query(ex, params)
+        signature = hmac.digest(self._secret, signed.encode(), "sha256").hex()
+        url = f"{ex.urls['api']['private']}/order?{signed}&signature={signature}"
         response = await ex.fetch(url, "POST", dict(self._headers), None)
         order: dict[str, Any] = ex.parse_order(response, market)
         return order
