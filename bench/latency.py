@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, as a script
 
-from bench import links, scenarios, stress, venues
+from bench import coldpath, links, scenarios, stress, venues
 from bench.procs import Proc, StrategySpec, daemon_config, free_port, scrape, spawn_daemon, spawn_floor
 from bench.report import (
     Internal,
@@ -128,6 +128,7 @@ class Runs:
 async def run(opts: Options) -> Runs:
     began = time.perf_counter()
     runs = Runs(Report(machine(), markets=len(market_list(opts))))
+    runs.report.coldpath = coldpath.render(coldpath.measure())  # alone on the machine, before the rest
     work = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     keys = {FAST_KEY, DEFAULT_KEY, FLOOR_KEY, BURST_KEY, MARKET_KEY, COLD_KEY, FRESH_KEY, UVLOOP_KEY}
     keys |= {venues.VENUES_KEY, venues.VENUES_FLOOR_KEY, stress.STRESS_KEY, stress.STRESS_FLOOR_KEY}
@@ -391,7 +392,7 @@ def output(runs: Runs, opts: Options) -> str:
         text += render(runs.report, opts)
         targets += normal_targets(runs.report)
     else:
-        text += f"machine: {runs.report.machine}\n"
+        text += f"machine: {runs.report.machine}\n{runs.report.coldpath}\n"
     if runs.venues is not None:
         text += venues.render(runs.venues, opts)
         targets += venues.targets(runs.venues)

@@ -241,6 +241,7 @@ class Report:
     internal: dict[str, Internal] = field(default_factory=dict)
     rss_before_bursts_kib: int = 0
     wall_s: float = 0.0
+    coldpath: str = ""  # bench/coldpath.py's line, measured before any process starts
 
 
 def machine() -> str:
@@ -275,6 +276,8 @@ def render(report: Report, opts: Options) -> str:
         return f"{v / 1000:.3f} ms" if v == v else "-"
 
     w(f"machine: {report.machine}")
+    if report.coldpath:
+        w(report.coldpath)
     w(
         f"announcements: {opts.n} single-ticker (+5 warm-up), {opts.multi} three-ticker, "
         f"gap {opts.gap_ms:g} ms; bursts: {opts.bursts} x {opts.burst_size} in {opts.burst_seconds:g} s, "
