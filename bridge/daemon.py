@@ -21,6 +21,7 @@ from bridge.daemon_exits import run_exits_only
 from bridge.daemon_reload import Reloader
 from bridge.daemon_start import VenueStarter, reconcile_open_orders
 from bridge.errors import BridgeError, ConfigError, CredentialsRejected
+from bridge.feed.client import MAX_QUEUED
 from bridge.feed.codec import Announcement
 from bridge.feed.links import FeedLinks
 from bridge.feed.recorder import Recorder
@@ -65,7 +66,7 @@ class Daemon:
         # `bridge run` (one daemon per process): hide the warm heap from the collector once started
         self._settles_heap = settle_heap
         self.gate = TradingGate()
-        self.queue: asyncio.Queue[Announcement] = asyncio.Queue()
+        self.queue: asyncio.Queue[Announcement] = asyncio.Queue(MAX_QUEUED)  # full: dropped, logged
         self.strategies = strategies if strategies is not None else load_strategies(config)
         self.exchanges: dict[str, Exchange] = {}
         self.runners: list[StrategyRunner] = []

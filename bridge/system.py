@@ -22,6 +22,7 @@ import structlog
 from bridge.aio import Sleep
 from bridge.config import Config
 from bridge.errors import ExchangeError
+from bridge.feed.client import MAX_QUEUED
 from bridge.feed.codec import Announcement
 from bridge.feed.links import FeedLinks
 from bridge.feed.recorder import Recorder
@@ -170,7 +171,7 @@ async def assemble(
                     deadline=config.trading.strategy_deadline,
                 )
             )
-    source: asyncio.Queue[Announcement] = asyncio.Queue() if queue is None else queue
+    source: asyncio.Queue[Announcement] = asyncio.Queue(MAX_QUEUED) if queue is None else queue
     return TradingSystem(
         gate=gate,
         journal=journal,
@@ -267,7 +268,7 @@ async def record(
     recorder = Recorder(out, max_bytes=max_bytes, keep=keep)
     if markets:
         recorder.note(time.time_ns(), {"markets": await snapshot_markets(config)})
-    queue: asyncio.Queue[Announcement] = asyncio.Queue()
+    queue: asyncio.Queue[Announcement] = asyncio.Queue(MAX_QUEUED)
     supervisor = FeedLinks.build(
         config.feed,
         lambda _: NoStatusSink(),

@@ -24,6 +24,7 @@ from bridge.errors import ConfigError
 from bridge.ops.health import HealthServer, build_snapshot, run_status_log
 from bridge.sim.emulator import FeedEmulator
 from bridge.sim.fake_exchange import FakeBinance
+from bridge.trading import dispatch
 from bridge.trading.dispatch import DEFAULT_STRATEGY_DEADLINE, StrategyRunner
 from bridge.trading.gate import TradingGate
 from bridge.trading.orders import OrderRouter
@@ -242,3 +243,31 @@ async def test_the_configured_deadline_reaches_every_runner(
         assert [runner.deadline for runner in r.daemon.runners] == [7.5]
     finally:
         await r.stop()
+
+
+async def test_a_hung_strategy_holds_at_most_max_waiting_then_drops_logged(
+    router: OrderRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A strategy whose handler hangs does not make the daemon hold every later announcement: past
+    MAX_WAITING waiting, a new one is dropped with a `strategy.dropped` error naming it, and counted.
+    Once the handler ends, what waited is handled in order."""
+    monkeypatch.setattr(dispatch, "MAX_WAITING", 2)
+    strategy = Scripted()
+    runner = runner_with(strategy, router, max_concurrent=1)
+    first, second, third, fourth = announcements("ABC", "DEF", "GHI", "JKL")
+    before = telemetry.value("bridge_strategy_dropped_total", strategy="scripted")
+    with probing("strategy.dropped") as probes:
+        async with running(runner):
+            runner.put(first)
+            await started(strategy, "ABC")
+            for a in (second, third, fourth):
+                runner.put(a)
+            assert runner.queue.qsize() == 2  # DEF and GHI wait; JKL was dropped
+            for ticker in ("ABC", "DEF", "GHI"):
+                strategy.release(ticker)
+            await asyncio.wait_for(runner.queue.join(), WAIT)
+    assert strategy.starts() == ["ABC", "DEF", "GHI"]
+    [dropped] = probes["strategy.dropped"].events
+    assert dropped["level"] == "error" and dropped["announcement"] == fourth.key
+    assert dropped["reason"] == "queue_full" and dropped["waiting"] == 2 and dropped["running"] == 1
+    assert telemetry.value("bridge_strategy_dropped_total", strategy="scripted") == before + 1

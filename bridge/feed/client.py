@@ -49,6 +49,11 @@ _MAX_ERROR_BODY = 4096
 # bookkeeping at once took the reader ~100 us at p50 more than deferring it, the order path's size.
 BOOKKEEPING_DELAY_S = 0.005
 _MAX_UNKNOWN_TYPES_LOGGED = 64
+# Announcements waiting for the dispatcher, at most (the queue the daemon gives the reader): a bound on
+# memory if the dispatcher ever stops taking them. Past it a new announcement is dropped, logged
+# (`announcement.dropped`, an error) and counted; one that waited behind 10,000 others would be far
+# older than trading.max_event_age anyway.
+MAX_QUEUED = 10_000
 # Empty zero-timeout reads after which an expired watchdog is believed: the first lets the loop read
 # the socket once more, the second finds nothing queued (see FeedReader._drain).
 _DRAIN_EMPTY_ROUNDS = 2
@@ -253,7 +258,11 @@ class FeedReader:
             log.warning("feed.bad_frame", reason=exc.reason, detail=clip(exc.detail, 200), size=len(data))
             return False
         if isinstance(message, Announcement):
-            self._queue.put_nowait(message)  # first, before any counting or logging
+            try:
+                self._queue.put_nowait(message)  # first, before any counting or logging
+            except asyncio.QueueFull:
+                self._dropped(message)
+                return True
             depth = self._queue.qsize()
             asyncio.get_running_loop().call_later(
                 BOOKKEEPING_DELAY_S, self._announcement, message, received_ns, depth
@@ -279,6 +288,18 @@ class FeedReader:
             listing_type=ann.listing_type,
             tickers=list(ann.tickers),
             age_ms=None if age_ms is None else round(age_ms, 3),
+            key=ann.key,
+            link=ann.link,
+        )
+
+    def _dropped(self, ann: Announcement) -> None:
+        metrics.ANNOUNCEMENTS_DROPPED.inc()
+        log.error(
+            "announcement.dropped",
+            reason="queue_full",
+            queued=self._queue.qsize(),
+            publisher=ann.publisher,
+            tickers=list(ann.tickers),
             key=ann.key,
             link=ann.link,
         )

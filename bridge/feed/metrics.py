@@ -51,6 +51,11 @@ STALE_AVERTED = Counter(
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge("bridge_feed_queue_depth", "Announcements waiting for the dispatcher", registry=REGISTRY)
+ANNOUNCEMENTS_DROPPED = Counter(
+    "bridge_feed_announcements_dropped_total",
+    "Announcements dropped because the dispatcher's queue was full (bridge.feed.client.MAX_QUEUED)",
+    registry=REGISTRY,
+)
 EVENT_AGE = Histogram(
     "bridge_event_age_seconds",
     "Age of announcements at receipt (detection to receipt)",

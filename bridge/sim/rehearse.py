@@ -21,6 +21,7 @@ import orjson
 import structlog
 
 from bridge.errors import ConfigError, ExitCode
+from bridge.feed.client import MAX_QUEUED
 from bridge.feed.codec import Announcement
 from bridge.sim.verbs import _port
 
@@ -412,7 +413,7 @@ class DispatchQueue(asyncio.Queue[Announcement]):
     strategies, dropped as a copy, or refused), so a rehearsal waits for each without polling."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(MAX_QUEUED)
         self.done = 0
         self._changed = asyncio.Event()
 

@@ -45,6 +45,9 @@ async def call_hook(strategy: str, hook: str, call: Awaitable[None], *, within: 
 
 DEFAULT_MAX_CONCURRENT = 8  # the default of `strategies[].max_concurrent` (bridge.config.StrategyConfig)
 DEFAULT_STRATEGY_DEADLINE = 30.0  # the default of `trading.strategy_deadline` (bridge.config.TradingConfig)
+# Announcements a strategy's runner holds while its max_concurrent handlers are busy, at most: a bound
+# on memory if a strategy hangs (its deadline only reports a late handler). Past it: dropped, logged.
+MAX_WAITING = 10_000
 
 
 @dataclass(slots=True)
@@ -100,7 +103,8 @@ class StrategyRunner:
         self.ctx = ctx
         self.max_concurrent = max_concurrent
         self.deadline = deadline
-        self.queue: asyncio.Queue[Announcement] = asyncio.Queue()  # waiting for a free slot
+        # waiting for a free slot; past MAX_WAITING a new one is dropped (logged, counted)
+        self.queue: asyncio.Queue[Announcement] = asyncio.Queue(MAX_WAITING)
         self.handled = 0
         self.errors = 0
         self.deadline_exceeded = 0  # handlers that ran past the deadline, ever
@@ -128,10 +132,25 @@ class StrategyRunner:
     def put(self, announcement: Announcement) -> None:
         """Hand an announcement to this strategy: it starts now if a slot is free (its task runs at
         the loop's next step, as the runner's own task used to), else it waits its turn. Never
-        blocks, never drops."""
+        blocks; past MAX_WAITING announcements waiting, a new one is dropped (`strategy.dropped`, an
+        error, and bridge_strategy_dropped_total)."""
         self.idle.clear()
-        self.queue.put_nowait(announcement)
+        try:
+            self.queue.put_nowait(announcement)
+        except asyncio.QueueFull:
+            self._dropped(announcement)
         self._start_waiting()
+
+    def _dropped(self, announcement: Announcement) -> None:
+        metrics.STRATEGY_DROPPED.labels(self.name).inc()
+        log.error(
+            "strategy.dropped",
+            strategy=self.name,
+            announcement=announcement.key,
+            reason="queue_full",
+            waiting=self.queue.qsize(),
+            running=len(self._running),
+        )
 
     async def run(self) -> None:
         """Start what is queued, then whatever arrives, until cancelled."""

@@ -23,6 +23,12 @@ ORDERS = Counter(
 STRATEGY_ERRORS = Counter(
     "bridge_strategy_errors_total", "Exceptions raised by strategy code", ["strategy"], registry=REGISTRY
 )
+STRATEGY_DROPPED = Counter(
+    "bridge_strategy_dropped_total",
+    "Announcements a strategy never saw: its runner's queue was full (bridge.trading.dispatch.MAX_WAITING)",
+    ["strategy"],
+    registry=REGISTRY,
+)
 STRATEGY_DEADLINE_EXCEEDED = Counter(
     "bridge_strategy_deadline_exceeded_total",
     "Announcement handlers still running past trading.strategy_deadline (counted once each)",
