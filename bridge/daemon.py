@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from bridge import remote
-from bridge.aio import Sleep, settle_heap
+from bridge.aio import Sleep, hand_over_gil_quickly, settle_heap
 from bridge.config import Config
 from bridge.daemon_exits import run_exits_only
 from bridge.daemon_reload import Reloader
@@ -263,6 +263,7 @@ class Daemon:
             self._aux_tasks.append(asyncio.create_task(self.recorder.run(self._aux_stop), name="recorder"))
         if self._settles_heap:  # markets and strategies loaded: out of the collector's full passes
             settle_heap()
+            hand_over_gil_quickly()
         self.gate.resume("starting")
         self.ready.set()
         # READY=1 once config, strategies, exchanges and markets are ready; not gated on the feed,
