@@ -6,10 +6,14 @@ GET /api/v3/ticker/bookTicker; ccxt's throttle is charged the same through its c
 - one symbol: bookTicker?symbol=, weight 2 (ccxt cost 0.4). ccxt's fetch_bids_asks([symbol]) would send
   `symbols=[...]`, which costs 4, so the endpoint is called directly.
 The all-symbol answer (~3,000 entries) is read here rather than by ccxt's parse_tickers: measured 2 ms
-against ccxt's 32 ms of blocked event loop on this machine, every refresh. Other venues: ccxt's
-fetch_tickers once per loaded market type (e.g. binance's 24 h tickers would cost 80; bybit, okx and
-gate answer only their default type without one) and fetch_ticker, reading bid, ask and last. Binance
-USD-M perpetuals: GET /fapi/v1/ticker/bookTicker, weight 5 for every symbol, 2 for one.
+against ccxt's 32 ms of blocked event loop on this machine, every refresh. Binance USD-M perpetuals:
+GET /fapi/v1/ticker/bookTicker, weight 5 for every symbol, 2 for one.
+
+Bybit, OKX and Gate: the all-instrument ticker endpoint ccxt's fetch_tickers calls for the type (the
+same request, so the same cost to the budget), once per loaded market type (without the type they
+answer only their default one), read here in chunks for bid, ask and last (`RAW_TICKERS`): ccxt's
+parse_ticker held the loop ~20-30 us a ticker in one step, 5-13 ms a refresh in the stress run. Other
+venues and other types: ccxt's fetch_tickers; one symbol: fetch_ticker.
 
 ccxt's exceptions pass through; the adapter translates them.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import ccxt.async_support as ccxt_async
@@ -50,6 +55,13 @@ async def _fetch_kind(ex: Any, kind: str | None) -> dict[str, Quote]:
         ts_ns = time.time_ns()
         listed = entries if isinstance(entries, list) else [entries]
         return await _read_book_tickers(ex, listed, ts_ns, swap=kind == "swap")
+    if kind is not None and (raw := _raw_tickers(ex, kind)) is not None:
+        answer = await getattr(ex, raw.call)(dict(raw.params))
+        ts_ns = time.time_ns()
+        for step in raw.path:
+            answer = answer.get(step) if isinstance(answer, dict) else None
+        listed = answer if isinstance(answer, list) else []
+        return await _read_entries(listed, _book_symbols(ex, swap=kind == "swap"), ts_ns, raw.fields)
     if isinstance(ex, ccxt_async.binance):  # another default market type: ccxt picks its endpoint
         tickers = await ex.fetch_bids_asks()
     else:
@@ -89,33 +101,99 @@ def _binance_spot_book(ex: Any) -> bool:
     return bool(market_type == "spot")
 
 
-# Book-ticker entries handled between two yields to the event loop: under 1 ms of work at a time, so
-# the all-symbol answer (~3,000 entries) never holds the loop (and an announcement) for long.
+# Ticker entries handled between two yields to the event loop: under 1 ms of work at a time, so an
+# all-symbol answer (~3,000 entries) never holds the loop (and an announcement) for long.
 BOOK_CHUNK = 250
+
+
+@dataclass(frozen=True)
+class RawTickers:
+    """One venue's all-instrument ticker request for one market type, as ccxt's fetch_tickers sends
+    it (`call`: ccxt's implicit method, `params`), where the list is in the answer (`path`), and the
+    entry's fields (`fields`: venue id, bid, ask, last), the ones ccxt's parse_ticker reads."""
+
+    call: str
+    params: dict[str, str] = field(default_factory=dict)
+    path: tuple[str, ...] = ()
+    fields: tuple[str, str, str, str | None] = ("symbol", "bidPrice", "askPrice", None)
+
+
+# (ccxt class, market type) -> the request; ccxt 4.5's bybit.py, okx.py and gate.py fetch_tickers.
+RAW_TICKERS: dict[tuple[type[Any], str], RawTickers] = {
+    (ccxt_async.bybit, "spot"): RawTickers(
+        "publicGetV5MarketTickers",
+        {"category": "spot"},
+        ("result", "list"),
+        ("symbol", "bid1Price", "ask1Price", "lastPrice"),
+    ),
+    (ccxt_async.bybit, "swap"): RawTickers(
+        "publicGetV5MarketTickers",
+        {"category": "linear"},
+        ("result", "list"),
+        ("symbol", "bid1Price", "ask1Price", "lastPrice"),
+    ),
+    (ccxt_async.okx, "spot"): RawTickers(
+        "publicGetMarketTickers", {"instType": "SPOT"}, ("data",), ("instId", "bidPx", "askPx", "last")
+    ),
+    (ccxt_async.okx, "swap"): RawTickers(
+        "publicGetMarketTickers", {"instType": "SWAP"}, ("data",), ("instId", "bidPx", "askPx", "last")
+    ),
+    (ccxt_async.gate, "spot"): RawTickers(
+        "publicSpotGetTickers",
+        {"timezone": "utc0"},
+        (),
+        ("currency_pair", "highest_bid", "lowest_ask", "last"),
+    ),
+    (ccxt_async.gate, "swap"): RawTickers(
+        "publicFuturesGetSettleTickers",
+        {"settle": "usdt", "timezone": "utc0"},
+        (),
+        ("contract", "highest_bid", "lowest_ask", "last"),
+    ),
+}
+
+
+def _raw_tickers(ex: Any, kind: str) -> RawTickers | None:
+    for (cls, of_kind), raw in RAW_TICKERS.items():
+        if of_kind == kind and isinstance(ex, cls):
+            return raw
+    return None
 
 
 async def _read_book_tickers(
     ex: Any, entries: list[dict[str, Any]], ts_ns: int, *, swap: bool = False
 ) -> dict[str, Quote]:
     """Binance bookTicker entries as quotes of the spot markets, or with `swap` of the USD-M
-    perpetuals (both kinds share the id `BTCUSDT`), a chunk at a time (BOOK_CHUNK)."""
-    symbols = _book_symbols(ex, swap=swap)
+    perpetuals (both kinds share the id `BTCUSDT`)."""
+    fields = ("symbol", "bidPrice", "askPrice", None)
+    return await _read_entries(entries, _book_symbols(ex, swap=swap), ts_ns, fields)
+
+
+async def _read_entries(
+    entries: list[Any], symbols: dict[str, str], ts_ns: int, fields: tuple[str, str, str, str | None]
+) -> dict[str, Quote]:
+    """Ticker entries (dicts with the venue id, bid, ask and maybe last under `fields`) as quotes of
+    the markets in `symbols` (venue id -> unified symbol), a chunk at a time (BOOK_CHUNK)."""
+    id_key, bid_key, ask_key, last_key = fields
     quotes: dict[str, Quote] = {}
     for start in range(0, len(entries), BOOK_CHUNK):
         for entry in entries[start : start + BOOK_CHUNK]:
-            symbol = symbols.get(entry.get("symbol"))  # type: ignore[arg-type]
+            venue_id = entry.get(id_key) if isinstance(entry, dict) else None
+            symbol = symbols.get(venue_id) if isinstance(venue_id, str) else None
             if symbol is None:
                 continue
-            quote = _book_quote(symbol, entry, ts_ns)
-            if quote is not None:
-                quotes[symbol] = quote
+            bid, ask = _positive(entry.get(bid_key)), _positive(entry.get(ask_key))
+            last = None if last_key is None else _positive(entry.get(last_key))
+            if bid is not None or ask is not None or last is not None:
+                quotes[symbol] = Quote(symbol, bid, ask, last, ts_ns)
         if start + BOOK_CHUNK < len(entries):
             await asyncio.sleep(0)
     return quotes
 
 
 def _book_symbols(ex: Any, *, swap: bool) -> dict[str, str]:
-    """Venue id -> unified symbol of the spot markets (or the linear perpetuals), rebuilt only when
+    """Venue id -> unified symbol of the spot markets (or the linear perpetuals: on binance, bybit and
+    gate both kinds share ids such as `BTCUSDT`), rebuilt only when
     ccxt's market map is replaced or grows (a reload, a targeted refresh)."""
     by_id: dict[str, list[dict[str, Any]]] = ex.markets_by_id or {}
     cache: dict[bool, tuple[Any, int, dict[str, str]]] = ex.__dict__.setdefault("_bridge_book_symbols", {})

@@ -9,6 +9,7 @@ from bridge.sim.fake_binance_futures import FakeBinanceFutures
 from bridge.sim.fake_bybit import FakeBybit
 from bridge.sim.fake_gate import FakeGate
 from bridge.sim.fake_okx import FakeOkx
+from bridge.venues import quotes
 from bridge.venues.exchange import Exchange
 from tests.venues.test_binanceusdm import account as binance_account
 from tests.venues.test_bybit import started as bybit_started
@@ -59,3 +60,42 @@ async def test_gate_spot_and_futures() -> None:
         ex = Exchange("gate", gate_config(fake, swap=True), dry_run=False)
         await ex.start(check_keys=False)
         await check(ex, "BTC/USDT", "BTC/USDT:USDT")
+
+
+async def same_as_ccxt(ex: Exchange) -> int:
+    """The batch refresh reads bybit's, okx's and gate's raw ticker lists itself (quotes.RAW_TICKERS):
+    for every loaded market of both kinds it must give what ccxt's fetch_tickers parses from the same
+    endpoints. Returns how many quotes were compared."""
+    cc = ex.ccxt
+    try:
+        ours = {s: (q.bid, q.ask, q.last) for s, q in (await quotes.fetch_all(cc)).items()}
+        theirs = {}
+        for kind in ("spot", "swap"):
+            for symbol, ticker in (await cc.fetch_tickers(None, {"type": kind})).items():
+                q = quotes._from_ticker(symbol, ticker, 0)
+                if q is not None and symbol in cc.markets:
+                    theirs[symbol] = (q.bid, q.ask, q.last)
+        assert ours == theirs
+        return len(ours)
+    finally:
+        await ex.close()
+
+
+async def test_bybit_raw_tickers_read_as_ccxt_parses_them_across_chunks() -> None:
+    many = [(f"C{i:03d}", "USDT", 1.0 + i / 100) for i in range(2 * quotes.BOOK_CHUNK + 10)]
+    async with FakeBybit(markets=[("BTC", "USDT", 60_000.0), *many]) as fake:
+        assert await same_as_ccxt(await bybit_started(fake)) > 2 * quotes.BOOK_CHUNK
+
+
+async def test_okx_raw_tickers_read_as_ccxt_parses_them() -> None:
+    async with FakeOkx() as fake:
+        ex = Exchange("okx", okx_config(fake), dry_run=False, keep_warm_s=0)
+        await ex.start(check_keys=False)
+        assert await same_as_ccxt(ex) >= 2
+
+
+async def test_gate_raw_tickers_read_as_ccxt_parses_them() -> None:
+    async with FakeGate() as fake:
+        ex = Exchange("gate", gate_config(fake, swap=True), dry_run=False)
+        await ex.start(check_keys=False)
+        assert await same_as_ccxt(ex) >= 2
