@@ -426,7 +426,12 @@ class Journal:
 
     def positions(self, states: tuple[str, ...] | None = None) -> list[Position]:
         """Positions in `states` (pending, open, closed, abandoned; all when None), oldest first."""
-        found = (position_from_row(r) for r in self._rows(POSITIONS_SQL + " ORDER BY e.created_ns", ()))
+        sql = POSITIONS_SQL
+        if states is not None and not {"closed", "abandoned"} & set(states):
+            # The live ones only (the exits read them every second): ended positions are kept for
+            # ever, and reading them all made each pass cost more with every position ever closed.
+            sql += " AND COALESCE(p.state, 'open') NOT IN ('closed', 'abandoned')"
+        found = (position_from_row(r) for r in self._rows(sql + " ORDER BY e.created_ns", ()))
         return [p for p in found if p is not None and (states is None or p.state in states)]
 
     def open_positions(self) -> list[Position]:
