@@ -176,7 +176,9 @@ async def test_only_the_leader_orders_and_a_handover_adopts_its_order(
         stopped = time.monotonic()
         await a.stop()
         await b.leading()
-        assert time.monotonic() - stopped < TTL + 1
+        # A bound, not a benchmark: the handover waits at most the lease's TTL; the slack is the two
+        # daemons' own stop and takeover work on a loaded machine (the suite runs on every core).
+        assert time.monotonic() - stopped < TTL + 4
         assert len(fake.orders) == 1, "the order the old leader sent is found, not sent again"
         record = b.daemon.journal.get(cid) if b.daemon.journal else None
         assert record is not None and record.state == "placed" and record.filled
