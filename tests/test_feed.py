@@ -19,6 +19,7 @@ from bridge.feed import client as feed
 from bridge.feed.codec import Announcement
 from bridge.secrets import Secret
 from bridge.sim.emulator import FeedEmulator, KeyGrant
+from tests.log_probe import probing
 
 KEY = "dsk_" + "c3" * 32
 EXPIRING_KEY = "dsk_" + "d4" * 32
@@ -167,27 +168,16 @@ async def test_a_full_queue_drops_the_new_announcement_logged_and_reading_goes_o
     announcement is dropped with an `announcement.dropped` error naming it and counted; the connection
     is kept, and once the queue has room the next one is queued as usual."""
     before = telemetry.value("bridge_feed_announcements_dropped_total")
-    seen = asyncio.Event()
-
-    class DropProbe(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if isinstance(record.msg, dict) and record.msg.get("event") == "announcement.dropped":
-                seen.set()
-
-    probe = DropProbe()
-    logging.getLogger("bridge.feed.client").addHandler(probe)
-    try:
+    with probing("announcement.dropped", logger="bridge.feed.client") as probes:
         async with reading(config(emu), asyncio.Queue(2)) as live:
             await emu.wait_connected(1)
             for ticker in ("AAA", "BBB", "CCC"):
                 await emu.announce(ticker=ticker, title=f"Binance Will List {ticker}")
-            await asyncio.wait_for(seen.wait(), WAIT)  # CCC met a full queue
+            await asyncio.wait_for(probes["announcement.dropped"].seen.wait(), WAIT)  # CCC met a full queue
             assert (await live.next()).tickers == ("AAA",)
             await emu.announce(ticker="DDD", title="Binance Will List DDD")
             assert [(await live.next()).tickers for _ in range(2)] == [("BBB",), ("DDD",)]
             assert not live.task.done() and emu.connections == 1
-    finally:
-        logging.getLogger("bridge.feed.client").removeHandler(probe)
     [dropped] = events("announcement.dropped")
     assert dropped["tickers"] == ["CCC"] and dropped["reason"] == "queue_full" and dropped["queued"] == 2
     assert dropped["level"] == "error"

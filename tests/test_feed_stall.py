@@ -23,6 +23,7 @@ from bridge.feed.codec import Announcement
 from bridge.secrets import Secret
 from bridge.sim.emulator import FeedEmulator
 from bridge.sim.feed_messages import announcement, encode, welcome
+from tests.log_probe import probing
 
 KEY = "dsk_" + "e5" * 32
 WAIT = 5.0  # safety bound only
@@ -176,25 +177,16 @@ async def test_cut_texts_are_scrubbed_before_the_cut(caplog: pytest.LogCaptureFi
         async with FeedEmulator(api_keys=[KEY], heartbeat_interval=None, ping_interval=None) as emu:
             cfg = FeedConfig(api_key=Secret(KEY), url=emu.url, heartbeat_timeout=30.0)
             queue: asyncio.Queue[Announcement] = asyncio.Queue()
-            logged = asyncio.Event()
-
-            class Probe(logging.Handler):
-                def emit(self, record: logging.LogRecord) -> None:
-                    if isinstance(record.msg, dict) and record.msg.get("event") == "feed.unknown_type":
-                        logged.set()
-
-            probe = Probe()
-            logging.getLogger().addHandler(probe)
             welcomed = asyncio.Event()
             reader = feed.FeedReader(cfg, queue, on_welcome=lambda _: welcomed.set())
-            try:
+            with probing("feed.unknown_type", logger="") as probes:
                 async with feed.open_session(cfg) as session:
                     ws = await feed.connect(session, cfg)
                     task = asyncio.create_task(reader.read(ws))
                     try:
                         await asyncio.wait_for(welcomed.wait(), WAIT)
                         await emu.send({"type": "t" * 30 + secret})
-                        await asyncio.wait_for(logged.wait(), WAIT)
+                        await asyncio.wait_for(probes["feed.unknown_type"].seen.wait(), WAIT)
                     finally:
                         task.cancel()
                         await asyncio.gather(task, return_exceptions=True)
@@ -202,8 +194,6 @@ async def test_cut_texts_are_scrubbed_before_the_cut(caplog: pytest.LogCaptureFi
                     emu.reject_next(429, error="e" * 70 + secret)
                     with pytest.raises(feed.HandshakeRejected) as info:
                         await feed.connect(session, cfg)
-            finally:
-                logging.getLogger().removeHandler(probe)
     [event] = feed_events(caplog, "feed.unknown_type")
     prefix = secret[:8]
     assert event["type"].startswith("t" * 30) and prefix not in event["type"] and len(event["type"]) <= 40

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from bridge.trading.dispatch import DEFAULT_STRATEGY_DEADLINE, StrategyRunner
 from bridge.trading.gate import TradingGate
 from bridge.trading.orders import OrderRouter
 from bridge.trading.strategy import Context
+from tests.log_probe import probing
 from tests.test_daemon import make_config, servers, start
 from tests.test_dispatch import Scripted, announcements, router, running, started
 
@@ -36,37 +35,6 @@ __all__ = ["router", "servers"]  # fixtures, used here by name
 
 WAIT = 5.0  # safety bound only
 DEADLINE = 0.005  # the handlers below block until released: they always overrun it
-
-
-class EventProbe(logging.Handler):
-    """Keeps the structlog events named `name` (raw event dicts) and sets `seen` at each."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.name_ = name
-        self.events: list[dict[str, Any]] = []
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, dict) and record.msg.get("event") == self.name_:
-            self.events.append(record.msg)
-            self.seen.set()
-
-
-@contextmanager
-def probing(*names: str) -> Iterator[dict[str, EventProbe]]:
-    logger = logging.getLogger("bridge.trading.dispatch")
-    probes = {name: EventProbe(name) for name in names}
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    for probe in probes.values():
-        logger.addHandler(probe)
-    try:
-        yield probes
-    finally:
-        for probe in probes.values():
-            logger.removeHandler(probe)
-        logger.setLevel(level)
 
 
 def runner_with(strategy: Scripted, router: OrderRouter, **kwargs: Any) -> StrategyRunner:
@@ -205,17 +173,9 @@ async def status_log(snapshot: Callable[[], dict[str, Any]]) -> list[dict[str, A
         if calls == 2:
             stop.set()
 
-    logger = logging.getLogger("bridge.ops.health")
-    probe = EventProbe("daemon.status")
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(probe)
-    try:
+    with probing("daemon.status", logger="bridge.ops.health") as probes:
         await asyncio.wait_for(run_status_log(snapshot, 60, stop, sleep=sleep), WAIT)
-    finally:
-        logger.removeHandler(probe)
-        logger.setLevel(level)
-    return probe.events
+    return probes["daemon.status"].events
 
 
 @pytest.mark.parametrize("deadline", [0.0, -1.0, math.inf, math.nan])
