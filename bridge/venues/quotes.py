@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ccxt.async_support as ccxt_async
@@ -82,10 +82,10 @@ async def fetch_one(ex: Any, symbol: str) -> Quote | None:
     try:
         if isinstance(ex, ccxt_async.binance) and market.get("spot") and not market.get("stock"):
             entry = await ex.publicGetTickerBookTicker({"symbol": market["id"]})
-            return _book_quote(symbol, entry, time.time_ns())
+            return _entry_quote(symbol, entry, time.time_ns(), BINANCE_BOOK)
         if isinstance(ex, ccxt_async.binance) and market.get("swap") and market.get("linear"):
             entry = await ex.fapiPublicGetTickerBookTicker({"symbol": market["id"]})  # weight 2
-            return _book_quote(symbol, entry, time.time_ns())
+            return _entry_quote(symbol, entry, time.time_ns(), BINANCE_BOOK)
         ticker = await ex.fetch_ticker(symbol)
     except ccxt_async.BadSymbol:  # binance -1121: not (or no longer) listed
         return None
@@ -106,6 +106,11 @@ def _binance_spot_book(ex: Any) -> bool:
 BOOK_CHUNK = 250
 
 
+# A ticker entry's fields: venue id, bid, ask, and last (None: the entry has no last price).
+Fields = tuple[str, str, str, str | None]
+BINANCE_BOOK: Fields = ("symbol", "bidPrice", "askPrice", None)  # spot and USD-M bookTicker entries
+
+
 @dataclass(frozen=True)
 class RawTickers:
     """One venue's all-instrument ticker request for one market type, as ccxt's fetch_tickers sends
@@ -113,31 +118,24 @@ class RawTickers:
     entry's fields (`fields`: venue id, bid, ask, last), the ones ccxt's parse_ticker reads."""
 
     call: str
-    params: dict[str, str] = field(default_factory=dict)
-    path: tuple[str, ...] = ()
-    fields: tuple[str, str, str, str | None] = ("symbol", "bidPrice", "askPrice", None)
+    params: dict[str, str]
+    path: tuple[str, ...]
+    fields: Fields
 
+
+# Where the list is in the answer, and the fields ccxt's parse_ticker reads, per venue
+_BYBIT: tuple[tuple[str, ...], Fields] = (
+    ("result", "list"),
+    ("symbol", "bid1Price", "ask1Price", "lastPrice"),
+)
+_OKX: tuple[tuple[str, ...], Fields] = (("data",), ("instId", "bidPx", "askPx", "last"))
 
 # (ccxt class, market type) -> the request; ccxt 4.5's bybit.py, okx.py and gate.py fetch_tickers.
 RAW_TICKERS: dict[tuple[type[Any], str], RawTickers] = {
-    (ccxt_async.bybit, "spot"): RawTickers(
-        "publicGetV5MarketTickers",
-        {"category": "spot"},
-        ("result", "list"),
-        ("symbol", "bid1Price", "ask1Price", "lastPrice"),
-    ),
-    (ccxt_async.bybit, "swap"): RawTickers(
-        "publicGetV5MarketTickers",
-        {"category": "linear"},
-        ("result", "list"),
-        ("symbol", "bid1Price", "ask1Price", "lastPrice"),
-    ),
-    (ccxt_async.okx, "spot"): RawTickers(
-        "publicGetMarketTickers", {"instType": "SPOT"}, ("data",), ("instId", "bidPx", "askPx", "last")
-    ),
-    (ccxt_async.okx, "swap"): RawTickers(
-        "publicGetMarketTickers", {"instType": "SWAP"}, ("data",), ("instId", "bidPx", "askPx", "last")
-    ),
+    (ccxt_async.bybit, "spot"): RawTickers("publicGetV5MarketTickers", {"category": "spot"}, *_BYBIT),
+    (ccxt_async.bybit, "swap"): RawTickers("publicGetV5MarketTickers", {"category": "linear"}, *_BYBIT),
+    (ccxt_async.okx, "spot"): RawTickers("publicGetMarketTickers", {"instType": "SPOT"}, *_OKX),
+    (ccxt_async.okx, "swap"): RawTickers("publicGetMarketTickers", {"instType": "SWAP"}, *_OKX),
     (ccxt_async.gate, "spot"): RawTickers(
         "publicSpotGetTickers",
         {"timezone": "utc0"},
@@ -165,27 +163,21 @@ async def _read_book_tickers(
 ) -> dict[str, Quote]:
     """Binance bookTicker entries as quotes of the spot markets, or with `swap` of the USD-M
     perpetuals (both kinds share the id `BTCUSDT`)."""
-    fields = ("symbol", "bidPrice", "askPrice", None)
-    return await _read_entries(entries, _book_symbols(ex, swap=swap), ts_ns, fields)
+    return await _read_entries(entries, _book_symbols(ex, swap=swap), ts_ns, BINANCE_BOOK)
 
 
 async def _read_entries(
-    entries: list[Any], symbols: dict[str, str], ts_ns: int, fields: tuple[str, str, str, str | None]
+    entries: list[Any], symbols: dict[str, str], ts_ns: int, fields: Fields
 ) -> dict[str, Quote]:
     """Ticker entries (dicts with the venue id, bid, ask and maybe last under `fields`) as quotes of
     the markets in `symbols` (venue id -> unified symbol), a chunk at a time (BOOK_CHUNK)."""
-    id_key, bid_key, ask_key, last_key = fields
     quotes: dict[str, Quote] = {}
     for start in range(0, len(entries), BOOK_CHUNK):
         for entry in entries[start : start + BOOK_CHUNK]:
-            venue_id = entry.get(id_key) if isinstance(entry, dict) else None
+            venue_id = entry.get(fields[0]) if isinstance(entry, dict) else None
             symbol = symbols.get(venue_id) if isinstance(venue_id, str) else None
-            if symbol is None:
-                continue
-            bid, ask = _positive(entry.get(bid_key)), _positive(entry.get(ask_key))
-            last = None if last_key is None else _positive(entry.get(last_key))
-            if bid is not None or ask is not None or last is not None:
-                quotes[symbol] = Quote(symbol, bid, ask, last, ts_ns)
+            if symbol is not None and (quote := _entry_quote(symbol, entry, ts_ns, fields)) is not None:
+                quotes[symbol] = quote
         if start + BOOK_CHUNK < len(entries):
             await asyncio.sleep(0)
     return quotes
@@ -210,9 +202,12 @@ def _book_symbols(ex: Any, *, swap: bool) -> dict[str, str]:
     return symbols
 
 
-def _book_quote(symbol: str, entry: dict[str, Any], ts_ns: int) -> Quote | None:
-    bid, ask = _positive(entry.get("bidPrice")), _positive(entry.get("askPrice"))
-    return None if bid is None and ask is None else Quote(symbol, bid, ask, None, ts_ns)
+def _entry_quote(symbol: str, entry: dict[str, Any], ts_ns: int, fields: Fields) -> Quote | None:
+    """A venue's raw ticker entry as a quote (None: it gives no price at all)."""
+    _, bid_key, ask_key, last_key = fields
+    bid, ask = _positive(entry.get(bid_key)), _positive(entry.get(ask_key))
+    last = None if last_key is None else _positive(entry.get(last_key))
+    return None if bid is None and ask is None and last is None else Quote(symbol, bid, ask, last, ts_ns)
 
 
 def _from_ticker(symbol: str, ticker: dict[str, Any], ts_ns: int) -> Quote | None:
